@@ -1,1 +1,48 @@
-fn main() {}
+//! `paddock-server`: parse flags, start the server, serve the client and admin ports until
+//! SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use paddock_server::config::Config;
+use paddock_server::server::Server;
+use paddock_server::{admin, shutdown, zk};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse().resolve()?;
+    // Bind first: a port clash is reported before any storage is touched.
+    let client = tokio::net::TcpListener::bind(config.client_addr)
+        .await
+        .with_context(|| format!("failed to bind the client port {}", config.client_addr))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("failed to bind the admin port {}", config.admin_addr))?;
+    let client_addr = client.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let server = Server::start(config).await?;
+    tracing::info!(%client_addr, %admin_addr, id = server.config.id, "paddock-server serving");
+    // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.
+    println!("paddock-server listening client={client_addr} admin={admin_addr}");
+
+    let listener = tokio::spawn(zk::listener::run(server.clone(), client));
+    let admin_server = {
+        let shutdown = server.shutdown.clone();
+        let router = admin::router(server.clone());
+        tokio::spawn(async move {
+            axum::serve(admin_listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        })
+    };
+    shutdown::signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    let _ = listener.await;
+    let _ = admin_server.await;
+    Ok(())
+}

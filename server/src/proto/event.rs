@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::DecodeError;
+
 /// What happened to the watched znode (`Watcher.Event.EventType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(i32)]
@@ -42,4 +44,55 @@ pub enum KeeperState {
     Expired = -112,
     /// The client closed the session.
     Closed = 7,
+}
+
+impl EventType {
+    /// The value sent on the wire.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl TryFrom<i32> for EventType {
+    type Error = DecodeError;
+
+    fn try_from(value: i32) -> Result<Self, DecodeError> {
+        use EventType::*;
+        Ok(match value {
+            -1 => None,
+            1 => NodeCreated,
+            2 => NodeDeleted,
+            3 => NodeDataChanged,
+            4 => NodeChildrenChanged,
+            5 => DataWatchRemoved,
+            6 => ChildWatchRemoved,
+            7 => PersistentWatchRemoved,
+            _ => return Err(DecodeError::Invalid("unknown event type")),
+        })
+    }
+}
+
+impl KeeperState {
+    /// The value sent on the wire.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl TryFrom<i32> for KeeperState {
+    type Error = DecodeError;
+
+    fn try_from(value: i32) -> Result<Self, DecodeError> {
+        use KeeperState::*;
+        Ok(match value {
+            0 => Disconnected,
+            3 => SyncConnected,
+            4 => AuthFailed,
+            5 => ConnectedReadOnly,
+            6 => SaslAuthenticated,
+            -112 => Expired,
+            7 => Closed,
+            _ => return Err(DecodeError::Invalid("unknown keeper state")),
+        })
+    }
 }

@@ -3,18 +3,30 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod connect;
 pub mod create_mode;
 pub mod error;
 pub mod event;
+pub mod header;
+pub mod jute;
 pub mod opcode;
+pub mod request;
+pub mod response;
 pub mod stat;
+pub mod watch;
 
 pub use acl::{perms, Acl, Id};
+pub use connect::{ConnectRequest, ConnectResponse};
 pub use create_mode::CreateMode;
 pub use error::ErrorCode;
 pub use event::{EventType, KeeperState};
+pub use header::{MultiHeader, ReplyHeader, RequestHeader, AUTH_XID, NOTIFICATION_XID, PING_XID, SET_WATCHES_XID};
+pub use jute::{write_frame, Reader, Record, Writer};
 pub use opcode::OpCode;
+pub use request::Request;
+pub use response::{encode_reply, ClientInfo, MultiResult, Response};
 pub use stat::Stat;
+pub use watch::{add_watch_mode, watcher_type, WatcherEvent};
 
 /// Why a record could not be decoded. Every variant is the client's fault; the caller answers
 /// with an error code or closes that one connection, never panics.

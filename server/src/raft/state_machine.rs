@@ -1,0 +1,179 @@
+//! The openraft state machine adapter. Thin: committed entries go to the [`Store`]; snapshots are
+//! the tree serialized (postcard), lz4-compressed, and kept in the `snapshot` column family.
+//!
+//! The tree lives only in memory. After a restart it is rebuilt from the newest snapshot, and
+//! openraft re-applies the committed log after it (the log store keeps the committed id).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use rocksdb::DB;
+
+use super::log_store::{decode, encode};
+use super::{keys, TypeConfig};
+use crate::metrics;
+use crate::store::Store;
+use crate::tree::DataTree;
+
+type C = TypeConfig;
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The state machine: the shared [`Store`] plus what openraft needs to know about it.
+pub struct StateMachine {
+    store: Arc<Store>,
+    db: Arc<DB>,
+    last_applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+}
+
+/// Builds a snapshot from a copy of the tree taken when the builder was made, so building
+/// (serializing, compressing, writing) runs beside further applies.
+pub struct SnapshotBuilder {
+    tree: DataTree,
+    db: Arc<DB>,
+    meta: SnapshotMetaOf<C>,
+}
+
+/// Serializes and compresses a tree.
+fn pack(tree: &DataTree) -> io::Result<Vec<u8>> {
+    Ok(lz4_flex::compress_prepend_size(&encode(tree)?))
+}
+
+/// The inverse of [`pack`]; a corrupt snapshot is an error, not a panic.
+fn unpack(data: &[u8]) -> io::Result<DataTree> {
+    let raw = lz4_flex::decompress_size_prepended(data).map_err(io_err)?;
+    decode(&raw)
+}
+
+fn save_snapshot(db: &DB, meta: &SnapshotMetaOf<C>, data: &[u8]) -> io::Result<()> {
+    let cf = db.cf_handle(keys::CF_SNAPSHOT).ok_or_else(|| io_err("snapshot column family missing"))?;
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put_cf(cf, keys::SNAPSHOT_DATA, data);
+    batch.put_cf(cf, keys::SNAPSHOT_META, encode(meta)?);
+    db.write(batch).map_err(io_err)?;
+    // The log is purged behind a snapshot, so the snapshot must be durable first.
+    db.flush_wal(true).map_err(io_err)
+}
+
+fn load_snapshot(db: &DB) -> io::Result<Option<(SnapshotMetaOf<C>, Vec<u8>)>> {
+    let cf = db.cf_handle(keys::CF_SNAPSHOT).ok_or_else(|| io_err("snapshot column family missing"))?;
+    let meta = db.get_cf(cf, keys::SNAPSHOT_META).map_err(io_err)?;
+    let data = db.get_cf(cf, keys::SNAPSHOT_DATA).map_err(io_err)?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some((decode(&meta)?, data))),
+        _ => Ok(None),
+    }
+}
+
+fn zxid_of(log_id: &Option<LogIdOf<C>>) -> i64 {
+    log_id.as_ref().map(|id| id.index() as i64).unwrap_or(0)
+}
+
+impl StateMachine {
+    /// Opens the state machine, restoring the tree from the newest snapshot in `db`.
+    pub fn open(store: Arc<Store>, db: Arc<DB>) -> io::Result<Self> {
+        let mut sm = Self { store, db, last_applied: None, membership: Default::default() };
+        if let Some((meta, data)) = load_snapshot(&sm.db)? {
+            sm.restore(&meta, &data)?;
+        }
+        Ok(sm)
+    }
+
+    fn restore(&mut self, meta: &SnapshotMetaOf<C>, data: &[u8]) -> io::Result<()> {
+        let started = Instant::now();
+        let tree = unpack(data)?;
+        self.store.replace_tree(tree, zxid_of(&meta.last_log_id));
+        self.last_applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        metrics::SNAPSHOT_RESTORE_SECONDS.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<C> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
+        let started = Instant::now();
+        let tree = std::mem::take(&mut self.tree);
+        let db = self.db.clone();
+        let meta = self.meta.clone();
+        // Serializing a large tree is CPU work: keep it off the async workers.
+        let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let data = pack(&tree)?;
+            save_snapshot(&db, &meta, &data)?;
+            Ok(data)
+        })
+        .await
+        .map_err(io_err)??;
+        metrics::SNAPSHOT_BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::SNAPSHOT_BYTES.set(data.len() as i64);
+        Ok(SnapshotOf::<C, Vec<u8>> { meta: self.meta.clone(), snapshot: data })
+    }
+}
+
+impl RaftStateMachine<C> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        Ok((self.last_applied.clone(), self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id();
+            let zxid = log_id.index() as i64;
+            match &entry.payload {
+                EntryPayload::Normal(command) => self.store.apply(zxid, command),
+                EntryPayload::Membership(membership) => {
+                    self.membership = openraft::StoredMembership::new(Some(log_id.clone()), membership.clone());
+                    self.store.advance(zxid);
+                }
+                EntryPayload::Blank => self.store.advance(zxid),
+            }
+            self.last_applied = Some(log_id);
+            if let Some(responder) = responder {
+                responder.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            tree: self.store.clone_tree(),
+            db: self.db.clone(),
+            meta: SnapshotMetaOf::<C> {
+                last_log_id: self.last_applied.clone(),
+                last_membership: self.membership.clone(),
+            },
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        self.restore(meta, &snapshot)?;
+        let db = self.db.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || save_snapshot(&db, &meta, &snapshot))
+            .await
+            .map_err(io_err)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
+        Ok(load_snapshot(&self.db)?.map(|(meta, snapshot)| SnapshotOf::<C, Vec<u8>> { meta, snapshot }))
+    }
+}

@@ -1,0 +1,160 @@
+//! The applied state this server serves: the data tree, the watches registered on it, and the
+//! local writes waiting for their result. The Raft state machine applies committed txns here;
+//! request handlers read here. Replication and durability are `raft`'s business.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::raft::{Command, Origin};
+use crate::tree::{DataTree, TxnKind, TxnResult};
+use crate::zk::watch::WatchManager;
+
+/// The result of a write, delivered to the server that submitted it once applied there.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    /// The write's zxid (its Raft log index).
+    pub zxid: i64,
+    /// What the data tree answered.
+    pub result: TxnResult,
+}
+
+/// See the module docs.
+pub struct Store {
+    server_id: u64,
+    tree: RwLock<DataTree>,
+    watches: Mutex<WatchManager>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
+    next_seq: AtomicU64,
+    applied: watch::Sender<i64>,
+    closed_sessions: broadcast::Sender<i64>,
+}
+
+/// A read view: the tree and the watch table, locked together so that a read and the watch it
+/// leaves are atomic with respect to applying txns (no event can slip between them).
+pub struct ReadView<'a> {
+    /// The data tree.
+    pub tree: RwLockReadGuard<'a, DataTree>,
+    /// The watch table.
+    pub watches: MutexGuard<'a, WatchManager>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already; the data is still consistent for us
+    // because every mutation completes before the guard drops.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// An empty store for server `server_id`.
+    pub fn new(server_id: u64) -> Self {
+        Self {
+            server_id,
+            tree: RwLock::new(DataTree::new()),
+            watches: Mutex::new(WatchManager::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
+            applied: watch::channel(0).0,
+            closed_sessions: broadcast::channel(1024).0,
+        }
+    }
+
+    /// This server's id.
+    pub fn server_id(&self) -> u64 {
+        self.server_id
+    }
+
+    /// Read access to the tree and the watches.
+    pub fn read(&self) -> ReadView<'_> {
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        let watches = lock(&self.watches);
+        ReadView { tree, watches }
+    }
+
+    /// The tree alone, for reads that leave no watch.
+    pub fn tree(&self) -> RwLockReadGuard<'_, DataTree> {
+        self.tree.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watch table alone.
+    pub fn watches(&self) -> MutexGuard<'_, WatchManager> {
+        lock(&self.watches)
+    }
+
+    fn tree_mut(&self) -> RwLockWriteGuard<'_, DataTree> {
+        self.tree.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves an origin for a write this server is about to submit, and the receiver its
+    /// result arrives on once the write is applied here.
+    pub fn register_write(&self) -> (Origin, oneshot::Receiver<WriteOutcome>) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(seq, tx);
+        (Origin { server: self.server_id, seq }, rx)
+    }
+
+    /// Forgets a registered write that could not be submitted; its receiver sees a closed channel.
+    pub fn abandon_write(&self, origin: Origin) {
+        lock(&self.pending).remove(&origin.seq);
+    }
+
+    /// Applies one committed command at `zxid`: updates the tree, fires watches (before the
+    /// submitter hears the result, so a client sees its event before its response), and hands
+    /// the result to the waiting submitter.
+    pub fn apply(&self, zxid: i64, command: &Command) {
+        let applied = {
+            let mut tree = self.tree_mut();
+            let applied = tree.apply(zxid, &command.txn);
+            lock(&self.watches).trigger(zxid, &applied.events);
+            applied
+        };
+        if let (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) = (&command.txn.kind, &applied.result) {
+            // Nobody listening is fine: no connection to end.
+            let _ = self.closed_sessions.send(*session_id);
+        }
+        if let Some(origin) = command.origin.filter(|o| o.server == self.server_id) {
+            if let Some(tx) = lock(&self.pending).remove(&origin.seq) {
+                // The client may have gone; its result is then simply dropped.
+                let _ = tx.send(WriteOutcome { zxid, result: applied.result });
+            }
+        }
+        self.applied.send_replace(zxid);
+    }
+
+    /// Session ids as their close or expiry is applied, so their connections can be ended.
+    pub fn closed_sessions(&self) -> broadcast::Receiver<i64> {
+        self.closed_sessions.subscribe()
+    }
+
+    /// Records that the log advanced to `zxid` without a txn for the tree (blank or membership
+    /// entries), so waiters on the applied index move on.
+    pub fn advance(&self, zxid: i64) {
+        self.applied.send_replace(zxid);
+    }
+
+    /// Replaces the whole tree (snapshot restore or install).
+    pub fn replace_tree(&self, tree: DataTree, zxid: i64) {
+        *self.tree_mut() = tree;
+        self.applied.send_replace(zxid);
+    }
+
+    /// A copy of the tree for a snapshot.
+    pub fn clone_tree(&self) -> DataTree {
+        self.tree().clone()
+    }
+
+    /// The last applied log index.
+    pub fn applied_zxid(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the log index `zxid` has been applied here.
+    pub async fn wait_applied(&self, zxid: i64) {
+        let mut rx = self.applied.subscribe();
+        // The sender lives as long as the store, which outlives every waiter.
+        let _ = rx.wait_for(|&applied| applied >= zxid).await;
+    }
+}

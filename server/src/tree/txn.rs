@@ -1,0 +1,191 @@
+//! Transactions: the replicated inputs of the data tree (they are the Raft log's payload) and what
+//! applying one returns. The leader stamps time and ids into a [`Txn`]; nothing here reads a clock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{Acl, CreateMode, ErrorCode, Id, Stat};
+
+/// The `ttl_ms` of a create that carries no TTL. ZooKeeper passes -1 for create, create2 and
+/// createContainer, and rejects a non-TTL mode whose ttl is `>= 0` with `BadArguments`.
+pub const NO_TTL: i64 = -1;
+
+/// One log entry for the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    /// Wall-clock time in milliseconds, stamped by the leader; becomes ctime / mtime.
+    pub time_ms: i64,
+    /// What to do.
+    pub kind: TxnKind,
+}
+
+/// What a [`Txn`] does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnKind {
+    /// Register a session. Re-creating an id that already exists leaves it untouched.
+    CreateSession {
+        /// The id the leader chose.
+        session_id: i64,
+        /// The session password the client must present to reconnect.
+        password: Vec<u8>,
+        /// The negotiated timeout.
+        timeout_ms: i32,
+    },
+    /// Close (or expire) a session: deletes all its ephemerals atomically and forgets it.
+    CloseSession {
+        /// The session.
+        session_id: i64,
+    },
+    /// One client write.
+    Write {
+        /// The requesting session; it must exist, or the write fails with `SessionExpired`.
+        session_id: i64,
+        /// The connection's authenticated ids (`ip:…`, `digest:user:hash`, `super:`).
+        auth: Vec<Id>,
+        /// The operation.
+        op: WriteOp,
+    },
+    /// An all-or-nothing batch of writes.
+    Multi {
+        /// The requesting session.
+        session_id: i64,
+        /// The connection's authenticated ids.
+        auth: Vec<Id>,
+        /// The operations, applied in order; later ones see the effects of earlier ones.
+        ops: Vec<WriteOp>,
+    },
+    /// Leader-proposed container / TTL cleanup. Apply re-checks each candidate and skips the ones
+    /// no longer eligible.
+    Reap {
+        /// The candidates, from [`super::DataTree::reap_candidates`].
+        nodes: Vec<ReapCandidate>,
+    },
+    /// Nothing (a leader's first entry, a barrier).
+    Noop,
+}
+
+/// One client write operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// create / create2 / createContainer / createTTL.
+    Create {
+        /// The path; for sequential modes, the prefix the counter is appended to.
+        path: String,
+        /// The data.
+        data: Vec<u8>,
+        /// The ACL as the client sent it (`auth` entries are expanded on apply).
+        acl: Vec<Acl>,
+        /// The mode.
+        mode: CreateMode,
+        /// The TTL for TTL modes, in `1..=2^40-1`; [`NO_TTL`] for every other mode.
+        ttl_ms: i64,
+    },
+    /// delete.
+    Delete {
+        /// The path.
+        path: String,
+        /// The expected data version, or -1 for any.
+        version: i32,
+    },
+    /// setData.
+    SetData {
+        /// The path.
+        path: String,
+        /// The new data.
+        data: Vec<u8>,
+        /// The expected data version, or -1 for any.
+        version: i32,
+    },
+    /// setACL.
+    SetAcl {
+        /// The path.
+        path: String,
+        /// The new ACL as the client sent it.
+        acl: Vec<Acl>,
+        /// The expected ACL version (aversion), or -1 for any.
+        version: i32,
+    },
+    /// check (only inside multi on the wire, but valid on its own here).
+    Check {
+        /// The path.
+        path: String,
+        /// The expected data version, or -1 for any.
+        version: i32,
+    },
+}
+
+impl WriteOp {
+    /// The path the operation names, as the client sent it.
+    pub fn path(&self) -> &str {
+        match self {
+            WriteOp::Create { path, .. }
+            | WriteOp::Delete { path, .. }
+            | WriteOp::SetData { path, .. }
+            | WriteOp::SetAcl { path, .. }
+            | WriteOp::Check { path, .. } => path,
+        }
+    }
+}
+
+/// A node the leader believes can be reaped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapCandidate {
+    /// The node.
+    pub path: String,
+    /// Why it can go.
+    pub kind: ReapKind,
+}
+
+/// Which cleanup rule a [`ReapCandidate`] falls under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReapKind {
+    /// A container that had children and has none now.
+    Container,
+    /// A childless TTL node not modified for its TTL.
+    Ttl,
+}
+
+/// The outcome of applying a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnResult {
+    /// The session is registered (also when it already was).
+    SessionCreated,
+    /// The session and its ephemerals are gone. Closing an unknown session gives [`TxnResult::Noop`].
+    SessionClosed,
+    /// A single write's result or its ZooKeeper error code.
+    Write(Result<OpResult, ErrorCode>),
+    /// A multi: every op's result, or one code per op when it failed: [`ErrorCode::Ok`] (encoded
+    /// as 0) for the ops before the failing one, the failing op's own code at it, and
+    /// [`ErrorCode::RuntimeInconsistency`] (-2) for the ops after it — exactly the `ErrorResult`
+    /// codes ZooKeeper puts in a failed multi response.
+    Multi(Result<Vec<OpResult>, Vec<ErrorCode>>),
+    /// How many of the candidates were deleted.
+    Reaped(usize),
+    /// Nothing happened.
+    Noop,
+}
+
+/// The result of one successful [`WriteOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// The node was created; `path` carries the sequence suffix, if any.
+    Created {
+        /// The created path.
+        path: String,
+        /// The new node's Stat (create2 / createContainer / createTTL return it).
+        stat: Stat,
+    },
+    /// The node was deleted.
+    Deleted,
+    /// The data was replaced.
+    DataSet {
+        /// The node's Stat afterwards.
+        stat: Stat,
+    },
+    /// The ACL was replaced.
+    AclSet {
+        /// The node's Stat afterwards.
+        stat: Stat,
+    },
+    /// The version check passed.
+    Checked,
+}
