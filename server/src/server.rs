@@ -204,7 +204,7 @@ async fn leader_duties(server: Arc<Server>) {
             _ = tokio::time::sleep(tick) => {}
         }
         {
-            let leader = leader_changes.borrow_and_update().current_leader.clone();
+            let leader = leader_changes.borrow_and_update().current_leader;
             if leader != last_leader {
                 if leader.is_some() {
                     metrics::RAFT_LEADER_CHANGES.inc();

@@ -61,3 +61,34 @@ pub fn open_db(dir: &Path) -> Result<Arc<rocksdb::DB>, rocksdb::Error> {
     let db = rocksdb::DB::open_cf(&opts, dir, keys::ALL_CFS)?;
     Ok(Arc::new(db))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::StorageError;
+    use tempfile::TempDir;
+
+    use super::log_store::LogStore;
+    use super::state_machine::StateMachine;
+    use super::{open_db, TypeConfig};
+    use crate::store::Store;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+            let dir = TempDir::new().expect("temp dir");
+            let db = open_db(dir.path()).expect("open rocksdb");
+            let state_machine = StateMachine::open(Arc::new(Store::new(1)), db.clone()).expect("open state machine");
+            Ok((dir, LogStore::new(db), state_machine))
+        }
+    }
+
+    /// openraft's own conformance suite for log stores and state machines.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_openraft_storage_suite() {
+        Suite::test_all(Builder).await.expect("storage suite");
+    }
+}

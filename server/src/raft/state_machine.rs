@@ -92,7 +92,7 @@ impl StateMachine {
         let started = Instant::now();
         let tree = unpack(data)?;
         self.store.replace_tree(tree, zxid_of(&meta.last_log_id));
-        self.last_applied = meta.last_log_id.clone();
+        self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         metrics::SNAPSHOT_RESTORE_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(())
@@ -126,7 +126,7 @@ impl RaftStateMachine<C> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        Ok((self.last_applied.clone(), self.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -140,7 +140,7 @@ impl RaftStateMachine<C> for StateMachine {
             match &entry.payload {
                 EntryPayload::Normal(command) => self.store.apply(zxid, command),
                 EntryPayload::Membership(membership) => {
-                    self.membership = openraft::StoredMembership::new(Some(log_id.clone()), membership.clone());
+                    self.membership = openraft::StoredMembership::new(Some(log_id), membership.clone());
                     self.store.advance(zxid);
                 }
                 EntryPayload::Blank => self.store.advance(zxid),
@@ -158,7 +158,7 @@ impl RaftStateMachine<C> for StateMachine {
             tree: self.store.clone_tree(),
             db: self.db.clone(),
             meta: SnapshotMetaOf::<C> {
-                last_log_id: self.last_applied.clone(),
+                last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),
             },
         }

@@ -228,6 +228,14 @@ async fn run(
         metrics::REQUESTS.with_label_values(&[op.name()]).inc();
         let request = match Request::decode(op, body) {
             Ok(r) => r,
+            // ZooKeeper answers unknown create flags with BadArguments and carries on.
+            Err(crate::proto::DecodeError::BadCreateMode(_)) => {
+                let slot = Slot::Immediate { xid, op, result: Err(ErrorCode::BadArguments), started };
+                if slots_tx.send(slot).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
             Err(e) => break Err(e.into()),
         };
         let slot = match (op, request) {
