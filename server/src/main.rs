@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse().resolve()?;
@@ -34,9 +36,7 @@ async fn main() -> anyhow::Result<()> {
         let shutdown = server.shutdown.clone();
         let router = admin::router(server.clone());
         tokio::spawn(async move {
-            axum::serve(admin_listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
+            axum::serve(admin_listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
         })
     };
     shutdown::signal().await;

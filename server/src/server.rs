@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use openraft::alias::OneshotReceiverOf;
+use openraft::async_runtime::WatchReceiver;
 use openraft::impls::{BasicNode, ProgressResponder};
 use openraft::raft::ClientWriteResult;
-use openraft::async_runtime::WatchReceiver;
 use openraft::{ServerState, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +108,8 @@ impl Server {
         // A standalone server elects itself within one election timeout; wait for it so the
         // first clients are not turned away.
         let mut metrics_rx = raft.metrics();
-        let elected = tokio::time::timeout(Duration::from_secs(10), metrics_rx.wait_until(|m| m.current_leader.is_some()));
+        let elected =
+            tokio::time::timeout(Duration::from_secs(10), metrics_rx.wait_until(|m| m.current_leader.is_some()));
         if elected.await.is_err() {
             tracing::warn!("no leader after 10 s; serving anyway");
         }
@@ -158,13 +159,16 @@ impl Server {
     /// Whether this server is in a cluster with a leader and has applied all it committed.
     pub fn is_ready(&self) -> bool {
         let m = self.raft_metrics();
-        m.current_leader.is_some() && m.running_state.is_ok() && m.last_applied.as_ref().map(|l| l.index) >= m.local_committed.as_ref().map(|c| c.index)
+        m.current_leader.is_some()
+            && m.running_state.is_ok()
+            && m.last_applied.as_ref().map(|l| l.index) >= m.local_committed.as_ref().map(|c| c.index)
     }
 
     /// Copies Raft and tree figures into the gauges (on scrape).
     pub fn refresh_metrics(&self) {
         let m = self.raft_metrics();
-        let index = |id: &Option<openraft::alias::LogIdOf<TypeConfig>>| id.as_ref().map(|l| l.index as i64).unwrap_or(0);
+        let index =
+            |id: &Option<openraft::alias::LogIdOf<TypeConfig>>| id.as_ref().map(|l| l.index as i64).unwrap_or(0);
         metrics::RAFT_TERM.set(m.current_term as i64);
         metrics::RAFT_IS_LEADER.set(i64::from(m.state == ServerState::Leader));
         metrics::RAFT_LAST_LOG_INDEX.set(m.last_log_index.unwrap_or(0) as i64);

@@ -69,9 +69,7 @@ impl LogStore {
     /// Fsyncs the WAL on a blocking thread, so the async runtime is not stalled by the disk.
     async fn sync_wal(&self) -> io::Result<()> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush_wal(true).map_err(io_err))
-            .await
-            .map_err(io_err)?
+        tokio::task::spawn_blocking(move || db.flush_wal(true).map_err(io_err)).await.map_err(io_err)?
     }
 }
 
@@ -171,9 +169,7 @@ impl RaftLogStorage<C> for LogStore {
         let cf = self.cf(keys::CF_LOGS)?;
         // Not synced: a truncated entry that reappears after a crash is uncommitted and will be
         // truncated again by the leader.
-        self.db
-            .delete_range_cf(cf, keys::log_key(from), keys::log_key(u64::MAX))
-            .map_err(io_err)?;
+        self.db.delete_range_cf(cf, keys::log_key(from), keys::log_key(u64::MAX)).map_err(io_err)?;
         // delete_range excludes its end; u64::MAX itself is never a real index.
         Ok(())
     }
@@ -184,8 +180,6 @@ impl RaftLogStorage<C> for LogStore {
         self.put_meta(keys::META_LAST_PURGED, &log_id)?;
         self.sync_wal().await?;
         let cf = self.cf(keys::CF_LOGS)?;
-        self.db
-            .delete_range_cf(cf, keys::log_key(0), keys::log_key(log_id.index() + 1))
-            .map_err(io_err)
+        self.db.delete_range_cf(cf, keys::log_key(0), keys::log_key(log_id.index() + 1)).map_err(io_err)
     }
 }

@@ -5,11 +5,11 @@
 use std::future::Future;
 
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::errors::{RPCError, Unreachable};
 use openraft::errors::{ReplicationClosed, StreamingError};
+use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::errors::{RPCError, Unreachable};
-use openraft::impls::BasicNode;
 use openraft::{AnyError, OptionalSend};
 
 use super::TypeConfig;

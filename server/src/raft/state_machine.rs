@@ -157,10 +157,7 @@ impl RaftStateMachine<C> for StateMachine {
         SnapshotBuilder {
             tree: self.store.clone_tree(),
             db: self.db.clone(),
-            meta: SnapshotMetaOf::<C> {
-                last_log_id: self.last_applied,
-                last_membership: self.membership.clone(),
-            },
+            meta: SnapshotMetaOf::<C> { last_log_id: self.last_applied, last_membership: self.membership.clone() },
         }
     }
 
@@ -168,9 +165,7 @@ impl RaftStateMachine<C> for StateMachine {
         self.restore(meta, &snapshot)?;
         let db = self.db.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || save_snapshot(&db, &meta, &snapshot))
-            .await
-            .map_err(io_err)?
+        tokio::task::spawn_blocking(move || save_snapshot(&db, &meta, &snapshot)).await.map_err(io_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {

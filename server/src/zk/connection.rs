@@ -134,7 +134,11 @@ async fn handshake(
         let session_id = server.session_ids.next_id();
         let password = crate::zk::session::SessionIds::password();
         let created = server
-            .write(TxnKind::CreateSession { session_id, password: password.clone(), timeout_ms: timeout.as_millis() as i32 })
+            .write(TxnKind::CreateSession {
+                session_id,
+                password: password.clone(),
+                timeout_ms: timeout.as_millis() as i32,
+            })
             .await;
         match created {
             Ok(_) => {
@@ -194,7 +198,8 @@ async fn run(
     let (notify_tx, notify_rx) = mpsc::unbounded_channel();
     server.store.watches().attach(conn, notify_tx);
     let (slots_tx, slots_rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(server.clone(), conn, stats.clone(), session_id, write_half, slots_rx, notify_rx));
+    let writer =
+        tokio::spawn(write_loop(server.clone(), conn, stats.clone(), session_id, write_half, slots_rx, notify_rx));
 
     let mut auth = Arc::new(vec![Id::new("ip", peer.ip().to_string())]);
     let kill = server.connections.kill_signal(conn);
@@ -257,7 +262,10 @@ async fn run(
             }
             (OpCode::CloseSession, _) => {
                 let pending = server
-                    .propose(crate::tree::Txn { time_ms: crate::server::now_ms(), kind: TxnKind::CloseSession { session_id } })
+                    .propose(crate::tree::Txn {
+                        time_ms: crate::server::now_ms(),
+                        kind: TxnKind::CloseSession { session_id },
+                    })
                     .await
                     .ok();
                 let _ = slots_tx.send(Slot::Close { xid, pending }).await;
@@ -290,7 +298,14 @@ async fn run(
 }
 
 /// Appends a reply frame for `result` and records its metrics.
-fn encode_result(out: &mut Vec<u8>, xid: i32, op: OpCode, zxid: i64, result: Result<Response, ErrorCode>, started: Instant) {
+fn encode_result(
+    out: &mut Vec<u8>,
+    xid: i32,
+    op: OpCode,
+    zxid: i64,
+    result: Result<Response, ErrorCode>,
+    started: Instant,
+) {
     let (header, body) = match result {
         Ok(body) => (ReplyHeader::ok(xid, zxid), Some(body)),
         Err(code) => {
@@ -337,7 +352,8 @@ async fn write_loop(
     mut slots: mpsc::Receiver<Slot>,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
 ) {
-    let mut w = Writer { server: server.clone(), stats, out: BufWriter::new(write_half), buf: Vec::with_capacity(4096) };
+    let mut w =
+        Writer { server: server.clone(), stats, out: BufWriter::new(write_half), buf: Vec::with_capacity(4096) };
     let result: std::io::Result<()> = async {
         loop {
             let slot = tokio::select! {
@@ -444,7 +460,14 @@ async fn resolve(
         Slot::Close { xid, pending } => {
             if let Some(pending) = pending {
                 if let Ok(outcome) = await_write(server, pending, notifications, w).await? {
-                    encode_result(&mut w.buf, xid, OpCode::CloseSession, outcome.zxid, Ok(Response::Empty), Instant::now());
+                    encode_result(
+                        &mut w.buf,
+                        xid,
+                        OpCode::CloseSession,
+                        outcome.zxid,
+                        Ok(Response::Empty),
+                        Instant::now(),
+                    );
                 }
             }
             end = true;

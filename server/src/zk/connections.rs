@@ -132,9 +132,9 @@ impl Connections {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_total_us.fetch_add(us, Ordering::Relaxed);
         self.latency_max_us.fetch_max(us, Ordering::Relaxed);
-        let _ = self.latency_min_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |min| {
-            (min == 0 || us < min).then_some(us.max(1))
-        });
+        let _ = self
+            .latency_min_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |min| (min == 0 || us < min).then_some(us.max(1)));
     }
 
     /// Packets received and sent since start.
@@ -145,11 +145,8 @@ impl Connections {
     /// Latency min / avg / max in milliseconds, as ZooKeeper prints it.
     pub fn latency_ms(&self) -> (f64, f64, f64) {
         let count = self.latency_count.load(Ordering::Relaxed);
-        let avg = if count == 0 {
-            0.0
-        } else {
-            self.latency_total_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0
-        };
+        let avg =
+            if count == 0 { 0.0 } else { self.latency_total_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0 };
         (
             self.latency_min_us.load(Ordering::Relaxed) as f64 / 1000.0,
             avg,

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use crate::server::Server;
 
 /// The words answered (all of DESIGN.md's list; ZooKeeper's whitelist is not needed here).
-pub const WORDS: [&[u8; 4]; 10] = [b"ruok", b"srvr", b"stat", b"mntr", b"conf", b"cons", b"envi", b"wchs", b"isro", b"dirs"];
+pub const WORDS: [&[u8; 4]; 10] =
+    [b"ruok", b"srvr", b"stat", b"mntr", b"conf", b"cons", b"envi", b"wchs", b"isro", b"dirs"];
 
 /// Whether the first four bytes of a connection are a four-letter word.
 pub fn is_word(first: &[u8; 4]) -> bool {
@@ -112,7 +113,11 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
             let _ = writeln!(out, "host.name={}", std::env::var("HOSTNAME").unwrap_or_default());
             let _ = writeln!(out, "os.name={}", std::env::consts::OS);
             let _ = writeln!(out, "os.arch={}", std::env::consts::ARCH);
-            let _ = writeln!(out, "user.dir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "user.dir={}",
+                std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+            );
         }
         b"wchs" => {
             let w = server.store.watches();

@@ -84,9 +84,9 @@ pub fn write_response(op: OpCode, sub_ops: &[OpCode], result: TxnResult) -> Resu
         }),
         // A failed multi is a successful reply whose results are all errors (0 before the
         // failing op, its code at it, -2 after), as ZooKeeper sends it.
-        TxnResult::Multi(Ok(results)) => Ok(Response::Multi(
-            sub_ops.iter().zip(results).map(|(&op, r)| multi_result(op, r)).collect(),
-        )),
+        TxnResult::Multi(Ok(results)) => {
+            Ok(Response::Multi(sub_ops.iter().zip(results).map(|(&op, r)| multi_result(op, r)).collect()))
+        }
         TxnResult::Multi(Err(codes)) => Ok(Response::Multi(codes.into_iter().map(MultiResult::Error).collect())),
         _ => Err(ErrorCode::SystemError),
     }
@@ -194,11 +194,7 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
             Ok(Response::Empty)
         }
         Request::WhoAmI => Ok(Response::WhoAmI(
-            caller
-                .auth
-                .iter()
-                .map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() })
-                .collect(),
+            caller.auth.iter().map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() }).collect(),
         )),
         Request::Sync { path } => Ok(Response::Sync { path }),
         _ => Err(ErrorCode::Unimplemented),
@@ -280,7 +276,11 @@ mod tests {
     #[test]
     fn failed_multi_is_an_ok_reply_of_error_results() {
         let codes = vec![ErrorCode::Ok, ErrorCode::NoNode, ErrorCode::RuntimeInconsistency];
-        let r = write_response(OpCode::Multi, &[OpCode::Create, OpCode::Delete, OpCode::SetData], TxnResult::Multi(Err(codes)));
+        let r = write_response(
+            OpCode::Multi,
+            &[OpCode::Create, OpCode::Delete, OpCode::SetData],
+            TxnResult::Multi(Err(codes)),
+        );
         assert_eq!(
             r,
             Ok(Response::Multi(vec![

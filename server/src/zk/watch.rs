@@ -36,12 +36,8 @@ pub enum WatchKind {
     PersistentRecursive,
 }
 
-const KINDS: [WatchKind; 4] = [
-    WatchKind::Data,
-    WatchKind::Child,
-    WatchKind::Persistent,
-    WatchKind::PersistentRecursive,
-];
+const KINDS: [WatchKind; 4] =
+    [WatchKind::Data, WatchKind::Child, WatchKind::Persistent, WatchKind::PersistentRecursive];
 
 /// The `WatcherType` of removeWatches / checkWatches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,13 +115,7 @@ impl WatchManager {
 
     /// Registers a watch of `kind` on `path` for `conn`.
     pub fn add(&mut self, conn: ConnId, kind: WatchKind, path: &str) {
-        let inserted = self
-            .by_path
-            .entry(kind)
-            .or_default()
-            .entry(path.to_owned())
-            .or_default()
-            .insert(conn);
+        let inserted = self.by_path.entry(kind).or_default().entry(path.to_owned()).or_default().insert(conn);
         if inserted {
             if kind == WatchKind::PersistentRecursive {
                 self.recursive_count += 1;
@@ -138,12 +128,7 @@ impl WatchManager {
         KINDS
             .into_iter()
             .filter(|&kind| ty.covers(kind))
-            .filter(|kind| {
-                self.by_path
-                    .get(kind)
-                    .and_then(|t| t.get(path))
-                    .is_some_and(|c| c.contains(&conn))
-            })
+            .filter(|kind| self.by_path.get(kind).and_then(|t| t.get(path)).is_some_and(|c| c.contains(&conn)))
             .collect()
     }
 
@@ -238,11 +223,8 @@ impl WatchManager {
 
     /// Watched paths per connection, for the `wchc` style listings.
     pub fn paths_of(&self, conn: ConnId) -> Vec<String> {
-        let mut paths: Vec<String> = self
-            .by_conn
-            .get(&conn)
-            .map(|w| w.iter().map(|(_, p)| p.clone()).collect())
-            .unwrap_or_default();
+        let mut paths: Vec<String> =
+            self.by_conn.get(&conn).map(|w| w.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default();
         paths.sort();
         paths.dedup();
         paths
@@ -319,10 +301,7 @@ mod tests {
         let mut r = conn(&mut wm, 2);
         wm.add(1, WatchKind::Persistent, "/a");
         wm.add(2, WatchKind::PersistentRecursive, "/a");
-        wm.trigger(
-            5,
-            &[ev("/a/b", EventType::NodeCreated), ev("/a", EventType::NodeChildrenChanged)],
-        );
+        wm.trigger(5, &[ev("/a/b", EventType::NodeCreated), ev("/a", EventType::NodeChildrenChanged)]);
         wm.trigger(6, &[ev("/a", EventType::NodeDataChanged)]);
         assert_eq!(
             drain(&mut p),
