@@ -1,28 +1,38 @@
-//! The admin HTTP API on the admin port: `/metrics`, `/healthz`, `/readyz`, and the read side
-//! of the cluster API (`GET /v1/cluster`). Membership changes arrive with clustering.
+//! The admin HTTP API on the admin port: `/metrics`, `/healthz`, `/readyz`, and the cluster API
+//! the operator drives membership with (DESIGN.md, "Admin API"). Membership changes are made on
+//! the leader; a follower answers them with 421 and the leader's admin address.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use openraft::ServerState;
-use serde::Serialize;
+use openraft::impls::BasicNode;
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
 
 use crate::metrics;
 use crate::server::Server;
 
 /// The admin routes.
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/v1/cluster", get(cluster))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .with_state(server)
+        .route("/v1/cluster/learners", post(add_learner))
+        .route("/v1/cluster/voters", post(change_voters))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/cluster/leader", post(transfer_leader));
+    if server.config.enable_fault_injection {
+        router = router.route("/v1/debug/isolate", post(isolate));
+    }
+    router.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") }).with_state(server)
 }
 
 /// `{ "error": { "code", "message" } }`, as DESIGN.md specifies for admin errors.
@@ -39,25 +49,29 @@ async fn ready(State(server): State<Arc<Server>>) -> Response {
     if server.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "no leader yet, or not caught up")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no leader, not caught up, or out of touch with the cluster",
+        )
     }
 }
 
 /// One member as `/v1/cluster` lists it.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Debug)]
 pub struct MemberView {
     /// Raft id.
     pub id: u64,
     /// Peer address.
     pub addr: String,
     /// leader, follower or learner.
-    pub role: &'static str,
-    /// Highest log index known replicated to it (the leader knows; others report null).
+    pub role: String,
+    /// Highest log index known replicated to it (only the leader knows; others report null).
     pub matched: Option<u64>,
 }
 
 /// `/v1/cluster`.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Debug)]
 pub struct ClusterView {
     /// This server's id.
     pub id: u64,
@@ -76,7 +90,7 @@ pub struct ClusterView {
 async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
     let m = server.raft_metrics();
     let membership = m.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let members = membership
         .nodes()
         .map(|(&id, node)| MemberView {
@@ -88,7 +102,8 @@ async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
                 "follower"
             } else {
                 "learner"
-            },
+            }
+            .to_owned(),
             matched: match (&m.replication, m.state) {
                 (Some(rep), ServerState::Leader) => rep.get(&id).and_then(|l| l.as_ref().map(|l| l.index)),
                 _ => None,
@@ -103,4 +118,187 @@ async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
         applied: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
         members,
     })
+}
+
+/// 421 with the leader's admin address when this server does not lead; `None` on the leader.
+fn not_leader(server: &Server) -> Option<Response> {
+    if server.is_leader() {
+        return None;
+    }
+    let leader = server.raft_metrics().current_leader;
+    let admin = leader.and_then(|id| server.peers.admin_addr(id));
+    let body = serde_json::json!({
+        "error": { "code": "not_leader", "message": "membership changes are made on the leader" },
+        "leader": leader,
+        "leader_admin": admin,
+    });
+    let mut response = (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
+    if let Some(admin) = admin.and_then(|a| header::HeaderValue::from_str(&format!("http://{a}")).ok()) {
+        response.headers_mut().insert(header::LOCATION, admin);
+    }
+    Some(response)
+}
+
+fn raft_failure(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::CONFLICT, "membership_change_failed", &e.to_string())
+}
+
+/// `POST /v1/cluster/learners`.
+#[derive(Deserialize)]
+struct AddLearner {
+    id: u64,
+    addr: String,
+}
+
+async fn add_learner(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<AddLearner>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(AddLearner { id, addr }) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.body_text()),
+    };
+    if id == 0 || !addr.contains(':') {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "id must be >= 1 and addr host:port");
+    }
+    if let Some(r) = not_leader(&server) {
+        return r;
+    }
+    // Blocking: returns once the learner has caught up; after 30 s answer 202 and let the
+    // caller poll /v1/cluster (matched index) instead.
+    let added =
+        tokio::time::timeout(Duration::from_secs(30), server.raft.add_learner(id, BasicNode::new(addr), true)).await;
+    match added {
+        Ok(Ok(_)) => (StatusCode::OK, Json(serde_json::json!({ "id": id, "caught_up": true }))).into_response(),
+        Ok(Err(e)) => raft_failure(e),
+        Err(_) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id, "caught_up": false }))).into_response(),
+    }
+}
+
+/// `POST /v1/cluster/voters`.
+#[derive(Deserialize)]
+struct ChangeVoters {
+    ids: BTreeSet<u64>,
+}
+
+async fn change_voters(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<ChangeVoters>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(ChangeVoters { ids }) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.body_text()),
+    };
+    if ids.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "the voter set cannot be empty");
+    }
+    if let Some(r) = not_leader(&server) {
+        return r;
+    }
+    let known: BTreeSet<u64> =
+        server.raft_metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    if let Some(unknown) = ids.iter().find(|id| !known.contains(id)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "unknown_member",
+            &format!("{unknown} is not a member; add it as a learner first"),
+        );
+    }
+    // Joint consensus; voters left out stay as learners until removed.
+    match server.raft.change_membership(ChangeMembers::ReplaceAllVoters(ids.clone()), true).await {
+        Ok(_) => Json(serde_json::json!({ "voters": ids })).into_response(),
+        Err(e) => raft_failure(e),
+    }
+}
+
+async fn remove_member(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "member id must be a number");
+    };
+    if let Some(r) = not_leader(&server) {
+        return r;
+    }
+    let m = server.raft_metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown_member", &format!("{id} is not a member"));
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    if voters.contains(&id) {
+        if voters.len() == 1 {
+            return error(StatusCode::CONFLICT, "last_voter", "cannot remove the last voter");
+        }
+        if let Err(e) = server.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await {
+            return raft_failure(e);
+        }
+    }
+    let still_known = server.raft_metrics().membership_config.membership().get_node(&id).is_some();
+    if still_known {
+        if let Err(e) = server.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await {
+            return raft_failure(e);
+        }
+    }
+    Json(serde_json::json!({ "removed": id })).into_response()
+}
+
+/// `POST /v1/cluster/leader`.
+#[derive(Deserialize)]
+struct TransferLeader {
+    id: u64,
+}
+
+async fn transfer_leader(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<TransferLeader>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(TransferLeader { id }) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.body_text()),
+    };
+    if let Some(r) = not_leader(&server) {
+        return r;
+    }
+    let voters: BTreeSet<u64> = server.raft_metrics().membership_config.membership().voter_ids().collect();
+    if !voters.contains(&id) {
+        return error(StatusCode::BAD_REQUEST, "not_a_voter", &format!("{id} is not a voter"));
+    }
+    if id == server.config.id {
+        return Json(serde_json::json!({ "leader": id })).into_response();
+    }
+    if let Err(e) = server.raft.trigger().transfer_leader(id).await {
+        return raft_failure(e);
+    }
+    // Wait for the change to be visible, bounded.
+    let mut metrics = server.raft.metrics();
+    let moved = tokio::time::timeout(
+        Duration::from_secs(5),
+        openraft::async_runtime::WatchReceiver::wait_until(&mut metrics, |m: &openraft::RaftMetrics<_>| {
+            m.current_leader == Some(id)
+        }),
+    )
+    .await;
+    match moved {
+        Ok(Ok(_)) => Json(serde_json::json!({ "leader": id })).into_response(),
+        _ => error(StatusCode::GATEWAY_TIMEOUT, "transfer_pending", "leadership has not moved yet"),
+    }
+}
+
+/// `POST /v1/debug/isolate` (only with --enable-fault-injection).
+#[derive(Deserialize)]
+struct Isolate {
+    isolated: bool,
+}
+
+async fn isolate(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<Isolate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(Isolate { isolated })) => {
+            server.peers.faults.set_isolated(isolated);
+            tracing::warn!(isolated, "peer traffic isolation changed by fault injection");
+            Json(serde_json::json!({ "isolated": isolated })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", &e.body_text()),
+    }
 }

@@ -31,9 +31,33 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
 
-    /// Address of the peer port, as other servers dial it (recorded in the Raft membership).
-    #[arg(long, env = "PADDOCK_ADVERTISE_PEER", default_value = "127.0.0.1:2888")]
-    pub advertise_peer: String,
+    /// Address of the peer port (Raft and server-to-server traffic).
+    #[arg(long, env = "PADDOCK_PEER_ADDR", default_value = "0.0.0.0:2888")]
+    pub peer_addr: SocketAddr,
+
+    /// The peer address as other servers dial it (recorded in the Raft membership). Defaults to
+    /// this server's entry in --initial-members, else 127.0.0.1 and the peer port.
+    #[arg(long, env = "PADDOCK_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+
+    /// The voters of a new cluster, `1=h1:2888,2=h2:2888,3=h3:2888`; used only on first boot
+    /// (every member must be given the same list).
+    #[arg(long, env = "PADDOCK_INITIAL_MEMBERS", value_parser = parse_members)]
+    pub initial_members: Option<Members>,
+
+    /// Start empty and wait to be added to an existing cluster as a learner.
+    #[arg(long, env = "PADDOCK_JOIN", conflicts_with = "initial_members")]
+    pub join: bool,
+
+    /// A client write not committed within this many milliseconds fails with ConnectionLoss
+    /// (the client retries elsewhere); also how long a server may go without hearing from the
+    /// leader (or, as leader, from a quorum) before it stops serving clients.
+    #[arg(long, env = "PADDOCK_WRITE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub write_timeout_ms: u64,
+
+    /// Serve `POST /v1/debug/isolate` on the admin port (tests cut peer traffic with it).
+    #[arg(long, env = "PADDOCK_ENABLE_FAULT_INJECTION", hide = true)]
+    pub enable_fault_injection: bool,
 
     /// ZooKeeper's tickTime: the unit of session timeouts, in milliseconds.
     #[arg(long, env = "PADDOCK_TICK_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -68,6 +92,33 @@ pub struct Config {
     pub reap_interval_ms: u64,
 }
 
+/// Raft ids and peer addresses of a cluster's voters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members(pub std::collections::BTreeMap<u64, String>);
+
+/// Parses `1=h1:2888,2=h2:2888`.
+pub fn parse_members(text: &str) -> Result<Members, String> {
+    let mut members = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("{part:?} is not id=host:port"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} is not a server id"))?;
+        if id == 0 {
+            return Err("server ids start at 1".into());
+        }
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            return Err(format!("{addr:?} is not host:port"));
+        }
+        if members.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("server id {id} listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no members listed".into());
+    }
+    Ok(Members(members))
+}
+
 /// Why the flags cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,6 +136,9 @@ pub enum ConfigError {
         /// The maximum.
         max: u64,
     },
+    /// This server is not among --initial-members.
+    #[error("server id {0} is not in --initial-members")]
+    NotAMember(u64),
     /// The super digest is not `super:<hash>`.
     #[error("super digest must look like user:base64hash")]
     SuperDigest,
@@ -104,12 +158,28 @@ impl Config {
         if min > max {
             return Err(ConfigError::SessionBounds { min, max });
         }
+        if let Some(members) = &self.initial_members {
+            let own = members.0.get(&self.id).ok_or(ConfigError::NotAMember(self.id))?;
+            if self.advertise_peer.is_none() {
+                self.advertise_peer = Some(own.clone());
+            }
+        }
         if let Some(digest) = &self.super_digest {
             if !digest.contains(':') {
                 return Err(ConfigError::SuperDigest);
             }
         }
         Ok(self)
+    }
+
+    /// The peer address others dial.
+    pub fn advertised_peer(&self) -> String {
+        self.advertise_peer.clone().unwrap_or_else(|| format!("127.0.0.1:{}", self.peer_addr.port()))
+    }
+
+    /// Whether this server runs alone: no cluster flags given.
+    pub fn standalone(&self) -> bool {
+        self.initial_members.is_none() && !self.join
     }
 
     /// Smallest session timeout granted.
@@ -143,6 +213,21 @@ mod tests {
         assert_eq!(id_from_hostname("my-cluster-3.my-cluster-peers.ns.svc").ok(), Some(4));
         assert!(id_from_hostname("paddock").is_err());
         assert!(id_from_hostname("paddock-x").is_err());
+    }
+
+    #[test]
+    fn members_parse_and_reject_garbage() {
+        let m = parse_members("1=a:2888, 2=b:2888,3=10.0.0.3:1").expect("valid");
+        assert_eq!(m.0.len(), 3);
+        assert_eq!(m.0[&2], "b:2888");
+        for bad in ["", "1", "x=a:1", "0=a:1", "1=a", "1=a:1,1=b:2", "1=a:99999"] {
+            assert!(parse_members(bad).is_err(), "{bad:?} accepted");
+        }
+        let c = Config::try_parse_from(["p", "--id", "2", "--initial-members", "1=a:1,2=b:2"]).expect("flags");
+        assert_eq!(c.resolve().expect("resolves").advertised_peer(), "b:2");
+        let c = Config::try_parse_from(["p", "--id", "4", "--initial-members", "1=a:1,2=b:2"]).expect("flags");
+        assert!(c.resolve().is_err());
+        assert!(Config::try_parse_from(["p", "--join", "--initial-members", "1=a:1"]).is_err());
     }
 
     #[test]

@@ -24,14 +24,19 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("failed to bind the admin port {}", config.admin_addr))?;
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("failed to bind the peer port {}", config.peer_addr))?;
     let client_addr = client.local_addr()?;
+    let peer_addr = peer_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let server = Server::start(config).await?;
-    tracing::info!(%client_addr, %admin_addr, id = server.config.id, "paddock-server serving");
+    tracing::info!(%client_addr, %admin_addr, %peer_addr, id = server.config.id, "paddock-server serving");
     // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.
-    println!("paddock-server listening client={client_addr} admin={admin_addr}");
+    println!("paddock-server listening client={client_addr} admin={admin_addr} peer={peer_addr}");
 
     let listener = tokio::spawn(zk::listener::run(server.clone(), client));
+    let peer_service = tokio::spawn(paddock_server::peer::service::run(server.clone(), peer_listener));
     let admin_server = {
         let shutdown = server.shutdown.clone();
         let router = admin::router(server.clone());
@@ -43,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.stop().await;
     let _ = listener.await;
+    let _ = peer_service.await;
     let _ = admin_server.await;
     Ok(())
 }

@@ -30,6 +30,7 @@ pub struct Store {
     next_seq: AtomicU64,
     applied: watch::Sender<i64>,
     closed_sessions: broadcast::Sender<i64>,
+    session_changes: AtomicU64,
 }
 
 /// A read view: the tree and the watch table, locked together so that a read and the watch it
@@ -58,6 +59,7 @@ impl Store {
             next_seq: AtomicU64::new(1),
             applied: watch::channel(0).0,
             closed_sessions: broadcast::channel(1024).0,
+            session_changes: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +113,9 @@ impl Store {
             lock(&self.watches).trigger(zxid, &applied.events);
             applied
         };
+        if matches!(command.txn.kind, TxnKind::CreateSession { .. } | TxnKind::CloseSession { .. }) {
+            self.session_changes.fetch_add(1, Ordering::Relaxed);
+        }
         if let (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) = (&command.txn.kind, &applied.result) {
             // Nobody listening is fine: no connection to end.
             let _ = self.closed_sessions.send(*session_id);
@@ -122,6 +127,12 @@ impl Store {
             }
         }
         self.applied.send_replace(zxid);
+    }
+
+    /// Counts session creates and closes applied (and snapshot restores), so the leader knows
+    /// when to re-read the session table.
+    pub fn session_changes(&self) -> u64 {
+        self.session_changes.load(Ordering::Relaxed)
     }
 
     /// Session ids as their close or expiry is applied, so their connections can be ended.
@@ -138,6 +149,7 @@ impl Store {
     /// Replaces the whole tree (snapshot restore or install).
     pub fn replace_tree(&self, tree: DataTree, zxid: i64) {
         *self.tree_mut() = tree;
+        self.session_changes.fetch_add(1, Ordering::Relaxed);
         self.applied.send_replace(zxid);
     }
 

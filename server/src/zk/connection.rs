@@ -6,7 +6,9 @@
 //! comes, after every earlier write of the session is applied — and delivers watch
 //! notifications, always before any later response.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +58,13 @@ pub enum ConnectionError {
 enum Slot {
     /// A reply whose body is computed when its turn comes (reads, pings, sync).
     Read { xid: i32, op: OpCode, request: Request, auth: Arc<Vec<Id>>, started: Instant },
+    /// sync: reply once the read-index barrier is passed.
+    Sync {
+        xid: i32,
+        path: String,
+        barrier: Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>>,
+        started: Instant,
+    },
     /// A write on its way through Raft.
     Write { xid: i32, op: OpCode, sub_ops: Vec<OpCode>, pending: PendingWrite, started: Instant },
     /// A reply decided already (errors found while decoding, auth results).
@@ -121,6 +130,10 @@ async fn handshake(
     request: &ConnectRequest,
     write_half: &mut OwnedWriteHalf,
 ) -> Result<Option<(i64, Duration)>, ConnectionError> {
+    if !server.is_serving() {
+        // Out of touch with the cluster: the client must try another server.
+        return Ok(None);
+    }
     let applied = server.store.tree().last_zxid();
     if request.last_zxid_seen > applied {
         // The client has seen a newer state than ours; ZooKeeper refuses so that it moves on
@@ -142,7 +155,9 @@ async fn handshake(
             .await;
         match created {
             Ok(_) => {
-                server.sessions.add(session_id, timeout, Instant::now());
+                if server.is_leader() {
+                    server.sessions.add(session_id, timeout, Instant::now());
+                }
                 Some((session_id, password, timeout))
             }
             // No quorum: ZooKeeper closes the socket and the client tries another server.
@@ -152,7 +167,7 @@ async fn handshake(
         let known = server.store.tree().session(request.session_id).map(|s| (s.password.clone(), s.timeout_ms));
         match known {
             Some((password, timeout_ms)) if password == request.password => {
-                server.sessions.touch(request.session_id, Instant::now());
+                server.touch(request.session_id);
                 Some((request.session_id, password, Duration::from_millis(timeout_ms.max(0) as u64)))
             }
             _ => None,
@@ -214,7 +229,7 @@ async fn run(
         };
         let started = Instant::now();
         server.connections.count_received(stats);
-        server.sessions.touch(session_id, started);
+        server.touch(session_id);
         let (header, body) = match RequestHeader::decode(&frame) {
             Ok(decoded) => decoded,
             Err(crate::proto::DecodeError::UnknownOpCode(op)) => {
@@ -271,6 +286,7 @@ async fn run(
                 let _ = slots_tx.send(Slot::Close { xid, pending }).await;
                 break Ok(());
             }
+            (OpCode::Sync, Request::Sync { path }) => Slot::Sync { xid, path, barrier: server.sync_barrier(), started },
             (OpCode::Reconfig, _) => Slot::Immediate { xid, op, result: Err(ErrorCode::ReconfigDisabled), started },
             (OpCode::Sasl, _) => Slot::Immediate { xid, op, result: Err(ErrorCode::Unimplemented), started },
             (op, request) if handlers::is_write(op) => {
@@ -439,6 +455,11 @@ async fn resolve(
                 encode_notification(&mut w.buf, n);
             }
             encode_result(&mut w.buf, xid, op, zxid, result, started);
+        }
+        Slot::Sync { xid, path, barrier, started } => {
+            let result = barrier.await.map(|()| Response::Sync { path });
+            let zxid = server.store.tree().last_zxid();
+            encode_result(&mut w.buf, xid, OpCode::Sync, zxid, result, started);
         }
         Slot::Immediate { xid, op, result, started } => {
             let zxid = server.store.tree().last_zxid();

@@ -90,6 +90,13 @@ impl Connections {
         }
     }
 
+    /// Ends every connection.
+    pub fn kill_all(&self) {
+        for stats in self.lock().values() {
+            stats.kill.cancel();
+        }
+    }
+
     /// Ends one connection.
     pub fn kill(&self, conn: ConnId) {
         if let Some(stats) = self.lock().get(&conn) {

@@ -196,7 +196,6 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
         Request::WhoAmI => Ok(Response::WhoAmI(
             caller.auth.iter().map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() }).collect(),
         )),
-        Request::Sync { path } => Ok(Response::Sync { path }),
         _ => Err(ErrorCode::Unimplemented),
     }
 }

@@ -1,0 +1,144 @@
+//! The peer port: answers the links other servers open to this one. Raft RPCs go to openraft;
+//! forwarded client writes are appended in arrival order (so a session's writes keep their
+//! order across the hop) and answered once committed.
+
+use std::sync::Arc;
+
+use openraft::alias::SnapshotOf;
+use openraft::impls::ProgressResponder;
+use openraft::ReadPolicy;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::wire::{self, Frame, PeerRequest, PeerResponse};
+use crate::raft::TypeConfig;
+use crate::server::Server;
+
+/// Serves peer links until shutdown.
+pub async fn run(server: Arc<Server>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_link(server.clone(), stream));
+            }
+            Err(e) => {
+                tracing::warn!("peer accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_link(server: Arc<Server>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = BufReader::new(read_half);
+    let hello = match wire::read::<PeerRequest, _>(&mut reader).await {
+        Ok(Frame { id, body: PeerRequest::Hello { from, admin_addr } }) => {
+            server.peers.learn_admin(from, admin_addr);
+            id
+        }
+        _ => return,
+    };
+    if server.peers.faults.isolated() {
+        return;
+    }
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        let mut writer = BufWriter::new(write_half);
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+            if out_rx.is_empty() && writer.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let answer =
+        |id: u64, body: PeerResponse, out: &mpsc::UnboundedSender<Vec<u8>>| match wire::encode(&Frame { id, body }) {
+            Ok(bytes) => {
+                let _ = out.send(bytes);
+            }
+            Err(e) => tracing::warn!("failed to encode a peer answer: {e}"),
+        };
+    let welcome = PeerResponse::Welcome { id: server.config.id, admin_addr: server.config.admin_addr.to_string() };
+    answer(hello, welcome, &out_tx);
+    loop {
+        let frame = match wire::read::<PeerRequest, _>(&mut reader).await {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!("peer link ended: {e}");
+                break;
+            }
+        };
+        if server.peers.faults.isolated() {
+            break;
+        }
+        let id = frame.id;
+        match frame.body {
+            PeerRequest::Forward(command) => {
+                // Appended here, in the order the link delivered them; answered when committed.
+                let (responder, committed) = ProgressResponder::complete_only();
+                if server.raft.client_write_ff(command, Some(responder)).await.is_err() {
+                    answer(id, PeerResponse::Forwarded(Err("raft stopped".into())), &out_tx);
+                    continue;
+                }
+                let out = out_tx.clone();
+                tokio::spawn(async move {
+                    let body = match committed.await {
+                        Ok(Ok(written)) => PeerResponse::Forwarded(Ok(written.log_id.index)),
+                        Ok(Err(e)) => PeerResponse::Forwarded(Err(e.to_string())),
+                        Err(_) => PeerResponse::Forwarded(Err("write dropped".into())),
+                    };
+                    answer(id, body, &out);
+                });
+            }
+            body => {
+                let server = server.clone();
+                let out = out_tx.clone();
+                tokio::spawn(async move {
+                    if let Some(response) = handle(&server, body).await {
+                        answer(id, response, &out);
+                    }
+                });
+            }
+        }
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+async fn handle(server: &Server, body: PeerRequest) -> Option<PeerResponse> {
+    let raft = &server.raft;
+    Some(match body {
+        PeerRequest::AppendEntries(rpc) => {
+            PeerResponse::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+        }
+        PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
+        PeerRequest::PreVote(rpc) => PeerResponse::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
+        PeerRequest::Snapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+            PeerResponse::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()))
+        }
+        PeerRequest::TransferLeader(rpc) => {
+            PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))
+        }
+        PeerRequest::Touch(sessions) => {
+            let now = std::time::Instant::now();
+            for session in sessions {
+                server.sessions.touch(session, now);
+            }
+            PeerResponse::Touched
+        }
+        PeerRequest::ReadIndex => PeerResponse::ReadIndex(
+            raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|read| read.index()).map_err(|e| e.to_string()),
+        ),
+        PeerRequest::Forward(_) | PeerRequest::Hello { .. } => return None,
+    })
+}
