@@ -16,7 +16,9 @@ mod txn;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +78,7 @@ pub struct Znode {
     stat: Stat,
     /// ZooKeeper's persisted `cversion`: children ever created. Drives sequential names.
     child_creates: i32,
-    children: BTreeSet<String>,
+    children: OrdSet<String>,
 }
 
 impl Znode {
@@ -98,7 +100,7 @@ impl Znode {
             num_children: 0,
             pzxid: zxid,
         };
-        Znode { data, acl, kind, stat, child_creates: 0, children: BTreeSet::new() }
+        Znode { data, acl, kind, stat, child_creates: 0, children: OrdSet::new() }
     }
 
     /// One of ZooKeeper's built-in nodes: zeroed Stat.
@@ -177,12 +179,15 @@ pub struct SessionInfo {
 }
 
 /// The whole replicated state: znodes, sessions and `last_zxid`. Serialize it for a snapshot.
+/// The maps are persistent (`imbl`): cloning is O(1) and later writes copy only the paths they
+/// touch, so a snapshot is taken from a clone without stalling writes. They are ordered, so
+/// every replica serializes the same bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataTree {
-    nodes: BTreeMap<String, Znode>,
-    sessions: BTreeMap<i64, SessionInfo>,
-    containers: BTreeSet<String>,
-    ttls: BTreeSet<String>,
+    nodes: OrdMap<String, Znode>,
+    sessions: OrdMap<i64, SessionInfo>,
+    containers: OrdSet<String>,
+    ttls: OrdSet<String>,
     last_zxid: i64,
     /// Sum of path and data lengths, kept up to date on every change.
     data_size: u64,
@@ -237,10 +242,10 @@ impl DataTree {
         // ZooKeeper installs this ACL with `setACL(..., -1)`, which stores -1 as the aversion.
         config.stat.aversion = -1;
         let mut tree = DataTree {
-            nodes: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
+            nodes: OrdMap::new(),
+            sessions: OrdMap::new(),
+            containers: OrdSet::new(),
+            ttls: OrdSet::new(),
             last_zxid: 0,
             data_size: 0,
         };
@@ -702,7 +707,7 @@ impl DataTree {
     /// (persisted cversion > 0) and have none now, and childless TTL nodes whose
     /// `mtime + ttl < now_ms`. Scans only the container and TTL indexes.
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<ReapCandidate> {
-        let scan = |paths: &BTreeSet<String>, kind: ReapKind| -> Vec<ReapCandidate> {
+        let scan = |paths: &OrdSet<String>, kind: ReapKind| -> Vec<ReapCandidate> {
             paths
                 .iter()
                 .filter(|p| self.nodes.get(*p).is_some_and(|n| reapable(n, kind, now_ms)))

@@ -158,8 +158,8 @@ fn assert_consistent(tree: &DataTree) {
         }
     }
     assert_eq!(tree.data_size, size);
-    assert_eq!(tree.containers, containers);
-    assert_eq!(tree.ttls, ttls);
+    assert_eq!(tree.containers, containers.into());
+    assert_eq!(tree.ttls, ttls.into());
     for (id, session) in &tree.sessions {
         assert_eq!(session.ephemerals, ephemerals.remove(id).unwrap_or_default(), "session {id}");
     }
