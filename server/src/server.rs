@@ -176,36 +176,55 @@ impl Server {
         Some(self.peers.link(leader, &node.addr))
     }
 
+    /// Where writes go now: `None` here when this server leads, else the leader's link. During
+    /// an election this waits (at most the write timeout) for a leader instead of failing.
+    async fn write_target(&self) -> Result<Option<Arc<PeerClient>>, ErrorCode> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout();
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.raft.is_leader() {
+                return Ok(None);
+            }
+            if let Some(link) = self.leader_link() {
+                return Ok(Some(link));
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(ErrorCode::ConnectionLoss),
+            }
+        }
+    }
+
     /// Hands a txn to Raft, in call order: writes proposed one after another by one task enter
     /// the log in that order (this is what keeps a session's writes FIFO), whether appended
     /// here or forwarded to the leader over the (ordered) peer link.
     pub async fn propose(&self, txn: Txn) -> Result<PendingWrite, ErrorCode> {
+        let target = self.write_target().await?;
         let (origin, outcome) = self.store.register_write();
         let command = Command { origin: Some(origin), txn };
-        let committed: Committed = if self.raft.is_leader() {
-            let (responder, committed) = ProgressResponder::complete_only();
-            if self.raft.client_write_ff(command, Some(responder)).await.is_err() {
-                self.store.abandon_write(origin);
-                return Err(ErrorCode::ConnectionLoss);
+        let committed: Committed = match target {
+            None => {
+                let (responder, committed) = ProgressResponder::complete_only();
+                if self.raft.client_write_ff(command, Some(responder)).await.is_err() {
+                    self.store.abandon_write(origin);
+                    return Err(ErrorCode::ConnectionLoss);
+                }
+                Box::pin(async move {
+                    match committed.await {
+                        Ok(Ok(_)) => Ok(()),
+                        _ => Err(ErrorCode::ConnectionLoss),
+                    }
+                })
             }
-            Box::pin(async move {
-                match committed.await {
-                    Ok(Ok(_)) => Ok(()),
-                    _ => Err(ErrorCode::ConnectionLoss),
-                }
-            })
-        } else {
-            let Some(link) = self.leader_link() else {
-                self.store.abandon_write(origin);
-                return Err(ErrorCode::ConnectionLoss);
-            };
-            let answer = link.start_call(PeerRequest::Forward(command));
-            Box::pin(async move {
-                match answer?.await {
-                    Ok(Ok(PeerResponse::Forwarded(Ok(_)))) => Ok(()),
-                    _ => Err(ErrorCode::ConnectionLoss),
-                }
-            })
+            Some(link) => {
+                let answer = link.start_call(PeerRequest::Forward(command));
+                Box::pin(async move {
+                    match answer?.await {
+                        Ok(Ok(PeerResponse::Forwarded(Ok(_)))) => Ok(()),
+                        _ => Err(ErrorCode::ConnectionLoss),
+                    }
+                })
+            }
         };
         Ok(PendingWrite { origin, outcome, committed, deadline: self.write_timeout() })
     }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics;
 use crate::proto::connect::{ConnectRequest, ConnectResponse};
-use crate::proto::header::{ReplyHeader, RequestHeader, AUTH_XID, PING_XID};
+use crate::proto::header::{ReplyHeader, RequestHeader, PING_XID};
 use crate::proto::jute::write_frame;
 use crate::proto::request::Request;
 use crate::proto::response::{encode_reply, Response};
@@ -270,9 +270,11 @@ async fn run(
                             }
                         }
                         auth = Arc::new(next);
-                        Slot::Immediate { xid: AUTH_XID, op, result: Ok(Response::Empty), started }
+                        // Answered under the request's own xid, as ZooKeeper does: Java clients
+                        // send -4, others (zookeeper-client) a normal xid and wait for it.
+                        Slot::Immediate { xid, op, result: Ok(Response::Empty), started }
                     }
-                    Err(code) => Slot::Fatal { xid: AUTH_XID, code },
+                    Err(code) => Slot::Fatal { xid, code },
                 }
             }
             (OpCode::CloseSession, _) => {
