@@ -339,7 +339,8 @@ fn encode_result(
 
 fn encode_notification(out: &mut Vec<u8>, n: Notification) {
     metrics::NOTIFICATIONS.inc();
-    WatcherEvent { event_type: n.event, state: KeeperState::SyncConnected, path: n.path }.encode_notification(out);
+    WatcherEvent { event_type: n.event, state: KeeperState::SyncConnected, path: n.path }
+        .encode_notification(n.zxid, out);
 }
 
 struct Writer {
