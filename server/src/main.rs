@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::parse().resolve()?;
+    let mut config = Config::parse().resolve()?;
     // Bind first: a port clash is reported before any storage is touched.
     let client = tokio::net::TcpListener::bind(config.client_addr)
         .await
@@ -30,6 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let client_addr = client.local_addr()?;
     let peer_addr = peer_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    // With port 0 the flag is not the port clients use; `conf` reports the bound one.
+    config.client_addr = client_addr;
     let server = Server::start(config).await?;
     tracing::info!(%client_addr, %admin_addr, %peer_addr, id = server.config.id, "paddock-server serving");
     // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.

@@ -50,11 +50,12 @@ impl WatcherEvent {
         Reader::new(body).read()
     }
 
-    /// Appends a whole notification frame: length, reply header `{xid: -1, zxid: -1, err: 0}`
-    /// (as ZooKeeper sends it), then the event.
-    pub fn encode_notification(&self, out: &mut Vec<u8>) {
+    /// Appends a whole notification frame: length, reply header `{xid: -1, zxid, err: 0}`, then
+    /// the event. `zxid` is the txn that fired the watch, as ZooKeeper 3.9 sends it
+    /// (ZOOKEEPER-4655; older servers sent -1).
+    pub fn encode_notification(&self, zxid: i64, out: &mut Vec<u8>) {
         write_frame(out, |out| {
-            ReplyHeader::ok(NOTIFICATION_XID, -1).encode(out);
+            ReplyHeader::ok(NOTIFICATION_XID, zxid).encode(out);
             self.write(out);
         });
     }
@@ -90,16 +91,16 @@ mod tests {
             path: "/a".to_owned(),
         };
         let mut out = Vec::new();
-        event.encode_notification(&mut out);
+        event.encode_notification(0x0102, &mut out);
         let mut expected = vec![0, 0, 0, 30];
         expected.extend_from_slice(&[0xff; 4]);
-        expected.extend_from_slice(&[0xff; 8]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
         expected.extend_from_slice(&[0; 4]);
         expected.extend_from_slice(&[0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 2, b'/', b'a']);
         assert_eq!(out, expected);
 
         let (header, body) = ReplyHeader::decode(&out[4..]).expect("header");
-        assert_eq!(header, ReplyHeader::ok(NOTIFICATION_XID, -1));
+        assert_eq!(header, ReplyHeader::ok(NOTIFICATION_XID, 0x0102));
         assert_eq!(WatcherEvent::decode(body), Ok(event));
     }
 

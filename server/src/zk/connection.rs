@@ -274,7 +274,11 @@ async fn run(
                         // send -4, others (zookeeper-client) a normal xid and wait for it.
                         Slot::Immediate { xid, op, result: Ok(Response::Empty), started }
                     }
-                    Err(code) => Slot::Fatal { xid, code },
+                    Err(code) => {
+                        // Answer, then stop reading: nothing after a failed auth is served.
+                        let _ = slots_tx.send(Slot::Fatal { xid, code }).await;
+                        break Ok(());
+                    }
                 }
             }
             (OpCode::CloseSession, _) => {
