@@ -115,7 +115,9 @@ async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
         leader: m.current_leader,
         term: m.current_term,
         committed: m.local_committed.as_ref().map(|l| l.index).unwrap_or(0),
-        applied: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+        // The store's figure moves the moment an entry is applied (openraft's metrics a little
+        // later), so it never trails what clients have already seen.
+        applied: (server.store.applied_zxid().max(0) as u64).max(m.last_applied.as_ref().map(|l| l.index).unwrap_or(0)),
         members,
     })
 }

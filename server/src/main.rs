@@ -32,6 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     // With port 0 the flag is not the port clients use; `conf` reports the bound one.
     config.client_addr = client_addr;
+    if config.advertise_peer.is_none() {
+        // Nothing to advertise was given: the bound peer port, on loopback if bound to any.
+        let ip = if peer_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { peer_addr.ip().to_string() };
+        config.advertise_peer = Some(format!("{ip}:{}", peer_addr.port()));
+    }
     let server = Server::start(config).await?;
     tracing::info!(%client_addr, %admin_addr, %peer_addr, id = server.config.id, "paddock-server serving");
     // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.

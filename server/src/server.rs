@@ -140,9 +140,13 @@ impl Server {
             // A standalone server elects itself within one election timeout; wait so the first
             // clients are not turned away.
             let mut metrics_rx = raft.metrics();
-            let elected = metrics_rx.wait_until(|m| m.current_leader.is_some());
+            // Ready means elected and the log (its own blank entry, or a replay after restart)
+            // applied, so the first client sees the full state.
+            let elected = metrics_rx.wait_until(|m| {
+                m.current_leader.is_some() && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
+            });
             if tokio::time::timeout(Duration::from_secs(10), elected).await.is_err() {
-                tracing::warn!("no leader after 10 s; serving anyway");
+                tracing::warn!("not elected and caught up after 10 s; serving anyway");
             }
         }
         let server = Arc::new(Server {

@@ -96,8 +96,11 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
     let mut first = [0u8; 4];
-    if reader.read_exact(&mut first).await.is_err() {
-        return;
+    // A peer that never says anything is not held forever.
+    let handshake_timeout = server.config.max_session_timeout();
+    match tokio::time::timeout(handshake_timeout, reader.read_exact(&mut first)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
     }
     if four_letter::is_word(&first) {
         let answer = four_letter::answer(&server, &first);
@@ -200,7 +203,12 @@ async fn run(
     first_len: i32,
     peer: SocketAddr,
 ) -> Result<(), ConnectionError> {
-    let body = read_body(&mut reader, first_len, server.config.max_buffer).await?;
+    let body = tokio::time::timeout(
+        server.config.max_session_timeout(),
+        read_body(&mut reader, first_len, server.config.max_buffer),
+    )
+    .await
+    .map_err(|_| ConnectionError::Idle(server.config.max_session_timeout()))??;
     let request = ConnectRequest::decode(&body)?;
     let Some((session_id, timeout)) = handshake(server, &request, &mut write_half).await? else {
         let _ = write_half.shutdown().await;

@@ -194,9 +194,18 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
             Ok(Response::Empty)
         }
         Request::WhoAmI => Ok(Response::WhoAmI(
-            caller.auth.iter().map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() }).collect(),
+            caller.auth.iter().map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: user_name(id) }).collect(),
         )),
         _ => Err(ErrorCode::Unimplemented),
+    }
+}
+
+/// The user whoAmI reports for an identity, as ZooKeeper's `AuthenticationProvider.getUserName`:
+/// a digest id `user:hash` is the user, an ip id the address, `super` (no provider) empty.
+fn user_name(id: &Id) -> String {
+    match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or_default().to_owned(),
+        _ => id.id.clone(),
     }
 }
 
