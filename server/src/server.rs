@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,7 +52,7 @@ pub struct Server {
     /// Sessions heard from since the last batch sent to the leader (on followers).
     touched: Mutex<HashSet<i64>>,
     /// Whether this server is in touch with a leader (or, as leader, with a quorum).
-    serving: AtomicBool,
+    serving: tokio::sync::watch::Sender<bool>,
 }
 
 type Committed = Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>>;
@@ -118,6 +117,8 @@ impl Server {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: 60_000,
+            // A server cut off and back does not force an election with its inflated term.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().context("invalid raft config")?);
@@ -160,7 +161,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             touched: Mutex::default(),
-            serving: AtomicBool::new(true),
+            serving: tokio::sync::watch::channel(true).0,
         });
         tokio::spawn(leader_duties(server.clone()));
         tokio::spawn(follower_duties(server.clone()));
@@ -172,6 +173,13 @@ impl Server {
         Duration::from_millis(self.config.write_timeout_ms)
     }
 
+    /// How long a server may go without hearing from the leader (or, as leader, from a
+    /// quorum) before it stops serving: well inside the shortest session timeout, so clients
+    /// move to a server that can keep their sessions alive before those expire.
+    fn contact_limit(&self) -> Duration {
+        (self.config.min_session_timeout() / 2).clamp(Duration::from_secs(1), self.write_timeout())
+    }
+
     /// The link to the current leader, when another server leads.
     fn leader_link(&self) -> Option<Arc<PeerClient>> {
         let m = self.raft.metrics().borrow_watched().clone();
@@ -180,30 +188,29 @@ impl Server {
         Some(self.peers.link(leader, &node.addr))
     }
 
-    /// Where writes go now: `None` here when this server leads, else the leader's link. During
-    /// an election this waits (at most the write timeout) for a leader instead of failing.
-    async fn write_target(&self) -> Result<Option<Arc<PeerClient>>, ErrorCode> {
-        let deadline = tokio::time::Instant::now() + self.write_timeout();
-        let mut metrics = self.raft.metrics();
-        loop {
-            if self.raft.is_leader() {
-                return Ok(None);
-            }
-            if let Some(link) = self.leader_link() {
-                return Ok(Some(link));
-            }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Err(ErrorCode::ConnectionLoss),
-            }
+    /// Where writes go now: `None` here when this server leads, else the leader's link. With no
+    /// leader known the write fails at once with ConnectionLoss, as on a ZooKeeper server that
+    /// lost its leader: waiting here would also hold up the session's pings.
+    fn write_target(&self) -> Result<Option<Arc<PeerClient>>, ErrorCode> {
+        if self.raft.is_leader() {
+            return Ok(None);
         }
+        self.leader_link().map(Some).ok_or(ErrorCode::ConnectionLoss)
+    }
+
+    /// Waits (at most `limit`) until a leader is known; false if none appeared. Used before a
+    /// session is created, where nothing else of the client's waits behind it.
+    pub async fn wait_for_leader(&self, limit: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let known = metrics.wait_until(|m| m.current_leader.is_some());
+        tokio::time::timeout(limit, known).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Hands a txn to Raft, in call order: writes proposed one after another by one task enter
     /// the log in that order (this is what keeps a session's writes FIFO), whether appended
     /// here or forwarded to the leader over the (ordered) peer link.
     pub async fn propose(&self, txn: Txn) -> Result<PendingWrite, ErrorCode> {
-        let target = self.write_target().await?;
+        let target = self.write_target()?;
         let (origin, outcome) = self.store.register_write();
         let command = Command { origin: Some(origin), txn };
         let committed: Committed = match target {
@@ -276,7 +283,18 @@ impl Server {
     /// Whether clients may be served: in touch with a leader (or a quorum, as leader) and a
     /// member of the cluster.
     pub fn is_serving(&self) -> bool {
-        self.serving.load(Ordering::Relaxed)
+        *self.serving.borrow()
+    }
+
+    /// Waits (at most `limit`) until this server serves clients; false if it did not.
+    pub async fn wait_serving(&self, limit: Duration) -> bool {
+        let mut serving = self.serving.subscribe();
+        tokio::time::timeout(limit, serving.wait_for(|s| *s)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether `id` is in the current membership (voter or learner).
+    pub fn is_member(&self, id: u64) -> bool {
+        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).is_some()
     }
 
     /// Whether this server is the Raft leader.
@@ -345,11 +363,12 @@ impl Server {
     /// closed so its client moves to a server that can serve it (as a ZooKeeper server that
     /// loses its leader does).
     fn set_serving(&self, serving: bool) {
-        if self.serving.swap(serving, Ordering::Relaxed) && !serving {
+        let was = self.serving.send_replace(serving);
+        if was && !serving {
             tracing::warn!("lost contact with the cluster: closing client connections");
             self.connections.kill_all();
-        } else if serving && !self.serving.load(Ordering::Relaxed) {
-            tracing::info!("back in contact with the cluster");
+        } else if serving && !was {
+            tracing::info!("back in contact with the cluster: serving clients");
         }
     }
 }
@@ -380,9 +399,9 @@ async fn leader_duties(server: Arc<Server>) {
         }
         let voters = m.membership_config.membership().voter_ids().count();
         let quorum_fresh = voters <= 1
-            || m.last_quorum_acked.as_ref().is_some_and(|at| {
-                openraft::Instant::elapsed(&**at) < Duration::from_millis(server.config.write_timeout_ms)
-            });
+            || m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| openraft::Instant::elapsed(&**at) < server.contact_limit());
         let member = m.membership_config.membership().get_node(&server.config.id).is_some();
         server.set_serving(quorum_fresh && member);
         let now = Instant::now();
@@ -419,11 +438,17 @@ async fn leader_duties(server: Arc<Server>) {
 async fn follower_duties(server: Arc<Server>) {
     let tick = Duration::from_millis((server.config.tick_ms / 2).clamp(10, 500));
     let mut last_contact = Instant::now();
+    let mut leader_changes = server.raft.metrics();
+    let mut leader = None;
     loop {
+        // Every half tick, and at once when a new leader appears (so a follower serves again
+        // right after an election).
         tokio::select! {
             _ = server.shutdown.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
+            _ = leader_changes.wait_until(|m| m.current_leader != leader) => {}
         }
+        leader = server.raft_metrics().current_leader;
         if server.raft.is_leader() {
             last_contact = Instant::now();
             continue;
@@ -441,7 +466,7 @@ async fn follower_duties(server: Arc<Server>) {
         if contacted {
             last_contact = Instant::now();
         }
-        let fresh = last_contact.elapsed() < Duration::from_millis(server.config.write_timeout_ms);
+        let fresh = last_contact.elapsed() < server.contact_limit();
         server.set_serving(fresh && member);
     }
 }

@@ -38,10 +38,10 @@ async fn serve_link(server: Arc<Server>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
-    let hello = match wire::read::<PeerRequest, _>(&mut reader).await {
+    let (hello, from) = match wire::read::<PeerRequest, _>(&mut reader).await {
         Ok(Frame { id, body: PeerRequest::Hello { from, admin_addr } }) => {
             server.peers.learn_admin(from, admin_addr);
-            id
+            (id, from)
         }
         _ => return,
     };
@@ -82,6 +82,18 @@ async fn serve_link(server: Arc<Server>, stream: TcpStream) {
         }
         let id = frame.id;
         match frame.body {
+            // Only members may write, keep sessions alive or ask for a read index: a removed
+            // server (openraft never tells it of its removal) thus loses contact and stops
+            // serving instead of taking writes it would never apply.
+            PeerRequest::Forward(_) | PeerRequest::Touch(_) | PeerRequest::ReadIndex if !server.is_member(from) => {
+                let refusal = format!("server {from} is not a member of this cluster");
+                let body = match frame.body {
+                    PeerRequest::Forward(_) => PeerResponse::Forwarded(Err(refusal)),
+                    PeerRequest::ReadIndex => PeerResponse::ReadIndex(Err(refusal)),
+                    _ => PeerResponse::Refused(refusal),
+                };
+                answer(id, body, &out_tx);
+            }
             PeerRequest::Forward(command) => {
                 // Appended here, in the order the link delivered them; answered when committed.
                 let (responder, committed) = ProgressResponder::complete_only();

@@ -75,6 +75,8 @@ pub enum PeerResponse {
     Forwarded(Result<u64, String>),
     /// Touches recorded.
     Touched,
+    /// The request was refused (the sender is not a member).
+    Refused(String),
     /// The leader's read index.
     ReadIndex(Result<u64, String>),
 }

@@ -133,8 +133,10 @@ async fn handshake(
     request: &ConnectRequest,
     write_half: &mut OwnedWriteHalf,
 ) -> Result<Option<(i64, Duration)>, ConnectionError> {
-    if !server.is_serving() {
-        // Out of touch with the cluster: the client must try another server.
+    let requested = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // Out of touch with the cluster (an election, a partition): give it a moment, then turn the
+    // client away so it tries another server.
+    if !server.wait_serving((requested / 2).min(Duration::from_secs(2))).await {
         return Ok(None);
     }
     let applied = server.store.tree().last_zxid();
@@ -144,9 +146,13 @@ async fn handshake(
         tracing::info!(client_zxid = request.last_zxid_seen, applied, "refusing session from the future");
         return Ok(None);
     }
-    let requested = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let timeout = requested.clamp(server.config.min_session_timeout(), server.config.max_session_timeout());
     let settled = if request.session_id == 0 {
+        // During an election, hold the new session (not refuse it) until a leader is known,
+        // within the client's own timeout.
+        if !server.wait_for_leader(timeout.min(server.config.max_session_timeout())).await {
+            return Ok(None);
+        }
         let session_id = server.session_ids.next_id();
         let password = crate::zk::session::SessionIds::password();
         let created = server

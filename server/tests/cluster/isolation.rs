@@ -1,0 +1,192 @@
+//! Network isolation through `POST /v1/debug/isolate`: an isolated follower loses its clients
+//! to the rest of the cluster (sessions intact) and catches up once healed, also when it has
+//! already given up on its leader before the client writes; an isolated leader is replaced and
+//! stops accepting writes.
+
+use std::time::Instant;
+
+use zookeeper_client::{Client, Error as ZkError, EventType};
+
+use crate::harness::{
+    assert_same_everywhere, ensure_node, retrying, wait_for, Bounded, Cluster, StateLog, EPHEMERAL, PERSISTENT, WAIT,
+};
+
+/// A client over all of `ids` that happens to be connected to one of `followers` (clients pick
+/// a server at random), and that follower.
+async fn client_on_a_follower(cluster: &Cluster, ids: &[u64], followers: &[u64]) -> (Client, u64) {
+    wait_for("a multi-server client connected to a follower", WAIT, || async {
+        let client = cluster.client(ids).await;
+        let session = client.session_id().0;
+        for id in followers {
+            if cluster.node(*id).has_session(session).await {
+                return Some((client, *id));
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_follower_hands_its_clients_over_and_catches_up() {
+    let cluster = Cluster::start(3, &[]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let followers: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
+    let setup = cluster.client(&[leader]).await;
+    for path in ["/t6", "/t6/watched"] {
+        ensure_node(&setup, path).await;
+    }
+
+    let (client, isolated) = client_on_a_follower(&cluster, &all, &followers).await;
+    let rest: Vec<u64> = all.into_iter().filter(|id| *id != isolated).collect();
+    let states = StateLog::watch(&client);
+    let session = client.session_id();
+    client.create("/t6/eph", b"", &EPHEMERAL).bounded().await.expect("ephemeral through the follower");
+    let (_, _, watcher) = client.get_and_watch_data("/t6/watched").bounded().await.expect("watch");
+    let mut others = Vec::new();
+    for id in &rest {
+        others.push((*id, cluster.client(&[*id]).await));
+    }
+
+    cluster.node(isolated).isolate(true).await;
+    let isolated_at = Instant::now();
+
+    // The follower cannot reach the leader: a write through it fails with ConnectionLoss.
+    let first = client.create("/t6/during-0", b"", &PERSISTENT).bounded().await;
+    assert_eq!(first.err(), Some(ZkError::ConnectionLoss), "a write through the isolated follower");
+
+    // The other two keep serving, reads and writes.
+    for (id, other) in &others {
+        let path = format!("/t6/during-via-{id}");
+        other.create(&path, b"", &PERSISTENT).bounded().await.unwrap_or_else(|e| panic!("write via {id}: {e}"));
+        other.sync("/t6").bounded().await.expect("sync");
+        other.get_data(&path).bounded().await.expect("read");
+    }
+
+    // The client moves to another server and keeps its session.
+    retrying("write after isolation", || client.create("/t6/during-1", b"", &PERSISTENT))
+        .await
+        .expect("the client works again through another server");
+    let moved_in = isolated_at.elapsed();
+    eprintln!("client moved off isolated node {isolated} after {moved_in:?}");
+    assert_eq!(client.session_id(), session, "the client kept its session");
+    let mut now_on = None;
+    for id in &rest {
+        if cluster.node(*id).has_session(session.0).await {
+            now_on = Some(*id);
+        }
+    }
+    assert!(now_on.is_some(), "the client is connected to neither {rest:?}");
+    let eph = setup.check_stat("/t6/eph").bounded().await.expect("exists");
+    assert_eq!(eph.map(|s| s.ephemeral_owner), Some(session.0), "the client's ephemeral survived");
+    setup.set_data("/t6/watched", b"moved", None).bounded().await.expect("set data");
+    let event = watcher.changed().bounded().await;
+    assert_eq!(event.event_type, EventType::NodeDataChanged, "{event:?}");
+    states.assert_never_expired("the client of the isolated follower");
+
+    // Healed, the follower catches up and serves again with everything.
+    cluster.node(isolated).isolate(false).await;
+    cluster.wait_leader(&all, None).await;
+    cluster.wait_ready(&all).await;
+    cluster.wait_caught_up(isolated, &all).await;
+    let acked: Vec<String> = ["/t6/eph", "/t6/during-1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(rest.iter().map(|id| format!("/t6/during-via-{id}")))
+        .collect();
+    assert_same_everywhere(&cluster, &all, "/t6", &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_is_replaced_and_stops_accepting_writes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let rest: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
+    let on_old_leader = cluster.client(&[leader]).await;
+    ensure_node(&on_old_leader, "/t6b").await;
+    let term = cluster.node(leader).view().bounded().await.expect("leader answers").term;
+
+    cluster.node(leader).isolate(true).await;
+    let isolated_at = Instant::now();
+    let new_leader = cluster.wait_leader(&rest, Some(leader)).await;
+    eprintln!("node {new_leader} took over from isolated node {leader} after {:?}", isolated_at.elapsed());
+    let view = cluster.node(new_leader).view().bounded().await.expect("new leader answers");
+    assert!(view.term > term, "new term {} after {term}", view.term);
+
+    // The old leader cannot commit: its write is not acknowledged.
+    let attempt = on_old_leader.create("/t6b/through-old-leader", b"", &PERSISTENT).bounded().await;
+    eprintln!("write through the isolated old leader: {attempt:?} after {:?}", isolated_at.elapsed());
+    assert!(attempt.is_err(), "the isolated old leader acknowledged a write");
+
+    // The majority serves.
+    let majority = cluster.client(&rest).await;
+    retrying("write via the majority", || majority.create("/t6b/through-majority", b"", &PERSISTENT))
+        .await
+        .expect("the majority accepts writes");
+
+    // Healed, the old leader follows the new one and holds the same data, without its write.
+    cluster.node(leader).isolate(false).await;
+    let after = cluster.wait_leader(&all, None).await;
+    eprintln!("after healing node {after} leads");
+    cluster.wait_ready(&all).await;
+    cluster.wait_caught_up(leader, &all).await;
+    let tree = assert_same_everywhere(&cluster, &all, "/t6b", &["/t6b/through-majority".to_owned()]).await;
+    assert!(!tree.contains_key("/t6b/through-old-leader"), "the old leader's unacknowledged write was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_of_a_leaderless_follower_moves_on_with_its_session() {
+    let cluster = Cluster::start(3, &[]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let followers: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
+    let setup = cluster.client(&[leader]).await;
+    ensure_node(&setup, "/t6c").await;
+
+    let (client, isolated) = client_on_a_follower(&cluster, &all, &followers).await;
+    let states = StateLog::watch(&client);
+    let session = client.session_id();
+    client.create("/t6c/eph", b"", &EPHEMERAL).bounded().await.expect("ephemeral through the follower");
+
+    // The client stays idle until the isolated follower has given up on its leader: it has
+    // lost contact (not ready). With pre-vote it may still name the old leader, having never won
+    // a pre-vote to stand for election; only then does the client write.
+    cluster.node(isolated).isolate(true).await;
+    let isolated_at = Instant::now();
+    let node = cluster.node(isolated);
+    wait_for("the isolated follower to lose its leader", WAIT, || async {
+        let lost = !node.ready().await || node.view().await?.leader != Some(leader);
+        lost.then_some(())
+    })
+    .await;
+    let lost_at = isolated_at.elapsed();
+
+    // What goes wrong is collected, so one run shows every symptom.
+    let mut problems = Vec::new();
+    let first = client.create("/t6c/first", b"", &PERSISTENT).bounded().await;
+    eprintln!("node {isolated} lost leader {leader} after {lost_at:?}; a write through it then: {first:?}");
+    // Either the server already closed the client's connection when it lost contact (the client
+    // then wrote through another server: Ok), or the write fails with ConnectionLoss. Never a hang
+    // and never another error.
+    if !matches!(first, Ok(_) | Err(ZkError::ConnectionLoss)) {
+        problems.push(format!(
+            "a write through the leaderless follower should succeed elsewhere or fail with ConnectionLoss, got {first:?}"
+        ));
+    }
+    let written =
+        retrying("write after the follower lost its leader", || client.create("/t6c/after", b"", &PERSISTENT)).await;
+    eprintln!("the client's retried write: {written:?} {:?} after isolation", isolated_at.elapsed());
+    let states_seen = states.states();
+    if states_seen.iter().any(|s| s.is_terminated()) || written.is_err() {
+        problems.push(format!(
+            "the session did not survive the move off the isolated follower: write {written:?}, states {states_seen:?}"
+        ));
+    } else {
+        assert_eq!(client.session_id(), session, "the client kept its session");
+        let eph = setup.check_stat("/t6c/eph").bounded().await.expect("exists");
+        assert_eq!(eph.map(|s| s.ephemeral_owner), Some(session.0), "the client's ephemeral survived");
+    }
+    assert!(problems.is_empty(), "client of an isolated, leaderless follower: {problems:#?}");
+}
