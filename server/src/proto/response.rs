@@ -197,9 +197,11 @@ pub enum Response {
         /// The synced path.
         path: String,
     },
-    /// No body: delete, ping, auth, setWatches, checkWatches, removeWatches, addWatch,
-    /// closeSession.
+    /// No body: delete, ping, auth, setWatches, checkWatches, removeWatches, closeSession.
     Empty,
+    /// addWatch: ZooKeeper answers with an `ErrorResponse { err: 0 }` body (4 bytes), and the
+    /// Java client reads it.
+    AddWatch,
     /// multi: one result per operation, in order.
     Multi(Vec<MultiResult>),
     /// multiRead: one result per read, in order.
@@ -246,6 +248,7 @@ impl Response {
                 out.write_record(stat);
             }
             Response::Empty => {}
+            Response::AddWatch => out.write_i32(0),
             Response::Multi(results) | Response::MultiRead(results) => {
                 for result in results {
                     result.write(out);
@@ -282,8 +285,11 @@ impl Response {
             | Op::SetWatches2
             | Op::CheckWatches
             | Op::RemoveWatches
-            | Op::AddWatch
             | Op::CloseSession => Response::Empty,
+            Op::AddWatch => {
+                r.read_i32()?;
+                Response::AddWatch
+            }
             Op::Multi => Response::Multi(read_results(r)?),
             Op::MultiRead => Response::MultiRead(read_results(r)?),
             Op::GetEphemerals => Response::GetEphemerals { paths: r.read_vec()? },

@@ -142,6 +142,20 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
             let node = view.tree.get(&path).ok_or(ErrorCode::NoNode)?;
             let (acl, stat) = (node.acl().to_vec(), node.stat());
             require(view, &path, perms::READ | perms::ADMIN, caller)?;
+            // Without ADMIN, digest hashes are hidden (`user:x`), as ZooKeeper does.
+            let acl = if require(view, &path, perms::ADMIN, caller).is_ok() {
+                acl
+            } else {
+                acl.into_iter()
+                    .map(|mut entry| {
+                        if entry.id.scheme == "digest" {
+                            let user = entry.id.id.split(':').next().unwrap_or_default().to_owned();
+                            entry.id.id = format!("{user}:x");
+                        }
+                        entry
+                    })
+                    .collect()
+            };
             Ok(Response::GetAcl { acl, stat })
         }
         Request::GetAllChildrenNumber { path } => {
@@ -173,7 +187,7 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
                 _ => return Err(ErrorCode::BadArguments),
             };
             view.watches.add(caller.conn, kind, &path);
-            Ok(Response::Empty)
+            Ok(Response::AddWatch)
         }
         Request::CheckWatches { path, watch_type } | Request::RemoveWatches { path, watch_type } => {
             checked_path(&path)?;
