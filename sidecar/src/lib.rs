@@ -1,0 +1,20 @@
+//! `paddock-sidecar`: runs next to an app in its pod, holds the pod's ZooKeeper session and
+//! serves locks, leader election, group membership, work queues and znodes over HTTP on a Unix
+//! socket, so an app in any language coordinates with nothing but an HTTP client. The `paddock`
+//! CLI is a client of that socket.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod holds;
+pub mod identity;
+pub mod metrics;
+pub mod probe;
+pub mod recipes;
+pub mod session;
+pub mod sidecar;
+pub mod stream;
+pub mod znode;
+
+pub use error::{Error, Result};

@@ -1,0 +1,153 @@
+//! Leader election: candidates stand in the line of `/_paddock/elections/{name}`; the front is the
+//! leader. A candidate watches its predecessor (to learn when it leads) and the current leader
+//! (to tell the app who leads). The term is the leader znode's creation zxid: a later leader was
+//! necessarily created later, so terms strictly increase. Observers read the line without
+//! joining it.
+
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use zookeeper_client::{Client, EventType};
+
+use crate::error::{Error, Result};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::recipes::line::{holder_json, Hold, Interrupt};
+use crate::stream::SessionChange;
+use crate::znode;
+
+/// The directory of election `name`.
+pub fn election_dir(name: &str) -> String {
+    format!("{}/elections/{name}", znode::RECIPE_ROOT)
+}
+
+/// The leader as the API shows it: the candidate's data plus `term` and `node`.
+fn leader_json(node: &str, data: &[u8], czxid: i64) -> Value {
+    let mut map = holder_json(data);
+    map.insert("term".to_owned(), json!(czxid));
+    map.insert("node".to_owned(), json!(node));
+    Value::Object(map)
+}
+
+/// The current leader of the election in `dir` (if any) and the number of candidates.
+pub async fn observe(client: &Client, dir: &str) -> Result<(Option<Value>, usize), zookeeper_client::Error> {
+    // The leader can go between listing and reading; a few rounds settle it.
+    for _ in 0..8 {
+        let children = match client.list_children(dir).await {
+            Ok(children) => children,
+            Err(zookeeper_client::Error::NoNode) => return Ok((None, 0)),
+            Err(e) => return Err(e),
+        };
+        let order = znode::queue_order(children);
+        let Some(front) = order.first() else {
+            return Ok((None, 0));
+        };
+        match client.get_data(&znode::join(dir, front)).await {
+            Ok((data, stat)) => return Ok((Some(leader_json(front, &data, stat.czxid)), order.len())),
+            Err(zookeeper_client::Error::NoNode) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(zookeeper_client::Error::UnexpectedError("election kept changing while it was read".to_owned()))
+}
+
+/// Runs one campaign to its end; `ready` is answered once the candidate is in line.
+pub async fn campaign(
+    mut hold: Hold,
+    name: String,
+    data: Vec<u8>,
+    metrics: Metrics,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let dir = election_dir(&name);
+    let (node, created) = match hold.enter_line(&dir, "n", &data).await {
+        Ok(entered) => entered,
+        Err(interrupt) => {
+            let error = match &interrupt {
+                Interrupt::Failed(e) => Error::from_zk(e.clone(), "election"),
+                Interrupt::Released(_) => Error::Draining,
+                _ => Error::NoSession("the session was lost while joining the election".to_owned()),
+            };
+            let _ = ready.send(Err(error));
+            hold.finish(None, interrupt).await;
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let _candidate = GaugeGuard::new(metrics.holds.with_label_values(&["campaign"]));
+    let path = znode::join(&dir, &node);
+    if let Err(interrupt) = run(&mut hold, &dir, &node, created.czxid, &metrics).await {
+        hold.finish(Some(&path), interrupt).await;
+    }
+}
+
+async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metrics) -> Result<(), Interrupt> {
+    let mut announced: Option<Value> = None;
+    loop {
+        let (order, place) = hold.line(dir, node).await?;
+        if place == 0 {
+            break;
+        }
+        let leader_path = znode::join(dir, &order[0]);
+        let read = hold
+            .call(|c| {
+                let leader_path = leader_path.clone();
+                async move {
+                    match c.get_and_watch_data(&leader_path).await {
+                        Ok(found) => Ok(Some(found)),
+                        Err(zookeeper_client::Error::NoNode) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        let Some((data, stat, leader_watch)) = read else { continue };
+        let leader = leader_json(&order[0], &data, stat.czxid);
+        if announced.as_ref() != Some(&leader) {
+            hold.emit(json!({"type": "follower", "leader": leader.clone()})).await?;
+            announced = Some(leader);
+        }
+        let event = if place == 1 {
+            hold.guard(leader_watch.changed()).await?
+        } else {
+            let predecessor = znode::join(dir, &order[place - 1]);
+            let (exists, predecessor_watch) = hold
+                .call(|c| {
+                    let predecessor = predecessor.clone();
+                    async move { c.check_and_watch_stat(&predecessor).await }
+                })
+                .await?;
+            if exists.is_none() {
+                continue;
+            }
+            hold.guard(async {
+                tokio::select! {
+                    event = leader_watch.changed() => event,
+                    event = predecessor_watch.changed() => event,
+                }
+            })
+            .await?
+        };
+        if event.event_type == EventType::Session {
+            return Err(Interrupt::Lost(SessionChange::Lost));
+        }
+    }
+    metrics.leaderships.inc();
+    hold.emit(json!({"type": "leader", "term": term, "node": node})).await?;
+    let path = znode::join(dir, node);
+    loop {
+        let (stat, watcher) = hold
+            .call(|c| {
+                let path = path.clone();
+                async move { c.check_and_watch_stat(&path).await }
+            })
+            .await?;
+        if stat.is_none() {
+            return Err(Interrupt::NodeGone);
+        }
+        let event = hold.guard(watcher.changed()).await?;
+        match event.event_type {
+            EventType::NodeDeleted => return Err(Interrupt::NodeGone),
+            EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
+            _ => {}
+        }
+    }
+}

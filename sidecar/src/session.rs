@@ -1,0 +1,270 @@
+//! The pod's one ZooKeeper session: connects (with backoff) to the cluster, makes sure the
+//! namespace's chroot znode exists, and publishes the session's state to everyone else through a
+//! watch channel. When the session expires it starts a new one (a new *generation*); holds of the
+//! old generation are gone and their owners must notice. Recipes and handlers never connect
+//! themselves; they take the current client from [`SessionHandle`].
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{
+    Acls, AddWatchMode, Client, CreateMode, CreateOptions, PersistentWatcher, SessionState as ZkState,
+};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Persistent, world-open: how the sidecar creates directories.
+pub const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls::anyone_all());
+/// Container, world-open: recipe directories, reaped by the server once emptied.
+pub const CONTAINER: CreateOptions<'static> = CreateMode::Container.with_acls(Acls::anyone_all());
+/// Ephemeral, world-open: members and app-created ephemerals.
+pub const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+/// Ephemeral sequential, world-open: lock and candidate nodes.
+pub const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+/// Persistent sequential, world-open: `POST /v1/nodes/{parent}?sequential`.
+pub const PERSISTENT_SEQUENTIAL: CreateOptions<'static> =
+    CreateMode::PersistentSequential.with_acls(Acls::anyone_all());
+
+/// The session's state as the app sees it (in `/readyz` and on every stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// No session yet (first connect in progress).
+    Connecting,
+    /// Session established and connected.
+    Connected,
+    /// The connection to the cluster is lost; the session (and every hold) may still be alive.
+    Suspended,
+    /// The session expired: every ephemeral of the pod is gone. A new session is being made.
+    Lost,
+    /// The sidecar closed the session on shutdown.
+    Closed,
+}
+
+impl SessionState {
+    /// The numeric value of the `paddock_sidecar_session_state` gauge.
+    pub fn gauge(self) -> i64 {
+        match self {
+            SessionState::Connecting => 0,
+            SessionState::Connected => 1,
+            SessionState::Suspended => 2,
+            SessionState::Lost => 3,
+            SessionState::Closed => 4,
+        }
+    }
+}
+
+/// A snapshot of the session, published on every change.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    /// Where the session stands.
+    pub state: SessionState,
+    /// Counts sessions: it changes exactly when a new session replaces an expired one.
+    pub generation: u64,
+    /// The chrooted client while the session lives (connected or suspended).
+    pub client: Option<Client>,
+}
+
+/// Cheap, cloneable read side of the session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    status: watch::Receiver<SessionStatus>,
+}
+
+impl SessionHandle {
+    /// The current status.
+    pub fn status(&self) -> SessionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver to follow status changes.
+    pub fn subscribe(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+
+    /// The client and its generation, if the session is connected; else 503.
+    pub fn client(&self) -> Result<(Client, u64)> {
+        let status = self.status.borrow();
+        match (&status.client, status.state) {
+            (Some(client), SessionState::Connected) => Ok((client.clone(), status.generation)),
+            (_, state) => Err(Error::NoSession(format!("zookeeper session is {}", state_word(state)))),
+        }
+    }
+}
+
+fn state_word(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Connecting => "connecting",
+        SessionState::Connected => "connected",
+        SessionState::Suspended => "suspended",
+        SessionState::Lost => "lost",
+        SessionState::Closed => "closed",
+    }
+}
+
+/// Waits until `generation`'s session is connected again. Fails with the state that ended it when
+/// the session is lost (a new generation, or closed) first.
+pub async fn reconnected(status: &mut watch::Receiver<SessionStatus>, generation: u64) -> Result<Client, SessionState> {
+    loop {
+        {
+            let now = status.borrow_and_update();
+            if now.generation != generation {
+                return Err(SessionState::Lost);
+            }
+            match (&now.client, now.state) {
+                (Some(client), SessionState::Connected) => return Ok(client.clone()),
+                (_, SessionState::Closed) => return Err(SessionState::Closed),
+                (_, SessionState::Lost) => return Err(SessionState::Lost),
+                _ => {}
+            }
+        }
+        if status.changed().await.is_err() {
+            return Err(SessionState::Closed);
+        }
+    }
+}
+
+/// The write side: owns the connection loop.
+pub struct Session {
+    cluster: String,
+    namespace: String,
+    timeout: Duration,
+    status: watch::Sender<SessionStatus>,
+    metrics: Metrics,
+}
+
+impl Session {
+    /// A session for `cluster`, chrooted to `/<namespace>`; nothing connects until [`Session::run`].
+    pub fn new(cluster: String, namespace: String, timeout: Duration, metrics: Metrics) -> (Session, SessionHandle) {
+        let (status, rx) =
+            watch::channel(SessionStatus { state: SessionState::Connecting, generation: 0, client: None });
+        (Session { cluster, namespace, timeout, status, metrics }, SessionHandle { status: rx })
+    }
+
+    fn publish(&self, state: SessionState, generation: u64, client: Option<Client>) {
+        self.metrics.session_state.set(state.gauge());
+        self.status.send_replace(SessionStatus { state, generation, client });
+    }
+
+    /// Keeps a session until `close` is cancelled, then closes it explicitly so the pod's
+    /// ephemerals go at once. Other clones of the client must be dropped by then (the drain
+    /// ends every hold first), or the close waits for them up to a bound.
+    pub async fn run(self, close: CancellationToken) {
+        let mut generation = 0;
+        loop {
+            let client = tokio::select! {
+                client = self.connect() => client,
+                _ = close.cancelled() => {
+                    self.publish(SessionState::Closed, generation, None);
+                    return;
+                }
+            };
+            generation += 1;
+            tracing::info!(session = %client.session_id(), generation, "zookeeper session established");
+            let mut watcher = client.state_watcher();
+            self.publish(SessionState::Connected, generation, Some(client.clone()));
+            loop {
+                tokio::select! {
+                    state = watcher.changed() => match state {
+                        ZkState::Disconnected => {
+                            tracing::warn!("connection to the cluster lost; session suspended");
+                            self.publish(SessionState::Suspended, generation, Some(client.clone()));
+                        }
+                        ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
+                            tracing::info!("reconnected to the cluster");
+                            self.publish(SessionState::Connected, generation, Some(client.clone()));
+                        }
+                        ZkState::Expired | ZkState::AuthFailed | ZkState::Closed => {
+                            tracing::warn!(?state, "zookeeper session lost");
+                            self.metrics.sessions_lost.inc();
+                            self.publish(SessionState::Lost, generation, None);
+                            break;
+                        }
+                    },
+                    _ = close.cancelled() => {
+                        self.publish(SessionState::Closed, generation, None);
+                        drop(client);
+                        // Dropping the last client sends closeSession; wait (bounded) until the
+                        // server has answered it.
+                        let closed = async {
+                            while !watcher.changed().await.is_terminated() {}
+                        };
+                        if tokio::time::timeout(Duration::from_secs(3), closed).await.is_err() {
+                            tracing::warn!("session did not close within 3s; it will expire instead");
+                        } else {
+                            tracing::info!("zookeeper session closed");
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Client {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_connect().await {
+                Ok(client) => return client,
+                Err(e) => {
+                    tracing::warn!(cluster = %self.cluster, error = %e, "cannot establish a zookeeper session; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_connect(&self) -> Result<Client, zookeeper_client::Error> {
+        let root =
+            Client::connector().with_session_timeout(self.timeout).with_fail_eagerly().connect(&self.cluster).await?;
+        let chroot = format!("/{}", self.namespace);
+        match root.create(&chroot, &[], &PERSISTENT).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+        root.chroot(chroot).map_err(|_| zookeeper_client::Error::BadArguments(&"bad namespace"))
+    }
+}
+
+/// Creates `path` and its missing ancestors: ancestors persistent, `path` itself with `leaf`.
+/// An existing node is fine. Tries the leaf first, so the common case is one write.
+pub async fn ensure_path(client: &Client, path: &str, leaf: &CreateOptions<'_>) -> Result<(), zookeeper_client::Error> {
+    let mut pending = vec![path];
+    // Bounds the retries when a container ancestor is reaped under us again and again.
+    let mut attempts = 0;
+    while let Some(&current) = pending.last() {
+        attempts += 1;
+        let options = if current == path { leaf } else { &PERSISTENT };
+        match client.create(current, &[], options).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {
+                pending.pop();
+            }
+            Err(zookeeper_client::Error::NoNode) if attempts < 64 && current != "/" => {
+                pending.push(crate::znode::parent(current));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Adds the persistent watch on `path` again after a reconnect and puts the new watcher in
+/// `watcher`'s place. zookeeper-client 0.11.2 re-sends only one-shot watches when it reconnects
+/// (its `resend_watches` never leaves `SetWatches` for `SetWatches2`), so a persistent watch is
+/// silently gone once the session moves to another server. Adding it again is harmless where
+/// the server kept it; the old watcher is dropped only after the new one is registered, so no
+/// `removeWatches` goes out for the path.
+pub async fn rewatch(
+    client: &Client,
+    path: &str,
+    mode: AddWatchMode,
+    watcher: &mut PersistentWatcher,
+) -> Result<(), zookeeper_client::Error> {
+    let again = client.watch(path, mode).await?;
+    *watcher = again;
+    Ok(())
+}

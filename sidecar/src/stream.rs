@@ -1,0 +1,228 @@
+//! Newline-delimited JSON streams: the channel between a task that produces events and the HTTP
+//! response that carries them, and how session changes show up on a stream. A stream's task
+//! notices the app going away (the response body dropped, i.e. the connection closed) through
+//! [`EventSink::closed`]; that is what binds a hold to the app's connection. A hold bound to a
+//! lease instead reports into a latest-state sink ([`EventSink::latest`]) that the requests
+//! about it read.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::session::{SessionState, SessionStatus};
+
+/// Events buffered between a task and a slow reader before the task waits.
+const BUFFER: usize = 64;
+
+/// The producing side of a stream, or of a hold's latest state when the hold is bound to a
+/// lease rather than to a connection.
+#[derive(Debug, Clone)]
+pub enum EventSink {
+    /// Every event, in order, to the app's open connection.
+    Stream(mpsc::Sender<Value>),
+    /// Only the latest event that says where the hold stands (session events are left out: they
+    /// say nothing about the hold). Requests of a lease-bound hold read it.
+    Latest {
+        /// The latest event.
+        tx: watch::Sender<Value>,
+        /// Kept by a detached sink so that it never counts as gone.
+        keep: Option<watch::Receiver<Value>>,
+    },
+}
+
+/// Events a [`EventSink::Latest`] does not keep.
+const SESSION_EVENTS: [&str; 2] = ["suspended", "reconnected"];
+
+impl EventSink {
+    /// A latest-state sink and the receiver of the request waiting on it. The sink counts as
+    /// gone once every receiver is dropped (the request gave up), until it is [detached].
+    ///
+    /// [detached]: EventSink::detach
+    pub fn latest() -> (EventSink, watch::Receiver<Value>) {
+        let (tx, rx) = watch::channel(Value::Null);
+        (EventSink::Latest { tx, keep: None }, rx)
+    }
+
+    /// From now on the sink never counts as gone: the hold no longer depends on any request.
+    /// A stream sink is left as it is.
+    pub fn detach(&mut self) {
+        if let EventSink::Latest { tx, keep } = self {
+            if keep.is_none() {
+                *keep = Some(tx.subscribe());
+            }
+        }
+    }
+
+    /// Sends one event; false once the app has gone.
+    pub async fn send(&self, event: Value) -> bool {
+        match self {
+            EventSink::Stream(tx) => tx.send(event).await.is_ok(),
+            EventSink::Latest { tx, .. } => {
+                if !event["type"].as_str().is_some_and(|kind| SESSION_EVENTS.contains(&kind)) {
+                    tx.send_replace(event);
+                }
+                true
+            }
+        }
+    }
+
+    /// Resolves when the app has gone (its connection closed or the response was never sent;
+    /// for a latest-state sink, every request waiting on it gave up).
+    pub async fn closed(&self) {
+        match self {
+            EventSink::Stream(tx) => tx.closed().await,
+            EventSink::Latest { tx, .. } => tx.closed().await,
+        }
+    }
+
+    /// Whether the app has gone already.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            EventSink::Stream(tx) => tx.is_closed(),
+            EventSink::Latest { tx, .. } => tx.is_closed(),
+        }
+    }
+}
+
+/// The consuming side: turned into the HTTP response once the stream is set up.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<Value>,
+}
+
+/// A new stream.
+pub fn channel() -> (EventSink, EventStream) {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    (EventSink::Stream(tx), EventStream { rx })
+}
+
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        let lines = futures::stream::unfold(self.rx, |mut rx| async move {
+            let event = rx.recv().await?;
+            let mut line = serde_json::to_vec(&event).unwrap_or_else(|_| b"{}".to_vec());
+            line.push(b'\n');
+            Some((Ok::<_, Infallible>(Bytes::from(line)), rx))
+        });
+        let mut response = Response::new(Body::from_stream(lines));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// A session change as a stream reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    /// Connection lost; holds may still be valid.
+    Suspended,
+    /// Connection back, same session: holds are intact.
+    Reconnected,
+    /// The session (and every hold of it) is gone.
+    Lost,
+    /// The sidecar closed the session.
+    Closed,
+}
+
+impl SessionChange {
+    /// The event line for this change.
+    pub fn event(self) -> Value {
+        match self {
+            SessionChange::Suspended => json!({"type": "suspended"}),
+            SessionChange::Reconnected => json!({"type": "reconnected"}),
+            SessionChange::Lost => json!({"type": "lost", "reason": "session expired"}),
+            SessionChange::Closed => json!({"type": "lost", "reason": "session closed"}),
+        }
+    }
+}
+
+/// Follows the session of one generation and reports what a stream should say about it.
+#[derive(Debug)]
+pub struct SessionFollower {
+    status: watch::Receiver<SessionStatus>,
+    generation: u64,
+    suspended: bool,
+}
+
+impl SessionFollower {
+    /// Follows `generation` (the session the stream's znodes belong to).
+    pub fn new(mut status: watch::Receiver<SessionStatus>, generation: u64) -> SessionFollower {
+        status.mark_unchanged();
+        SessionFollower { status, generation, suspended: false }
+    }
+
+    /// The session's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The receiver, to wait for a reconnect.
+    pub fn status_mut(&mut self) -> &mut watch::Receiver<SessionStatus> {
+        &mut self.status
+    }
+
+    /// Waits for the next change worth reporting. `Lost` and `Closed` are final.
+    pub async fn next(&mut self) -> SessionChange {
+        loop {
+            if self.status.changed().await.is_err() {
+                return SessionChange::Closed;
+            }
+            let (state, generation) = {
+                let now = self.status.borrow_and_update();
+                (now.state, now.generation)
+            };
+            if generation != self.generation {
+                return SessionChange::Lost;
+            }
+            match state {
+                SessionState::Suspended if !self.suspended => {
+                    self.suspended = true;
+                    return SessionChange::Suspended;
+                }
+                SessionState::Connected if self.suspended => {
+                    self.suspended = false;
+                    return SessionChange::Reconnected;
+                }
+                SessionState::Lost => return SessionChange::Lost,
+                SessionState::Closed => return SessionChange::Closed,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_latest_sink_keeps_the_last_hold_event_only() {
+        let (sink, status) = EventSink::latest();
+        assert!(sink.send(json!({"type": "waiting"})).await);
+        assert!(sink.send(json!({"type": "acquired", "token": 7})).await);
+        assert!(sink.send(SessionChange::Suspended.event()).await);
+        assert!(sink.send(SessionChange::Reconnected.event()).await);
+        assert_eq!(*status.borrow(), json!({"type": "acquired", "token": 7}));
+    }
+
+    #[tokio::test]
+    async fn a_latest_sink_is_gone_with_its_request_until_detached() {
+        let (sink, status) = EventSink::latest();
+        assert!(!sink.is_closed());
+        drop(status);
+        assert!(sink.is_closed());
+        sink.closed().await;
+
+        let (mut sink, status) = EventSink::latest();
+        sink.detach();
+        drop(status);
+        assert!(!sink.is_closed(), "a detached sink never counts as gone");
+    }
+}
