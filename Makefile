@@ -8,7 +8,7 @@ RUN_DIR ?= .paddock
 CLIENT_PORT ?= 2181
 ADMIN_PORT ?= 8080
 
-.PHONY: run test deps system-deps python-deps build fmt-check clippy unit-test kazoo-test bench
+.PHONY: run test deps system-deps python-deps build fmt-check clippy unit-test cluster-test kazoo-test chart-test
 
 ## run: a local single-node server on 127.0.0.1 with its data under .paddock/
 run: system-deps
@@ -20,7 +20,7 @@ run: system-deps
 		--admin-addr 127.0.0.1:$(ADMIN_PORT) --advertise-peer 127.0.0.1:2888
 
 ## test: everything CI runs
-test: deps fmt-check clippy unit-test kazoo-test
+test: deps fmt-check clippy unit-test cluster-test kazoo-test chart-test
 
 deps: system-deps python-deps
 
@@ -38,7 +38,8 @@ system-deps:
 
 python-deps:
 	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
-	@$(PYTHON) -c "import kazoo, pytest" 2>/dev/null || $(PYTHON) -m pip install --quiet kazoo pytest
+	@$(PYTHON) -c "import kazoo, pytest, yaml, helm_python, kubernetes_validate" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
 
 build:
 	cargo build --workspace --all-targets
@@ -49,8 +50,19 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Unit tests and the process-level suites; the cluster suite runs on its own, one test at a
+# time (each starts several servers, and the machine has 2 cores).
 unit-test: build
-	cargo test --workspace
+	cargo test --workspace --exclude paddock-server
+	cargo test -p paddock-server --lib --bins --test zk
+
+cluster-test: build
+	cargo test -p paddock-server --test cluster -- --test-threads=1
 
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo
+
+# The Helm chart rendered by Helm's own engine (helm-python-sdk), linted, and every object
+# validated against the Kubernetes schemas (kubernetes-validate).
+chart-test: python-deps
+	$(PYTHON) -m pytest -q charts/paddock/tests

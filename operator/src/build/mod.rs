@@ -1,0 +1,184 @@
+//! Pure builders: from a validated `CoordinationCluster` to the Kubernetes objects the operator
+//! owns (headless and client Services, ConfigMap, StatefulSet, PodDisruptionBudget, optional
+//! ServiceMonitor). No I/O here; applying them is `reconcile`'s job.
+
+mod configmap;
+mod pdb;
+mod service;
+mod servicemonitor;
+mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+pub use configmap::{config_map, server_env};
+pub use pdb::pod_disruption_budget;
+pub use service::{client_service, peer_service};
+pub use servicemonitor::{service_monitor, SERVICE_MONITOR_API_VERSION};
+pub use statefulset::{
+    config_hash, membership_of, server_args, statefulset, Membership, CONFIG_HASH_ANNOTATION, DATA_DIR,
+};
+
+use crate::crd::CoordinationCluster;
+
+/// Ports of paddock-server (the server's defaults, see docs/server.md).
+pub const CLIENT_PORT: i32 = 2181;
+/// Raft and server-to-server port.
+pub const PEER_PORT: i32 = 2888;
+/// Admin HTTP port: /healthz, /readyz, /metrics, /v1/cluster.
+pub const ADMIN_PORT: i32 = 8080;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "paddock-operator";
+
+/// Names of a cluster's objects and addresses of its members, derived from the CR's name and
+/// namespace alone so that every part of the operator agrees on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The CoordinationCluster's name (also the StatefulSet's).
+    pub cluster: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl Names {
+    /// Names for a cluster.
+    pub fn new(cluster: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self { cluster: cluster.into(), namespace: namespace.into() }
+    }
+
+    /// Names of a CR; `None` when it has no name or namespace.
+    pub fn of(cluster: &CoordinationCluster) -> Option<Self> {
+        Some(Self::new(cluster.metadata.name.clone()?, cluster.metadata.namespace.clone()?))
+    }
+
+    /// The StatefulSet (and PodDisruptionBudget).
+    pub fn statefulset(&self) -> String {
+        self.cluster.clone()
+    }
+
+    /// The headless Service that gives every pod a stable DNS name.
+    pub fn peer_service(&self) -> String {
+        format!("{}-peers", self.cluster)
+    }
+
+    /// The Service ZooKeeper clients connect to.
+    pub fn client_service(&self) -> String {
+        format!("{}-client", self.cluster)
+    }
+
+    /// The ConfigMap with the server's settings.
+    pub fn config_map(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+
+    /// The pod of Raft member `id` (`--id-from-hostname`: ordinal + 1 = id).
+    pub fn pod(&self, id: u64) -> String {
+        format!("{}-{}", self.cluster, id.saturating_sub(1))
+    }
+
+    /// Raft id of a pod of this cluster, from its name.
+    pub fn id_of_pod(&self, pod: &str) -> Option<u64> {
+        let ordinal = pod.strip_prefix(&self.cluster)?.strip_prefix('-')?;
+        ordinal.parse::<u64>().ok()?.checked_add(1)
+    }
+
+    /// Stable DNS name of member `id`'s pod.
+    pub fn pod_host(&self, id: u64) -> String {
+        format!("{}.{}.{}.svc", self.pod(id), self.peer_service(), self.namespace)
+    }
+
+    /// The peer address member `id` advertises (`--advertise-peer`).
+    pub fn peer_addr(&self, id: u64) -> String {
+        format!("{}:{PEER_PORT}", self.pod_host(id))
+    }
+
+    /// Member `id`'s admin API.
+    pub fn admin_addr(&self, id: u64) -> String {
+        format!("{}:{ADMIN_PORT}", self.pod_host(id))
+    }
+
+    /// Where ZooKeeper clients connect.
+    pub fn client_endpoint(&self) -> String {
+        format!("{}.{}.svc:{CLIENT_PORT}", self.client_service(), self.namespace)
+    }
+
+    /// The persistent volume claim of member `id` (StatefulSet naming: template-pod).
+    pub fn data_claim(&self, id: u64) -> String {
+        format!("data-{}", self.pod(id))
+    }
+}
+
+/// Labels that select a cluster's server pods.
+pub fn selector_labels(names: &Names) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "paddock".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), names.cluster.clone()),
+        ("app.kubernetes.io/component".to_owned(), "server".to_owned()),
+    ])
+}
+
+/// Labels on every object the operator creates for a cluster.
+pub fn common_labels(names: &Names) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(names);
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), "paddock-operator".to_owned());
+    labels
+}
+
+/// Metadata of an owned object: name, namespace, labels and the controller owner reference (so
+/// deleting the CR deletes it, and changes to it wake the controller).
+pub fn owned_meta(cluster: &CoordinationCluster, names: &Names, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(common_labels(names)),
+        owner_references: owner_reference(cluster).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner_reference(cluster: &CoordinationCluster) -> Option<OwnerReference> {
+    cluster.controller_owner_ref(&())
+}
+
+/// Everything the operator applies for one cluster. Destructure it without `..` where it is
+/// used, so a new object cannot be forgotten.
+#[derive(Clone, Debug)]
+pub struct ClusterResources {
+    /// Server settings as `PADDOCK_*` variables.
+    pub config_map: ConfigMap,
+    /// Headless, publishes not-ready addresses (peers must find each other before they are ready).
+    pub peer_service: Service,
+    /// Client port 2181 across ready servers.
+    pub client_service: Service,
+    /// maxUnavailable 1.
+    pub pod_disruption_budget: PodDisruptionBudget,
+    /// The servers.
+    pub statefulset: StatefulSet,
+    /// A prometheus-operator ServiceMonitor, when the spec asks for one.
+    pub service_monitor: Option<serde_json::Value>,
+}
+
+/// Builds every object of a cluster. `replicas` is the StatefulSet size the membership plan
+/// allows this pass; `membership` says how new pods join.
+pub fn cluster_resources(
+    cluster: &CoordinationCluster,
+    names: &Names,
+    replicas: i32,
+    membership: &Membership,
+) -> ClusterResources {
+    let config_map = config_map(cluster, names);
+    ClusterResources {
+        peer_service: peer_service(cluster, names),
+        client_service: client_service(cluster, names),
+        pod_disruption_budget: pod_disruption_budget(cluster, names),
+        statefulset: statefulset(cluster, names, replicas, membership, &config_map),
+        service_monitor: service_monitor(cluster, names),
+        config_map,
+    }
+}

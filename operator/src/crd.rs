@@ -1,0 +1,334 @@
+//! The `CoordinationCluster` custom resource (group `paddock.dev`, version `v1alpha1`): its spec,
+//! status and the OpenAPI schema with CEL rules the API server enforces. Validation the schema
+//! cannot express lives in `validate`; what the operator builds from a spec lives in `build`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Paddock resource.
+pub const GROUP: &str = "paddock.dev";
+
+/// Image used when the spec names none.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/paddock-dev/paddock-server:0.1.0";
+
+/// A quantity of storage greater than zero (`1Gi`, `500Mi`, `0.5Ti`); the API server's own
+/// quantity syntax is wider, but a data volume needs a positive size with a binary or decimal unit.
+pub const STORAGE_SIZE_PATTERN: &str =
+    r"^([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
+
+/// An image reference: `[registry[:port]/]path[:tag][@digest]`, no spaces or upper-case path.
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+
+/// A replicated Paddock (ZooKeeper-compatible) cluster run as a StatefulSet.
+// clippy reads the repeated `type_` of the printcolumn arguments as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "paddock.dev",
+    version = "v1alpha1",
+    kind = "CoordinationCluster",
+    namespaced,
+    shortname = "pcc",
+    status = "CoordinationClusterStatus",
+    doc = "A replicated Paddock (ZooKeeper-compatible) coordination cluster",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.replicas % 2 == 1").message("replicas must be odd: 1, 3, 5, 7 or 9"))]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinationClusterSpec {
+    /// Number of servers (Raft voters): odd, 1 to 9. Changing it adds or removes one member at a
+    /// time without losing quorum.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+
+    /// The paddock-server image.
+    #[serde(default = "default_image")]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 512))]
+    pub image: String,
+
+    /// Image pull policy of the server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// CPU and memory of the server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The data volume of every server (immutable).
+    #[serde(default)]
+    pub storage: Storage,
+
+    /// Server settings; a change rolls the pods one at a time.
+    #[serde(default)]
+    pub config: ServerConfig,
+
+    /// Scheduling and metadata of the server pods.
+    #[serde(default, skip_serializing_if = "PodOverrides::is_empty")]
+    pub pod: PodOverrides,
+
+    /// Prometheus scraping.
+    #[serde(default, skip_serializing_if = "MetricsSpec::is_default")]
+    pub metrics: MetricsSpec,
+
+    /// What happens to the data volumes when the CoordinationCluster is deleted. Volumes of
+    /// members removed by scaling down are always deleted, so a later scale-up never revives
+    /// a stale member.
+    #[serde(default)]
+    pub pvc_retention: PvcRetention,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+/// Kubernetes image pull policies.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the node lacks the image.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The persistent volume of each server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("storage is immutable (size and storageClassName); resize volumes directly"))]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Size of each server's data volume, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = STORAGE_SIZE_PATTERN))]
+    pub size: String,
+
+    /// Storage class of the data volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_owned()
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { size: default_storage_size(), storage_class_name: None }
+    }
+}
+
+/// Server settings, passed to paddock-server as its `PADDOCK_*` environment variables.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.minSessionTimeoutMs) || !has(self.maxSessionTimeoutMs) || self.minSessionTimeoutMs <= self.maxSessionTimeoutMs").message("minSessionTimeoutMs must not exceed maxSessionTimeoutMs"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// ZooKeeper tickTime in milliseconds (`--tick-ms`).
+    #[serde(default = "default_tick_ms")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub tick_ms: u32,
+
+    /// Smallest session timeout granted, in milliseconds (`--min-session-timeout-ms`; default 2 ticks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_session_timeout_ms: Option<u32>,
+
+    /// Largest session timeout granted, in milliseconds (`--max-session-timeout-ms`; default 20 ticks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_session_timeout_ms: Option<u32>,
+
+    /// Snapshot and compact the log every this many entries (`--snapshot-every`).
+    #[serde(default = "default_snapshot_every")]
+    #[schemars(range(min = 1000))]
+    pub snapshot_every: u32,
+}
+
+fn default_tick_ms() -> u32 {
+    2000
+}
+
+fn default_snapshot_every() -> u32 {
+    100_000
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: default_tick_ms(),
+            min_session_timeout_ms: None,
+            max_session_timeout_ms: None,
+            snapshot_every: default_snapshot_every(),
+        }
+    }
+}
+
+/// Scheduling and metadata applied to the server pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Affinity; when unset the servers prefer distinct nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node selector.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Extra pod labels (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations (the operator's own annotations win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl PodOverrides {
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Prometheus scraping of the servers' admin port.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// Create a prometheus-operator ServiceMonitor (needs its CRD installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+impl MetricsSpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The ServiceMonitor to create.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Create it.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scrape interval, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub interval: Option<String>,
+    /// Labels the Prometheus instance selects ServiceMonitors by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Fate of the data volumes when the CoordinationCluster is deleted.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PvcRetention {
+    /// Keep them (the default): recreating the cluster under the same name finds the data.
+    #[default]
+    Retain,
+    /// Delete them with the cluster.
+    Delete,
+}
+
+impl PvcRetention {
+    /// The StatefulSet `persistentVolumeClaimRetentionPolicy.whenDeleted` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
+}
+
+/// What the operator last saw and did.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinationClusterStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One-word summary.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Available, Progressing and Degraded, each with a reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Servers that are ready (members of a cluster with a leader, caught up).
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Raft members as the leader reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Pod name of the Raft leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Where ZooKeeper clients connect, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_endpoint: Option<String>,
+}
+
+/// One-word summary of a cluster's state.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing observed yet.
+    #[default]
+    Pending,
+    /// The first members are forming the cluster.
+    Bootstrapping,
+    /// Membership and pods match the spec.
+    Running,
+    /// Members are being added or removed.
+    Scaling,
+    /// Pods are being restarted onto a new image or configuration.
+    Upgrading,
+    /// The spec is invalid, quorum is lost, or a member is unhealthy.
+    Degraded,
+}
+
+/// One Raft member.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Raft id (StatefulSet ordinal + 1).
+    pub id: u64,
+    /// Pod name.
+    pub pod: String,
+    /// leader, follower or learner.
+    pub role: String,
+    /// Pod ready and replication caught up.
+    pub healthy: bool,
+}
+
+impl CoordinationCluster {
+    /// The CRD as `crdgen` writes it.
+    pub fn crd_yaml() -> String {
+        let crd = Self::crd();
+        // A CRD always serializes; this is generated from our own types.
+        serde_yaml::to_string(&crd).unwrap_or_default()
+    }
+}

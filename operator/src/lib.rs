@@ -1,0 +1,18 @@
+//! paddock-operator: runs Paddock clusters on Kubernetes. A `CoordinationCluster` becomes a
+//! StatefulSet and its Services; Raft membership follows the spec one safe step at a time through
+//! the servers' admin API; a mutating webhook injects the sidecar into application pods.
+//!
+//! The reconcile pipeline keeps I/O at its edges: read → validate (pure) → build (pure) →
+//! apply (server-side apply) → one membership step (admin API) → status.
+
+pub mod admin;
+pub mod build;
+pub mod crd;
+pub mod endpoints;
+pub mod lease;
+pub mod membership;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod validate;
+pub mod webhook;

@@ -1,0 +1,186 @@
+//! `paddock-operator`: watches CoordinationClusters and runs them (only on the replica holding
+//! the operator Lease), serves the sidecar-injection webhook over HTTPS and health/metrics
+//! endpoints over HTTP (on every replica).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{controller, watcher, Controller};
+use kube::{Api, Client};
+use paddock_operator::admin::HttpAdmin;
+use paddock_operator::crd::CoordinationCluster;
+use paddock_operator::endpoints::{self, Endpoints};
+use paddock_operator::lease::{self, LeaseConfig};
+use paddock_operator::metrics::Metrics;
+use paddock_operator::reconcile::{error_policy, reconcile, Context};
+use paddock_operator::webhook::{self, InjectorConfig, TlsListener, Webhook};
+
+/// paddock-operator flags; each also reads a `PADDOCK_OPERATOR_*` variable.
+#[derive(Parser, Debug)]
+#[command(name = "paddock-operator", version, about = "Kubernetes operator for Paddock clusters")]
+struct Args {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PADDOCK_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+
+    /// Address of the HTTPS sidecar-injection webhook (`POST /mutate`).
+    #[arg(long, env = "PADDOCK_OPERATOR_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+
+    /// PEM certificate of the webhook; the webhook is off without it.
+    #[arg(long, env = "PADDOCK_OPERATOR_WEBHOOK_CERT", requires = "webhook_key")]
+    webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of the webhook.
+    #[arg(long, env = "PADDOCK_OPERATOR_WEBHOOK_KEY", requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
+
+    /// paddock-sidecar image the webhook injects.
+    #[arg(long, env = "PADDOCK_OPERATOR_SIDECAR_IMAGE", default_value = "ghcr.io/paddock-dev/paddock-sidecar:0.1.0")]
+    sidecar_image: String,
+
+    /// Pull policy of the injected sidecar.
+    #[arg(long, env = "PADDOCK_OPERATOR_SIDECAR_IMAGE_PULL_POLICY")]
+    sidecar_image_pull_policy: Option<String>,
+
+    /// Watch CoordinationClusters in this namespace only (default: all namespaces).
+    #[arg(long, env = "PADDOCK_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+
+    /// Elect one active replica with a Lease (turn off only for a single local replica).
+    #[arg(long, env = "PADDOCK_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PADDOCK_OPERATOR_LEASE_NAME", default_value = "paddock-operator")]
+    lease_name: String,
+
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "paddock-system")]
+    lease_namespace: String,
+
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "POD_NAME", default_value = "paddock-operator")]
+    identity: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = Client::try_default().await.context("failed to configure the Kubernetes client")?;
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).context("failed to register metrics")?;
+    let ready = Arc::new(AtomicBool::new(args.webhook_cert.is_none()));
+
+    let http = tokio::net::TcpListener::bind(args.http_addr).await.context("failed to bind the http address")?;
+    let router = endpoints::router(Endpoints { registry: registry.clone(), ready: ready.clone() });
+    tokio::spawn(async move { axum::serve(http, router).await });
+
+    if let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) {
+        let acceptor = webhook::tls_acceptor(cert, key)?;
+        let listener = tokio::net::TcpListener::bind(args.webhook_addr).await.context("failed to bind the webhook")?;
+        let tls = TlsListener::new(listener, acceptor)?;
+        let config = InjectorConfig {
+            image: args.sidecar_image.clone(),
+            image_pull_policy: args.sidecar_image_pull_policy.clone(),
+            resources: None,
+        };
+        let router = webhook::router(Webhook { config: Arc::new(config), metrics: metrics.clone() });
+        tokio::spawn(async move { axum::serve(tls, router).await });
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(addr = %args.webhook_addr, "sidecar injection webhook listening");
+    }
+
+    let mut lost = if args.leader_election {
+        let config = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: args.identity.clone(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        };
+        Some(lease::acquire(client.clone(), config, metrics.clone()).await)
+    } else {
+        metrics.leader.set(1);
+        None
+    };
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        admin: Arc::new(HttpAdmin::default()),
+        metrics,
+        reporter: Reporter { controller: "paddock-operator".to_owned(), instance: Some(args.identity.clone()) },
+    });
+    let (clusters, pods) = match &args.watch_namespace {
+        Some(ns) => {
+            (Api::<CoordinationCluster>::namespaced(client.clone(), ns), Api::<Pod>::namespaced(client.clone(), ns))
+        }
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=paddock-operator");
+    let servers =
+        watcher::Config::default().labels("app.kubernetes.io/name=paddock,app.kubernetes.io/component=server");
+    let statefulsets: Api<StatefulSet> = scoped(&client, args.watch_namespace.as_deref());
+    let services: Api<Service> = scoped(&client, args.watch_namespace.as_deref());
+    let config_maps: Api<ConfigMap> = scoped(&client, args.watch_namespace.as_deref());
+    let budgets: Api<PodDisruptionBudget> = scoped(&client, args.watch_namespace.as_deref());
+    let controller = Controller::new(clusters, watcher::Config::default())
+        // Our own status patches and pod churn during a step arrive in bursts: one pass each.
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
+        .owns(statefulsets, owned.clone())
+        .owns(services, owned.clone())
+        .owns(config_maps, owned.clone())
+        .owns(budgets, owned)
+        // Pods belong to the StatefulSet; their readiness changes still matter to the plan.
+        .watches(pods, servers, |pod| {
+            let labels = pod.metadata.labels.as_ref()?;
+            let cluster = labels.get("app.kubernetes.io/instance")?;
+            Some(ObjectRef::<CoordinationCluster>::new(cluster).within(pod.metadata.namespace.as_deref()?))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile queue");
+            }
+        });
+    tracing::info!("controller running");
+    tokio::select! {
+        () = controller => Ok(()),
+        () = async {
+            match lost.as_mut() {
+                Some(rx) => { let _ = rx.wait_for(|held| !held).await; }
+                None => std::future::pending().await,
+            }
+        } => anyhow::bail!("lost the operator lease; exiting so another replica takes over"),
+    }
+}
+
+/// An Api over one namespace, or all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}

@@ -1,0 +1,446 @@
+//! The CoordinationCluster reconciler: read → validate → build → apply → one membership step →
+//! status. Each pass reads the StatefulSet, the server pods and every server's view of the
+//! cluster, lets the pure planner (`membership::plan`) choose one step, applies the owned objects
+//! with server-side apply, carries the step out through the admin API or the Kubernetes API,
+//! records an Event and patches the status. The next pass plans again from fresh observations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::admin::{AdminApi, AdminError, Change, ClusterView};
+use crate::build::{
+    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
+    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
+};
+use crate::crd::{CoordinationCluster, CoordinationClusterStatus, GROUP};
+use crate::membership::{plan, Desired, Member, Observed, PodObservation, Role, Step, CATCH_UP_LAG};
+use crate::metrics::Metrics;
+use crate::status::{invalid_status, status, StatusInput, DEGRADED};
+use crate::validate::validate;
+
+/// Why a pass failed (it is retried with a delay; the status says what happened).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API request failed.
+    #[error("kubernetes api request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A membership change through the admin API failed.
+    #[error("membership change failed: {0}")]
+    Admin(#[from] AdminError),
+    /// The object has no name or namespace.
+    #[error("the CoordinationCluster has no name or namespace")]
+    Unnamed,
+}
+
+impl Error {
+    /// Label for `paddock_operator_reconcile_errors_total{kind}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Admin(_) => "admin",
+            Self::Unnamed => "unnamed",
+        }
+    }
+}
+
+/// Result of a pass.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every pass shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The servers' admin API.
+    pub admin: Arc<dyn AdminApi>,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    /// Who reports Events.
+    pub reporter: Reporter,
+}
+
+/// Requeue after a step was carried out: the next one may follow at once.
+const AFTER_STEP: Duration = Duration::from_secs(2);
+/// Requeue while waiting on pods or learners.
+const WHILE_WAITING: Duration = Duration::from_secs(10);
+/// Requeue of a settled cluster (changes to owned objects wake it sooner).
+const WHEN_IDLE: Duration = Duration::from_secs(300);
+
+/// What one pass read from the cluster.
+struct World {
+    statefulset: Option<StatefulSet>,
+    pods: BTreeMap<u64, Pod>,
+    views: BTreeMap<u64, ClusterView>,
+}
+
+/// One reconcile pass.
+pub async fn reconcile(cluster: Arc<CoordinationCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Retry a failed pass after a pause; the failure is counted by kind.
+pub fn error_policy(_cluster: Arc<CoordinationCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    ctx.metrics.reconcile_errors.with_label_values(&[error.metric_label()]).inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result<Action> {
+    let names = Names::of(cluster).ok_or(Error::Unnamed)?;
+    let generation = cluster.metadata.generation;
+    let previous = cluster.status.as_ref();
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = cluster.object_ref(&());
+
+    if let Err(invalid) = validate(&cluster.spec) {
+        let already_reported = previous.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == DEGRADED && c.reason == invalid.reason && c.message == invalid.message)
+        });
+        if !already_reported {
+            publish(&recorder, &reference, EventType::Warning, "InvalidSpec", invalid.message.clone()).await;
+        }
+        let status = invalid_status(previous, generation, &names, &invalid, now());
+        patch_status(ctx, &names, &status).await?;
+        // Nothing to retry: the next spec change wakes the controller.
+        return Ok(Action::await_change());
+    }
+
+    // Read.
+    let world = read_world(ctx, &names).await?;
+    let leader_view = world.views.values().find(|v| v.is_leader());
+    let desired = Desired { replicas: u64::try_from(cluster.spec.replicas).unwrap_or(1) };
+    let membership = match world.statefulset.as_ref() {
+        None => Membership::initial(&names, desired.replicas),
+        Some(sts) => match membership_of(sts) {
+            Some(Membership::Initial(initial)) if !formed(leader_view, &initial) => Membership::Initial(initial),
+            // Formed, or an unreadable template: pods only ever join from now on.
+            _ => Membership::Join,
+        },
+    };
+    let statefulset_replicas =
+        world.statefulset.as_ref().and_then(|s| s.spec.as_ref()?.replicas).and_then(|r| u64::try_from(r).ok());
+
+    // Build.
+    let initial_replicas = statefulset_replicas.unwrap_or(desired.replicas);
+    let mut resources = cluster_resources(cluster, &names, to_i32(initial_replicas), &membership);
+    let config_hash = resources
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref()?.annotations.as_ref()?.get(CONFIG_HASH_ANNOTATION).cloned())
+        .unwrap_or_default();
+    let observed = observe(&world, leader_view, &membership, statefulset_replicas.unwrap_or(0), &config_hash);
+    let pod_problems = pod_problems(&world);
+
+    // Plan.
+    let step = plan(desired, &observed);
+    tracing::info!(cluster = %names.cluster, namespace = %names.namespace, %step, "planned");
+    if let Step::ScaleStatefulSet { replicas } = step {
+        if let Some(spec) = resources.statefulset.spec.as_mut() {
+            spec.replicas = Some(to_i32(replicas));
+        }
+    }
+
+    // Apply.
+    apply_resources(ctx, &names, resources).await?;
+
+    // One membership step.
+    let step_result = execute(ctx, &names, &observed, &step).await;
+    match (&step, &step_result) {
+        (Step::Idle | Step::Wait(_), _) => {}
+        (step, Ok(())) => {
+            publish(&recorder, &reference, EventType::Normal, step.kind(), capitalize(&step.to_string())).await;
+        }
+        (step, Err(error)) => {
+            let reason = format!("{}Failed", step.kind());
+            publish(&recorder, &reference, EventType::Warning, &reason, format!("{step}: {error}")).await;
+        }
+    }
+
+    // Status.
+    let error_text = step_result.as_ref().err().map(ToString::to_string);
+    let new_status = status(StatusInput {
+        names: &names,
+        generation,
+        observed: &observed,
+        step: &step,
+        pod_problems: &pod_problems,
+        step_error: error_text.as_deref(),
+        previous,
+        now: now(),
+    });
+    patch_status(ctx, &names, &new_status).await?;
+    step_result?;
+    Ok(match step {
+        Step::Idle => Action::requeue(WHEN_IDLE),
+        Step::Wait(_) => Action::requeue(WHILE_WAITING),
+        _ => Action::requeue(AFTER_STEP),
+    })
+}
+
+fn to_i32(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// The initial members have formed a cluster: a leader reports all of them as voters.
+fn formed(leader_view: Option<&ClusterView>, initial: &BTreeMap<u64, String>) -> bool {
+    leader_view
+        .is_some_and(|view| initial.keys().all(|id| view.members.iter().any(|m| m.id == *id && m.role != "learner")))
+}
+
+async fn read_world(ctx: &Context, names: &Names) -> Result<World> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let statefulset = statefulsets.get_opt(&names.statefulset()).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector: Vec<String> = selector_labels(names).iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods: BTreeMap<u64, Pod> = pods
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|pod| Some((names.id_of_pod(&pod.name_any())?, pod)))
+        .collect();
+    let running: Vec<u64> = pods
+        .iter()
+        .filter(|(_, p)| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|(&id, _)| id)
+        .collect();
+    let addrs: Vec<String> = running.iter().map(|&id| names.admin_addr(id)).collect();
+    let answers = join_all(addrs.iter().map(|addr| ctx.admin.cluster(addr))).await;
+    let views = running
+        .into_iter()
+        .zip(answers)
+        .filter_map(|(id, answer)| match answer {
+            Ok(view) => Some((id, view)),
+            Err(error) => {
+                tracing::debug!(id, %error, "server did not answer");
+                None
+            }
+        })
+        .collect();
+    Ok(World { statefulset, pods, views })
+}
+
+/// The planner's input from what was read.
+fn observe(
+    world: &World,
+    leader_view: Option<&ClusterView>,
+    membership: &Membership,
+    statefulset_replicas: u64,
+    config_hash: &str,
+) -> Observed {
+    let members = leader_view
+        .map(|view| {
+            view.members
+                .iter()
+                .map(|m| {
+                    let role = if m.role == "learner" { Role::Learner } else { Role::Voter };
+                    let caught_up =
+                        m.id == view.id || m.matched.is_some_and(|i| i.saturating_add(CATCH_UP_LAG) >= view.committed);
+                    (m.id, Member { role, caught_up })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let pods = world
+        .pods
+        .iter()
+        .map(|(&id, pod)| {
+            let view = world.views.get(&id);
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let pod_hash = pod.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_HASH_ANNOTATION));
+            let observation = PodObservation {
+                ready,
+                reachable: view.is_some(),
+                fresh: view.is_some_and(|v| v.members.is_empty()),
+                current: pod_hash.map(String::as_str) == Some(config_hash),
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+            };
+            (id, observation)
+        })
+        .collect();
+    Observed {
+        statefulset_replicas,
+        bootstrapped: *membership == Membership::Join,
+        leader: leader_view.map(|v| v.id),
+        members,
+        pods,
+    }
+}
+
+/// Container states that explain an unhealthy pod, by member id.
+fn pod_problems(world: &World) -> BTreeMap<u64, String> {
+    let mut problems = BTreeMap::new();
+    for (&id, pod) in &world.pods {
+        let Some(status) = pod.status.as_ref() else { continue };
+        let waiting = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+            .find(|w| w.reason.as_deref().is_some_and(|r| r != "ContainerCreating" && r != "PodInitializing"));
+        let unschedulable =
+            status.conditions.iter().flatten().find(|c| {
+                c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+            });
+        if let Some(w) = waiting {
+            let reason = w.reason.clone().unwrap_or_default();
+            problems.insert(
+                id,
+                match &w.message {
+                    Some(message) => format!("{reason}: {message}"),
+                    None => reason,
+                },
+            );
+        } else if let Some(c) = unschedulable {
+            problems.insert(id, format!("Unschedulable: {}", c.message.clone().unwrap_or_default()));
+        }
+    }
+    problems
+}
+
+async fn apply<K>(api: Api<K>, name: &str, object: &K) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?;
+    Ok(())
+}
+
+async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResources) -> Result<()> {
+    let ClusterResources {
+        config_map,
+        peer_service,
+        client_service,
+        pod_disruption_budget,
+        statefulset,
+        service_monitor,
+    } = resources;
+    let (client, ns) = (ctx.client.clone(), names.namespace.as_str());
+    apply(Api::<ConfigMap>::namespaced(client.clone(), ns), &names.config_map(), &config_map).await?;
+    apply(Api::<Service>::namespaced(client.clone(), ns), &names.peer_service(), &peer_service).await?;
+    apply(Api::<Service>::namespaced(client.clone(), ns), &names.client_service(), &client_service).await?;
+    apply(Api::<PodDisruptionBudget>::namespaced(client.clone(), ns), &names.statefulset(), &pod_disruption_budget)
+        .await?;
+    apply(Api::<StatefulSet>::namespaced(client.clone(), ns), &names.statefulset(), &statefulset).await?;
+    if let Some(monitor) = service_monitor {
+        let resource = ApiResource {
+            group: "monitoring.coreos.com".to_owned(),
+            version: "v1".to_owned(),
+            api_version: SERVICE_MONITOR_API_VERSION.to_owned(),
+            kind: "ServiceMonitor".to_owned(),
+            plural: "servicemonitors".to_owned(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &resource);
+        match api.patch(&names.statefulset(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&monitor)).await
+        {
+            Ok(_) => {}
+            // The prometheus-operator CRD is not installed: nothing to monitor with.
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::warn!(cluster = %names.cluster, "ServiceMonitor requested but its CRD is not installed");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Carries out one step. `ScaleStatefulSet` was already applied with the StatefulSet.
+async fn execute(ctx: &Context, names: &Names, observed: &Observed, step: &Step) -> Result<()> {
+    let leader = observed.leader.map(|id| names.admin_addr(id)).unwrap_or_default();
+    let change = match step {
+        Step::Idle | Step::Wait(_) | Step::ScaleStatefulSet { .. } => return Ok(()),
+        Step::AddLearner { id } => Some(Change::AddLearner { id: *id, addr: names.peer_addr(*id) }),
+        Step::PromoteVoters { voters } => Some(Change::SetVoters { ids: voters.clone() }),
+        Step::RemoveMember { id } => Some(Change::Remove { id: *id }),
+        Step::TransferLeader { to } => Some(Change::TransferLeader { id: *to }),
+        Step::RestartPod { .. } | Step::WipeMember { .. } => None,
+    };
+    let started = Instant::now();
+    let result = match (change, step) {
+        (Some(change), _) => ctx.admin.change(&leader, &change).await.map_err(Error::from),
+        (None, Step::RestartPod { id }) => delete_pod(ctx, names, *id).await,
+        (None, Step::WipeMember { id }) => {
+            // The claim goes first (held by the pod until it is gone), so the recreated pod
+            // gets a new, empty volume.
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+            match claims.delete(&names.data_claim(*id), &DeleteParams::default()).await {
+                Ok(_) => delete_pod(ctx, names, *id).await,
+                Err(kube::Error::Api(e)) if e.code == 404 => delete_pod(ctx, names, *id).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        (None, _) => Ok(()),
+    };
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.steps.with_label_values(&[step.kind(), outcome]).inc();
+    ctx.metrics.step_duration.with_label_values(&[step.kind()]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn delete_pod(ctx: &Context, names: &Names, id: u64) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    match pods.delete(&names.pod(id), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn patch_status(ctx: &Context, names: &Names, status: &CoordinationClusterStatus) -> Result<()> {
+    let api: Api<CoordinationCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": format!("{GROUP}/v1alpha1"),
+        "kind": "CoordinationCluster",
+        "status": status,
+    });
+    api.patch_status(&names.cluster, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn publish(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: reason.to_owned(), secondary: None };
+    if let Err(error) = recorder.publish(&event, reference).await {
+        // Events are informational; a failure to record one must not fail the pass.
+        tracing::warn!(%error, reason, "failed to publish an event");
+    }
+}

@@ -1,0 +1,537 @@
+//! The sidecar-injection mutating webhook. A pod annotated `paddock.dev/inject: <cluster>` (or
+//! `<namespace>/<cluster>`) gets the paddock-sidecar as a native sidecar (an init container with
+//! `restartPolicy: Always`, so it starts before and stops after the app), a shared emptyDir for
+//! the Unix socket mounted into every container, and `PADDOCK_SOCKET` in the app's env. The
+//! patch is computed purely by [`inject`]; [`router`] and [`serve_tls`] put it on HTTPS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe,
+    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::DynamicObject;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::build::CLIENT_PORT;
+use crate::metrics::Metrics;
+
+/// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.
+pub const INJECT_ANNOTATION: &str = "paddock.dev/inject";
+/// Comma-separated groups the sidecar joins for the pod (`--join`, repeated).
+pub const GROUPS_ANNOTATION: &str = "paddock.dev/groups";
+/// The app's health URL the sidecar probes (`--app-health-url`).
+pub const APP_HEALTH_ANNOTATION: &str = "paddock.dev/app-health-url";
+/// The ZooKeeper session timeout (`--session-timeout-ms`).
+pub const SESSION_TIMEOUT_ANNOTATION: &str = "paddock.dev/session-timeout-ms";
+/// Set on pods the webhook mutated.
+pub const INJECTED_ANNOTATION: &str = "paddock.dev/injected";
+
+/// Name of the injected container.
+pub const SIDECAR_CONTAINER: &str = "paddock-sidecar";
+/// Name of the socket volume.
+pub const SOCKET_VOLUME: &str = "paddock-socket";
+/// Where the socket volume is mounted in every container.
+pub const SOCKET_DIR: &str = "/var/run/paddock";
+/// The sidecar's Unix socket.
+pub const SOCKET_PATH: &str = "/var/run/paddock/paddock.sock";
+/// The sidecar's TCP port for /healthz, /readyz and /metrics.
+pub const SIDECAR_PORT: i32 = 9464;
+
+/// What the injected container looks like.
+#[derive(Clone, Debug, Default)]
+pub struct InjectorConfig {
+    /// paddock-sidecar image.
+    pub image: String,
+    /// Its pull policy.
+    pub image_pull_policy: Option<String>,
+    /// Its resources.
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Why a pod is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// The inject annotation does not name a cluster.
+    #[error("annotation {INJECT_ANNOTATION}: {0:?} is not <cluster> or <namespace>/<cluster> (DNS labels)")]
+    BadClusterRef(String),
+    /// The session timeout is not a number.
+    #[error("annotation {SESSION_TIMEOUT_ANNOTATION}: {0:?} is not a number of milliseconds")]
+    BadSessionTimeout(String),
+    /// A group name cannot be used.
+    #[error("annotation {GROUPS_ANNOTATION}: {0:?} is not a group name (letters, digits, '-', '_', '.')")]
+    BadGroup(String),
+}
+
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn downward(name: &str, field: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: field.to_owned(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(SIDECAR_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn socket_mount() -> VolumeMount {
+    VolumeMount { name: SOCKET_VOLUME.to_owned(), mount_path: SOCKET_DIR.to_owned(), ..VolumeMount::default() }
+}
+
+/// The sidecar container for a pod in `namespace` with these annotations.
+pub fn sidecar(
+    annotations: &std::collections::BTreeMap<String, String>,
+    namespace: &str,
+    config: &InjectorConfig,
+) -> Result<Option<Container>, InjectError> {
+    let Some(target) = annotations.get(INJECT_ANNOTATION) else { return Ok(None) };
+    let target = target.trim();
+    let (cluster_ns, cluster) = match target.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (namespace, target),
+    };
+    if !dns_label(cluster) || !dns_label(cluster_ns) {
+        return Err(InjectError::BadClusterRef(target.to_owned()));
+    }
+    let mut args = vec![
+        format!("--socket={SOCKET_PATH}"),
+        format!("--cluster={cluster}-client.{cluster_ns}.svc:{CLIENT_PORT}"),
+        format!("--listen-addr=0.0.0.0:{SIDECAR_PORT}"),
+    ];
+    for group in annotations.get(GROUPS_ANNOTATION).into_iter().flat_map(|g| g.split(',')).map(str::trim) {
+        if group.is_empty() {
+            continue;
+        }
+        let ok = group.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok || group.starts_with('.') {
+            return Err(InjectError::BadGroup(group.to_owned()));
+        }
+        args.push(format!("--join={group}"));
+    }
+    if let Some(url) = annotations.get(APP_HEALTH_ANNOTATION) {
+        args.push(format!("--app-health-url={}", url.trim()));
+    }
+    if let Some(timeout) = annotations.get(SESSION_TIMEOUT_ANNOTATION) {
+        let ms: u32 = timeout.trim().parse().map_err(|_| InjectError::BadSessionTimeout(timeout.clone()))?;
+        args.push(format!("--session-timeout-ms={ms}"));
+    }
+    Ok(Some(Container {
+        name: SIDECAR_CONTAINER.to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: config.image_pull_policy.clone(),
+        // A native sidecar: runs for the pod's lifetime, started before the app containers.
+        restart_policy: Some("Always".to_owned()),
+        args: Some(args),
+        env: Some(vec![
+            downward("POD_NAME", "metadata.name"),
+            downward("POD_NAMESPACE", "metadata.namespace"),
+            downward("POD_IP", "status.podIP"),
+            downward("POD_UID", "metadata.uid"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("paddock-http".to_owned()),
+            container_port: SIDECAR_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        // The app starts once the sidecar answers; it is ready once it holds a session.
+        startup_probe: Some(probe("/healthz", 1, 30)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        resources: config.resources.clone(),
+        volume_mounts: Some(vec![socket_mount()]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }))
+}
+
+/// JSON-pointer escaping of one path segment.
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON patch injecting the sidecar into `pod`, or `None` when the pod does not ask for it
+/// or already has it.
+pub fn inject(pod: &Pod, namespace: &str, config: &InjectorConfig) -> Result<Option<json_patch::Patch>, InjectError> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let Some(sidecar) = sidecar(&annotations, namespace, config)? else { return Ok(None) };
+    let Some(spec) = pod.spec.as_ref() else { return Ok(None) };
+    let has_sidecar =
+        spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| c.name == SIDECAR_CONTAINER);
+    let has_volume = spec.volumes.iter().flatten().any(|v| v.name == SOCKET_VOLUME);
+    if has_sidecar || has_volume {
+        return Ok(None);
+    }
+    let mut ops: Vec<Value> = Vec::new();
+    let sidecar = to_value(&sidecar);
+    match &spec.init_containers {
+        // First, so that other init containers can use the socket too.
+        Some(list) if !list.is_empty() => {
+            ops.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": sidecar}))
+        }
+        _ => ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})),
+    }
+    let volume =
+        to_value(&Volume { name: SOCKET_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Volume::default() });
+    match &spec.volumes {
+        Some(_) => ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume})),
+        None => ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [volume]})),
+    }
+    let mount = to_value(&socket_mount());
+    let env = to_value(&EnvVar {
+        name: "PADDOCK_SOCKET".to_owned(),
+        value: Some(SOCKET_PATH.to_owned()),
+        ..EnvVar::default()
+    });
+    for (i, container) in spec.containers.iter().enumerate() {
+        match &container.volume_mounts {
+            Some(_) => {
+                ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/volumeMounts/-"), "value": mount}))
+            }
+            None => {
+                ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/volumeMounts"), "value": [mount]}))
+            }
+        }
+        let already = container.env.iter().flatten().any(|e| e.name == "PADDOCK_SOCKET");
+        match &container.env {
+            _ if already => {}
+            Some(_) => ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"), "value": env})),
+            None => ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": [env]})),
+        }
+    }
+    ops.push(
+        json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), "value": "true"}),
+    );
+    // Well-formed by construction: every op above is an add with a path and a value.
+    Ok(serde_json::from_value(Value::Array(ops)).ok())
+}
+
+/// A k8s-openapi value as JSON (infallible for these types).
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Webhook state.
+#[derive(Clone)]
+pub struct Webhook {
+    /// The injected container's settings.
+    pub config: Arc<InjectorConfig>,
+    /// Operator metrics.
+    pub metrics: Metrics,
+}
+
+/// The review as JSON, with the patch as the base64 string the API server's `[]byte` field
+/// takes (kube serializes the bytes as a number array).
+fn review_json(review: AdmissionReview<DynamicObject>) -> Value {
+    use base64::Engine as _;
+    let mut value = serde_json::to_value(review).unwrap_or(Value::Null);
+    if let Some(patch) = value.pointer_mut("/response/patch") {
+        if let Ok(bytes) = serde_json::from_value::<Vec<u8>>(patch.clone()) {
+            *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    value
+}
+
+/// Answers one AdmissionReview.
+pub fn review(webhook: &Webhook, review: AdmissionReview<Pod>) -> Value {
+    review_json(answer(webhook, review))
+}
+
+fn answer(webhook: &Webhook, review: AdmissionReview<Pod>) -> AdmissionReview<DynamicObject> {
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(request) => request,
+        Err(error) => {
+            webhook.metrics.webhook_admissions.with_label_values(&["error"]).inc();
+            return AdmissionResponse::invalid(error.to_string()).into_review();
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let Some(pod) = request.object.as_ref() else {
+        return response.into_review();
+    };
+    let namespace = request.namespace.clone().or_else(|| pod.metadata.namespace.clone()).unwrap_or_default();
+    let (result, response) = match inject(pod, &namespace, &webhook.config) {
+        Ok(Some(patch)) => match response.clone().with_patch(patch) {
+            Ok(patched) => ("injected", patched),
+            Err(error) => ("error", response.deny(error.to_string())),
+        },
+        Ok(None) => ("skipped", response),
+        Err(error) => ("denied", response.deny(error.to_string())),
+    };
+    webhook.metrics.webhook_admissions.with_label_values(&[result]).inc();
+    response.into_review()
+}
+
+/// `POST /mutate`.
+pub fn router(webhook: Webhook) -> Router {
+    Router::new()
+        .route(
+            "/mutate",
+            post(|State(webhook): State<Webhook>, Json(body): Json<AdmissionReview<Pod>>| async move {
+                Json(review(&webhook, body))
+            }),
+        )
+        .with_state(webhook)
+}
+
+/// Why the webhook's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Certificate or key unreadable.
+    #[error("failed to read {path}: {message}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls refused the pair.
+    #[error("invalid webhook certificate: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A TLS acceptor for the webhook's certificate and key (PEM files, as a kubernetes.io/tls Secret
+/// mounts them).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem_error = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem_error(cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(cert, e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepted TLS connections for `axum::serve`: handshakes run concurrently (a slow client does
+/// not hold up others) and are bounded in time.
+pub struct TlsListener {
+    connections: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Listens on `listener`, terminating TLS with `acceptor`.
+    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, connections) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "webhook accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, sender) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, peer)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "webhook TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { connections, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept loop ended: wait forever, as a listener that never gets a connection.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).expect("pod parses")
+    }
+
+    fn config() -> InjectorConfig {
+        InjectorConfig { image: "ghcr.io/paddock-dev/paddock-sidecar:0.1.0".to_owned(), ..InjectorConfig::default() }
+    }
+
+    fn patched(pod: &Pod) -> Value {
+        let patch = inject(pod, "shop", &config()).expect("accepted").expect("injected");
+        let mut value = serde_json::to_value(pod).expect("pod json");
+        json_patch::patch(&mut value, &patch).expect("patch applies");
+        value
+    }
+
+    #[test]
+    fn injects_native_sidecar_socket_and_env() {
+        let app = pod(r#"
+metadata:
+  name: cart
+  annotations: {paddock.dev/inject: zk, paddock.dev/groups: "cart, workers", paddock.dev/app-health-url: "http://127.0.0.1:8080/health"}
+spec:
+  containers:
+  - {name: app, image: shop/cart:1, env: [{name: A, value: b}]}
+  - {name: proxy, image: envoy:1, volumeMounts: [{name: certs, mountPath: /certs}]}
+  volumes: [{name: certs, secret: {secretName: certs}}]
+"#);
+        let out = patched(&app);
+        let sidecar = &out["spec"]["initContainers"][0];
+        assert_eq!(sidecar["name"], "paddock-sidecar");
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(
+            sidecar["args"],
+            json!([
+                "--socket=/var/run/paddock/paddock.sock",
+                "--cluster=zk-client.shop.svc:2181",
+                "--listen-addr=0.0.0.0:9464",
+                "--join=cart",
+                "--join=workers",
+                "--app-health-url=http://127.0.0.1:8080/health",
+            ])
+        );
+        let env: Vec<&str> =
+            sidecar["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IP", "POD_UID"]);
+        assert_eq!(out["spec"]["volumes"][1], json!({"name": "paddock-socket", "emptyDir": {}}));
+        for c in 0..2 {
+            let mounts = out["spec"]["containers"][c]["volumeMounts"].as_array().expect("mounts");
+            assert!(mounts.contains(&json!({"name": "paddock-socket", "mountPath": "/var/run/paddock"})));
+            let env = out["spec"]["containers"][c]["env"].as_array().expect("env");
+            assert!(env.contains(&json!({"name": "PADDOCK_SOCKET", "value": "/var/run/paddock/paddock.sock"})));
+        }
+        assert_eq!(out["metadata"]["annotations"]["paddock.dev/injected"], "true");
+        // Existing init containers run after the sidecar.
+        let with_init = pod(r#"
+metadata: {annotations: {paddock.dev/inject: other-ns/zk}}
+spec:
+  initContainers: [{name: migrate, image: m:1}]
+  containers: [{name: app, image: a:1}]
+"#);
+        let out = patched(&with_init);
+        let names: Vec<&str> =
+            out["spec"]["initContainers"].as_array().expect("init").iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["paddock-sidecar", "migrate"]);
+        assert_eq!(out["spec"]["initContainers"][0]["args"][1], "--cluster=zk-client.other-ns.svc:2181");
+    }
+
+    #[test]
+    fn skips_unannotated_and_already_injected_pods() {
+        let plain = pod("{metadata: {name: a}, spec: {containers: [{name: app, image: a:1}]}}");
+        assert_eq!(inject(&plain, "shop", &config()), Ok(None));
+        let once =
+            pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
+        let twice: Pod = serde_json::from_value(patched(&once)).expect("pod");
+        assert_eq!(inject(&twice, "shop", &config()), Ok(None));
+    }
+
+    #[test]
+    fn denies_bad_annotations_with_a_reason() {
+        let bad = |annotations: &str| {
+            let p =
+                pod(&format!("{{metadata: {{annotations: {annotations}}}, spec: {{containers: [{{name: app}}]}}}}"));
+            inject(&p, "shop", &config()).expect_err("denied").to_string()
+        };
+        assert!(bad("{paddock.dev/inject: 'Not_A_Name'}").contains("is not <cluster>"));
+        assert!(bad("{paddock.dev/inject: 'a/b/c'}").contains("is not <cluster>"));
+        assert!(
+            bad("{paddock.dev/inject: zk, paddock.dev/session-timeout-ms: soon}").contains("number of milliseconds")
+        );
+        assert!(bad("{paddock.dev/inject: zk, paddock.dev/groups: 'a b'}").contains("not a group name"));
+    }
+
+    #[test]
+    fn admission_review_round_trip() {
+        let registry = prometheus::Registry::new();
+        let webhook = Webhook { config: Arc::new(config()), metrics: Metrics::new(&registry).expect("metrics") };
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop",
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "cart-", "annotations": {"paddock.dev/inject": "zk"}},
+                           "spec": {"containers": [{"name": "app", "image": "a:1"}]}},
+                "dryRun": false
+            }
+        });
+        let review_in: AdmissionReview<Pod> = serde_json::from_value(body).expect("review parses");
+        let out = review(&webhook, review_in);
+        assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(out["response"]["allowed"], true);
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+        use base64::Engine as _;
+        let encoded = out["response"]["patch"].as_str().expect("patch is a base64 string");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+        let patch: Vec<Value> = serde_json::from_slice(&bytes).expect("patch is JSON");
+        assert_eq!(patch[0]["path"], "/spec/initContainers");
+        assert_eq!(webhook.metrics.webhook_admissions.with_label_values(&["injected"]).get(), 1);
+    }
+}

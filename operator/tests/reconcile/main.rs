@@ -1,0 +1,493 @@
+//! Reconcile passes against a tower-test mock Kubernetes API server and a fake admin API: the
+//! order of requests (objects applied with server-side apply, the membership step, the Event,
+//! the status patched with server-side apply), membership removed before the StatefulSet
+//! shrinks, bootstrap, and invalid specs reported as Degraded without touching anything.
+//!
+//! The mock API server is a small model of a namespace: it keeps the StatefulSet, creates and
+//! deletes pods as the StatefulSet controller would, and logs every request in one log shared
+//! with the fake admin API, so the test asserts the global order of what the operator did.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::Client;
+use paddock_operator::admin::{AdminApi, AdminError, Change, ClusterView, MemberView};
+use paddock_operator::build::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
+use paddock_operator::crd::CoordinationCluster;
+use paddock_operator::metrics::Metrics;
+use paddock_operator::reconcile::{reconcile, Context};
+use serde_json::{json, Value};
+
+/// The model both fakes share.
+#[derive(Default)]
+struct Model {
+    cluster: Value,
+    statefulset: Option<Value>,
+    /// Pods by member id, with whether the server holds Raft state.
+    pods: BTreeMap<u64, bool>,
+    /// Raft membership: id → voter?
+    members: BTreeMap<u64, bool>,
+    /// Config hash each pod was created with.
+    pod_hash: BTreeMap<u64, String>,
+    leader: u64,
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Model>>;
+
+fn lock(model: &Shared) -> std::sync::MutexGuard<'_, Model> {
+    model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const NAME: &str = "zk";
+const NS: &str = "apps";
+
+fn names() -> Names {
+    Names::new(NAME, NS)
+}
+
+fn cr(spec: &str) -> CoordinationCluster {
+    let yaml = format!(
+        "apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {{name: {NAME}, namespace: {NS}, uid: 6f1c-1, generation: 2}}\nspec: {spec}\n"
+    );
+    serde_yaml::from_str(&yaml).expect("inline CR parses")
+}
+
+fn template_hash(statefulset: &Value) -> String {
+    statefulset["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].as_str().unwrap_or("").to_owned()
+}
+
+/// A pod as the StatefulSet controller and kubelet leave it: running, ready when it is a member
+/// of a cluster with a leader.
+fn pod(id: u64, hash: &str, ready: bool) -> Value {
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(names().pod(id)),
+            namespace: Some(NS.to_owned()),
+            annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned())])),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".to_owned(),
+                status: if ready { "True" } else { "False" }.to_owned(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    };
+    serde_json::to_value(pod).expect("pod serializes")
+}
+
+fn respond(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder().status(status).body(Body::from(serde_json::to_vec(body).expect("json"))).expect("response")
+}
+
+fn not_found() -> Response<Body> {
+    respond(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Serves one request from the model and logs it.
+async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = request.into_body().collect_bytes().await.expect("request body");
+    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("json body") };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (resource, name, sub) = match segments.iter().position(|s| *s == "namespaces") {
+        Some(i) => {
+            (segments.get(i + 2).copied().unwrap_or(""), segments.get(i + 3).copied(), segments.get(i + 4).copied())
+        }
+        None => ("", None, None),
+    };
+    let mut model = lock(model);
+    if method == http::Method::PATCH {
+        let ssa = content_type == "application/apply-patch+yaml"
+            && query.contains("fieldManager=paddock-operator")
+            && query.contains("force=true");
+        assert!(ssa, "PATCH {path} is not a forced server-side apply by paddock-operator ({content_type}, {query})");
+    }
+    match (method.as_str(), resource, name, sub) {
+        ("GET", "statefulsets", Some(_), None) => {
+            model.log.push("GET statefulset".to_owned());
+            match model.statefulset.clone() {
+                Some(sts) => respond(StatusCode::OK, &sts),
+                None => not_found(),
+            }
+        }
+        ("GET", "pods", None, None) => {
+            assert!(query.contains("labelSelector="), "pods are listed by label");
+            model.log.push("LIST pods".to_owned());
+            let leader_exists = model.members.contains_key(&model.leader);
+            let items: Vec<Value> = model
+                .pods
+                .keys()
+                .map(|&id| {
+                    let hash = model.pod_hash.get(&id).cloned().unwrap_or_default();
+                    pod(id, &hash, leader_exists && model.members.contains_key(&id))
+                })
+                .collect();
+            respond(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+        }
+        ("PATCH", "statefulsets", Some(_), None) => {
+            let replicas = body["spec"]["replicas"].as_u64().expect("replicas applied");
+            let args =
+                body["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+            let mode = args.last().and_then(Value::as_str).unwrap_or("").split('=').next().unwrap_or("").to_owned();
+            model.log.push(format!("APPLY statefulset replicas={replicas} {mode}"));
+            // The StatefulSet controller: pods 1..=replicas exist; removed pods lose their volume.
+            model.pods.retain(|&id, _| id <= replicas);
+            let hash = template_hash(&body);
+            for id in 1..=replicas {
+                model.pods.entry(id).or_insert(false);
+                model.pod_hash.entry(id).or_insert_with(|| hash.clone());
+            }
+            model.pod_hash.retain(|&id, _| id <= replicas);
+            model.statefulset = Some(body.clone());
+            respond(StatusCode::OK, &body)
+        }
+        ("PATCH", "coordinationclusters", Some(_), Some("status")) => {
+            let status = body["status"].clone();
+            let reasons: Vec<String> = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}={}:{}",
+                        c["type"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            model.log.push(format!("STATUS {} {}", status["phase"].as_str().unwrap_or(""), reasons.join(",")));
+            model.cluster["status"] = status;
+            let cluster = model.cluster.clone();
+            respond(StatusCode::OK, &cluster)
+        }
+        ("PATCH", kind, Some(name), None) => {
+            model.log.push(format!("APPLY {kind}/{name}"));
+            respond(StatusCode::OK, &body)
+        }
+        ("POST", "events", None, None) => {
+            model.log.push(format!(
+                "EVENT {} {}",
+                body["type"].as_str().unwrap_or(""),
+                body["reason"].as_str().unwrap_or("")
+            ));
+            respond(StatusCode::CREATED, &body)
+        }
+        ("DELETE", "pods", Some(name), None) => {
+            model.log.push(format!("DELETE pod/{name}"));
+            let id = names().id_of_pod(name).expect("a server pod");
+            // Recreated at once by the StatefulSet controller, on the current template, same volume.
+            let state = model.pods.get(&id).copied().unwrap_or(false);
+            model.pods.insert(id, state);
+            let hash = model.statefulset.as_ref().map(template_hash).unwrap_or_default();
+            model.pod_hash.insert(id, hash);
+            respond(StatusCode::OK, &pod(id, "", false))
+        }
+        ("DELETE", "persistentvolumeclaims", Some(name), None) => {
+            model.log.push(format!("DELETE pvc/{name}"));
+            respond(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}}),
+            )
+        }
+        _ => panic!("unexpected request {method} {path}?{query}"),
+    }
+}
+
+/// The admin API of the modelled servers.
+struct FakeAdmin(Shared);
+
+fn id_of_addr(addr: &str) -> Option<u64> {
+    names().id_of_pod(addr.split('.').next()?)
+}
+
+impl AdminApi for FakeAdmin {
+    fn cluster<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<ClusterView, AdminError>> {
+        Box::pin(async move {
+            let model = lock(&self.0);
+            let id = id_of_addr(addr).filter(|id| model.pods.contains_key(id));
+            let Some(id) = id else {
+                return Err(AdminError::Unreachable { addr: addr.to_owned(), message: "no such pod".to_owned() });
+            };
+            let has_state = model.pods[&id];
+            let members = if has_state {
+                model
+                    .members
+                    .iter()
+                    .map(|(&m, &voter)| MemberView {
+                        id: m,
+                        addr: names().peer_addr(m),
+                        role: if m == model.leader {
+                            "leader"
+                        } else if voter {
+                            "follower"
+                        } else {
+                            "learner"
+                        }
+                        .to_owned(),
+                        matched: (id == model.leader).then_some(100),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let leader = (has_state && model.members.contains_key(&model.leader)).then_some(model.leader);
+            Ok(ClusterView { id, leader, term: 3, committed: 100, applied: 100, members })
+        })
+    }
+
+    fn change<'a>(&'a self, addr: &'a str, change: &'a Change) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            let mut model = lock(&self.0);
+            assert_eq!(id_of_addr(addr), Some(model.leader), "membership changes go to the leader");
+            model.log.push(format!("ADMIN {change:?}"));
+            match change {
+                Change::AddLearner { id, addr } => {
+                    assert_eq!(*addr, names().peer_addr(*id));
+                    model.members.insert(*id, false);
+                    model.pods.insert(*id, true);
+                }
+                Change::SetVoters { ids } => {
+                    for (id, voter) in model.members.iter_mut() {
+                        *voter = ids.contains(id);
+                    }
+                }
+                Change::Remove { id } => {
+                    assert_ne!(*id, model.leader);
+                    model.members.remove(id);
+                }
+                Change::TransferLeader { id } => model.leader = *id,
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A running cluster of `n` voters on the current template.
+fn running(cluster: &CoordinationCluster, n: u64) -> Model {
+    let names = names();
+    let sts =
+        serde_json::to_value(cluster_resources(cluster, &names, n as i32, &Membership::Join).statefulset).expect("sts");
+    let hash = template_hash(&sts);
+    Model {
+        pod_hash: (1..=n).map(|id| (id, hash.clone())).collect(),
+        cluster: serde_json::to_value(cluster).expect("cr"),
+        statefulset: Some(sts),
+        pods: (1..=n).map(|id| (id, true)).collect(),
+        members: (1..=n).map(|id| (id, true)).collect(),
+        leader: 1,
+        log: Vec::new(),
+    }
+}
+
+struct Harness {
+    model: Shared,
+    ctx: Arc<Context>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn harness(model: Model) -> Harness {
+    let model: Shared = Arc::new(Mutex::new(model));
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let served = model.clone();
+    let server = tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            send.send_response(serve(&served, request).await);
+        }
+    });
+    let ctx = Arc::new(Context {
+        client: Client::new(service, NS),
+        admin: Arc::new(FakeAdmin(model.clone())),
+        metrics: Metrics::new(&prometheus::Registry::new()).expect("metrics register"),
+        reporter: Reporter { controller: "paddock-operator".to_owned(), instance: None },
+    });
+    Harness { model, ctx, server }
+}
+
+impl Harness {
+    /// One pass with the CR as the model holds it (status included); returns its log lines.
+    async fn pass(&self) -> (Action, Vec<String>) {
+        let cluster: CoordinationCluster = serde_json::from_value(lock(&self.model).cluster.clone()).expect("cr");
+        let start = lock(&self.model).log.len();
+        let action = reconcile(Arc::new(cluster), self.ctx.clone()).await.expect("pass succeeds");
+        (action, lock(&self.model).log[start..].to_vec())
+    }
+
+    fn log(&self) -> Vec<String> {
+        lock(&self.model).log.clone()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[tokio::test]
+async fn one_pass_in_order_member_removed_before_statefulset_shrinks() {
+    let cluster = cr("{replicas: 3}");
+    let h = harness(running(&cluster, 5));
+    let (_, log) = h.pass().await;
+    assert_eq!(
+        log,
+        [
+            "GET statefulset",
+            "LIST pods",
+            "APPLY configmaps/zk-config",
+            "APPLY services/zk-peers",
+            "APPLY services/zk-client",
+            "APPLY poddisruptionbudgets/zk",
+            "APPLY statefulset replicas=5 --join",
+            "ADMIN Remove { id: 5 }",
+            "EVENT Normal RemoveMember",
+            "STATUS Scaling Available=True:QuorumAvailable,Progressing=True:RemoveMember,Degraded=False:Healthy",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn scale_down_5_to_3_removes_members_first_then_shrinks() {
+    let cluster = cr("{replicas: 3}");
+    let h = harness(running(&cluster, 5));
+    for _ in 0..10 {
+        let (action, _) = h.pass().await;
+        if action == Action::requeue(std::time::Duration::from_secs(300)) {
+            break;
+        }
+    }
+    let log = h.log();
+    let steps: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("ADMIN") || (l.starts_with("APPLY statefulset") && !l.contains("replicas=5")))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "ADMIN Remove { id: 5 }",
+            "ADMIN Remove { id: 4 }",
+            "APPLY statefulset replicas=3 --join",
+            "APPLY statefulset replicas=3 --join"
+        ]
+    );
+    assert_eq!(lock(&h.model).members.keys().copied().collect::<BTreeSet<u64>>(), BTreeSet::from([1, 2, 3]));
+    assert!(log.last().is_some_and(|l| l.starts_with("STATUS Running")), "{log:?}");
+}
+
+#[tokio::test]
+async fn scale_up_3_to_5_grows_adds_learners_and_promotes() {
+    let cluster = cr("{replicas: 5}");
+    let mut model = running(&cluster, 3);
+    model.cluster = serde_json::to_value(&cluster).expect("cr");
+    let h = harness(model);
+    for _ in 0..10 {
+        h.pass().await;
+    }
+    let log = h.log();
+    let steps: Vec<&str> =
+        log.iter().map(String::as_str).filter(|l| l.starts_with("ADMIN") || l.starts_with("EVENT")).collect();
+    assert_eq!(
+        steps,
+        [
+            "EVENT Normal ScaleStatefulSet",
+            "ADMIN AddLearner { id: 4, addr: \"zk-3.zk-peers.apps.svc:2888\" }",
+            "EVENT Normal AddLearner",
+            "ADMIN AddLearner { id: 5, addr: \"zk-4.zk-peers.apps.svc:2888\" }",
+            "EVENT Normal AddLearner",
+            "ADMIN SetVoters { ids: {1, 2, 3, 4, 5} }",
+            "EVENT Normal PromoteVoters",
+        ]
+    );
+    // The StatefulSet grew before any learner was added.
+    let grow = log.iter().position(|l| l == "APPLY statefulset replicas=5 --join").expect("grown");
+    let add = log.iter().position(|l| l.starts_with("ADMIN AddLearner")).expect("added");
+    assert!(grow < add);
+    assert!(log.last().is_some_and(|l| l.starts_with("STATUS Running")), "{log:?}");
+}
+
+#[tokio::test]
+async fn new_cluster_bootstraps_with_initial_members_then_switches_to_join() {
+    let cluster = cr("{replicas: 3}");
+    let h = harness(Model { cluster: serde_json::to_value(&cluster).expect("cr"), leader: 1, ..Model::default() });
+    let (_, log) = h.pass().await;
+    assert_eq!(log[0], "GET statefulset");
+    assert!(log.contains(&"APPLY statefulset replicas=3 --initial-members".to_owned()), "{log:?}");
+    assert!(log.last().is_some_and(|l| l.starts_with("STATUS Bootstrapping")), "{log:?}");
+    // The initial members elect a leader.
+    {
+        let mut model = lock(&h.model);
+        model.members = (1..=3).map(|id| (id, true)).collect();
+        for id in 1..=3 {
+            model.pods.insert(id, true);
+        }
+    }
+    let (_, log) = h.pass().await;
+    assert!(log.contains(&"APPLY statefulset replicas=3 --join".to_owned()), "{log:?}");
+    assert!(log.last().is_some_and(|l| l.starts_with("STATUS Running")), "{log:?}");
+}
+
+#[tokio::test]
+async fn config_change_rolls_pods_leader_last() {
+    let old = cr("{replicas: 3}");
+    let mut model = running(&old, 3);
+    let new = cr("{replicas: 3, config: {tickMs: 1000}}");
+    model.cluster = serde_json::to_value(&new).expect("cr");
+    model.leader = 2;
+    let h = harness(model);
+    for _ in 0..10 {
+        h.pass().await;
+    }
+    let log = h.log();
+    let steps: Vec<&str> =
+        log.iter().map(String::as_str).filter(|l| l.starts_with("ADMIN") || l.starts_with("DELETE")).collect();
+    // Followers from the highest ordinal, then leadership moves, then the old leader restarts.
+    assert_eq!(steps, ["DELETE pod/zk-2", "DELETE pod/zk-0", "ADMIN TransferLeader { id: 1 }", "DELETE pod/zk-1"]);
+    assert!(log.last().is_some_and(|l| l.starts_with("STATUS Running")), "{log:?}");
+    let upgrading = log.iter().filter(|l| l.starts_with("STATUS Upgrading")).count();
+    assert_eq!(upgrading, 4, "{log:?}");
+}
+
+#[tokio::test]
+async fn invalid_spec_is_reported_degraded_and_nothing_is_touched() {
+    for (spec, reason) in [
+        ("{replicas: 4}", "InvalidReplicas"),
+        ("{storage: {size: '0'}}", "InvalidStorage"),
+        ("{image: 'Bad Image'}", "InvalidImage"),
+    ] {
+        let cluster = cr(spec);
+        let h = harness(Model { cluster: serde_json::to_value(&cluster).expect("cr"), ..Model::default() });
+        let (action, log) = h.pass().await;
+        assert_eq!(action, Action::await_change(), "no retry loop for {spec}");
+        assert_eq!(
+            log,
+            [
+                "EVENT Warning InvalidSpec".to_owned(),
+                format!("STATUS Degraded Progressing=False:{reason},Degraded=True:{reason}"),
+            ]
+        );
+        // Reported once: the next pass only refreshes the status.
+        let (_, log) = h.pass().await;
+        assert_eq!(log.len(), 1, "{log:?}");
+    }
+}
