@@ -110,3 +110,24 @@ async fn sigterm_on_the_holders_sidecar_hands_the_lock_over_at_once() {
     assert!(!a.socket.exists(), "the socket is removed on exit");
     assert!(a.log().contains("zookeeper session closed"), "the session is closed explicitly");
 }
+
+#[tokio::test]
+async fn sigkill_of_the_holders_sidecar_hands_the_lock_over_within_the_session_timeout() {
+    // The killed sidecar cannot close its session: the server expires it after the timeout,
+    // deleting the lock node, and the waiter (through another sidecar) gets the lock.
+    let server = Server::start().await;
+    let cluster = server.client_addr.to_string();
+    let a = Sidecar::start(&server, &cluster, "pod-a", &["--session-timeout-ms", "1000"]).await;
+    let b = Sidecar::start(&server, &cluster, "pod-b", &["--session-timeout-ms", "1000"]).await;
+    let (_holder, first_token) = acquire(&a, "crash-job").await;
+    let mut waiter = b.stream(Method::POST, "/v1/locks/crash-job", None).await;
+    expect(&mut waiter, "waiting").await;
+
+    let killed_at = Instant::now();
+    drop(a); // SIGKILL: no cleanup runs in the sidecar.
+    let acquired = expect(&mut waiter, "acquired").await;
+    let handover = killed_at.elapsed();
+    // Session timeout plus the leader's expiry check and a generous margin for a loaded machine.
+    assert!(handover < Duration::from_secs(5), "handover took {handover:?}");
+    assert!(acquired["token"].as_i64().expect("token") > first_token);
+}
