@@ -148,10 +148,15 @@ impl Config {
     /// Checks the flags and fills in derived values (id from hostname).
     pub fn resolve(mut self) -> Result<Self, ConfigError> {
         if self.id_from_hostname {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .map_err(|_| ConfigError::Hostname(std::io::Error::other("no hostname")))?;
+            // `HOSTNAME` first: container runtimes set it to the pod's name, and it lets a pod be
+            // played by a plain process (the e2e suite); the kernel's name otherwise.
+            let host = match std::env::var("HOSTNAME") {
+                Ok(host) if !host.trim().is_empty() => host.trim().to_owned(),
+                _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map_err(ConfigError::Hostname)?
+                    .trim()
+                    .to_owned(),
+            };
             self.id = id_from_hostname(&host)?;
         }
         let (min, max) = (self.min_session_timeout().as_millis() as u64, self.max_session_timeout().as_millis() as u64);

@@ -6,13 +6,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use zookeeper_client::Error as ZkError;
 
-use crate::harness::{assert_same_everywhere, ensure_node, retrying, wait_for, Bounded, Cluster, PERSISTENT, WAIT};
+use crate::harness::{
+    assert_same_everywhere, ensure_node, retrying, start_cluster, wait_for, Bounded, Clients, PERSISTENT, WAIT,
+};
 
 const WRITES: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
-    let mut cluster = Cluster::start(3, &["--snapshot-every", "1000"]).await;
+    let mut cluster = start_cluster(3, &["--snapshot-every", "1000"]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let follower = all.into_iter().find(|id| *id != leader).expect("a follower");

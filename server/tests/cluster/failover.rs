@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use zookeeper_client::{EventType, OneshotWatcher};
 
 use crate::harness::{
-    assert_same_everywhere, ensure_node, retrying, Bounded, Cluster, StateLog, Writer, EPHEMERAL, PERSISTENT, WAIT,
+    assert_same_everywhere, ensure_node, retrying, start_cluster, Bounded, Clients, StateLog, Writer, EPHEMERAL,
+    PERSISTENT, WAIT,
 };
 
 /// How soon the survivors must agree on a new leader after the old one dies.
@@ -15,7 +16,7 @@ const ELECTION_BOUND: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_sigkill_under_load_loses_no_session_and_no_write() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let survivors: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
@@ -95,7 +96,7 @@ async fn leader_sigkill_under_load_loses_no_session_and_no_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_leader_kills_and_restarts_lose_no_write() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let setup = cluster.client(&all).await;
     for path in ["/t3", "/t3/load", "/t3/rounds"] {

@@ -8,7 +8,8 @@ use std::time::Instant;
 use zookeeper_client::{Client, Error as ZkError, EventType};
 
 use crate::harness::{
-    assert_same_everywhere, ensure_node, retrying, wait_for, Bounded, Cluster, StateLog, EPHEMERAL, PERSISTENT, WAIT,
+    assert_same_everywhere, ensure_node, retrying, start_cluster, wait_for, Bounded, Clients, Cluster, StateLog,
+    EPHEMERAL, PERSISTENT, WAIT,
 };
 
 /// A client over all of `ids` that happens to be connected to one of `followers` (clients pick
@@ -29,7 +30,7 @@ async fn client_on_a_follower(cluster: &Cluster, ids: &[u64], followers: &[u64])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_follower_hands_its_clients_over_and_catches_up() {
-    let cluster = Cluster::start(3, &[]).await;
+    let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let followers: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
@@ -100,7 +101,7 @@ async fn isolated_follower_hands_its_clients_over_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_leader_is_replaced_and_stops_accepting_writes() {
-    let cluster = Cluster::start(3, &[]).await;
+    let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let rest: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
@@ -138,7 +139,7 @@ async fn isolated_leader_is_replaced_and_stops_accepting_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_of_a_leaderless_follower_moves_on_with_its_session() {
-    let cluster = Cluster::start(3, &[]).await;
+    let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let followers: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();

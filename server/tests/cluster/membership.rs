@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use crate::harness::{
-    assert_same_everywhere, ensure_node, http, poll_for, retrying, wait_for, Bounded, Cluster, StateLog, Writer,
-    PERSISTENT, WAIT,
+    assert_same_everywhere, ensure_node, http, poll_for, retrying, start_cluster, wait_for, Bounded, Clients, Cluster,
+    StateLog, Writer, PERSISTENT, WAIT,
 };
 
 /// `(id, role)` of every member in a node's view, `None` when it does not answer.
@@ -24,7 +24,7 @@ fn exactly_voters(roles: &BTreeSet<(u64, String)>, voters: &[u64]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_to_five_and_shrink_to_three_under_load() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = start_cluster(3, &[]).await;
     let first = [1, 2, 3];
     let everyone = [1, 2, 3, 4, 5];
     let setup = cluster.client(&first).await;

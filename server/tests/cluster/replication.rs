@@ -3,11 +3,11 @@
 
 use zookeeper_client::Client;
 
-use crate::harness::{assert_same_everywhere, ensure_node, Bounded, Cluster, PERSISTENT, SEQUENTIAL};
+use crate::harness::{assert_same_everywhere, ensure_node, start_cluster, Bounded, Clients, PERSISTENT, SEQUENTIAL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_node_are_read_through_every_node() {
-    let cluster = Cluster::start(3, &[]).await;
+    let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let view = cluster.node(leader).view().bounded().await.expect("leader answers");

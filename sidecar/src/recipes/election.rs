@@ -106,7 +106,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
             announced = Some(leader);
         }
         let event = if place == 1 {
-            hold.guard(leader_watch.changed()).await?
+            hold.guard_watch(leader_watch.changed()).await?
         } else {
             let predecessor = znode::join(dir, &order[place - 1]);
             let (exists, predecessor_watch) = hold
@@ -118,7 +118,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
             if exists.is_none() {
                 continue;
             }
-            hold.guard(async {
+            hold.guard_watch(async {
                 tokio::select! {
                     event = leader_watch.changed() => event,
                     event = predecessor_watch.changed() => event,
@@ -126,6 +126,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
             })
             .await?
         };
+        let Some(event) = event else { continue };
         if event.event_type == EventType::Session {
             return Err(Interrupt::Lost(SessionChange::Lost));
         }
@@ -143,7 +144,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
         if stat.is_none() {
             return Err(Interrupt::NodeGone);
         }
-        let event = hold.guard(watcher.changed()).await?;
+        let Some(event) = hold.guard_watch(watcher.changed()).await? else { continue };
         match event.event_type {
             EventType::NodeDeleted => return Err(Interrupt::NodeGone),
             EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),

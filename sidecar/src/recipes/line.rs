@@ -57,12 +57,24 @@ pub struct Hold {
     lease: Option<LeaseBinding>,
     /// Znodes bound to the lease, unbound when the hold ends.
     bound: Vec<String>,
+    /// Whether the recipe sent its first event: session changes are reported only after it,
+    /// so that the stream starts with the recipe's own first line and nothing queues up (and
+    /// blocks the hold) before the app reads the answer.
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl Hold {
     /// A hold on `generation`'s session.
     pub fn new(client: Client, follower: SessionFollower, events: EventSink, release: Release) -> Hold {
-        Hold { client, follower, events, release, lease: None, bound: Vec::new() }
+        Hold {
+            client,
+            follower,
+            events,
+            release,
+            lease: None,
+            bound: Vec::new(),
+            announced: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// The same hold bound to a lease: its znodes are bound to it (the [`Release`] must already
@@ -110,6 +122,7 @@ impl Hold {
 
     /// Sends an event to the app; the app having gone is an interrupt.
     pub async fn emit(&self, event: Value) -> Result<(), Interrupt> {
+        self.announced.store(true, std::sync::atomic::Ordering::Relaxed);
         if self.events.send(event).await {
             Ok(())
         } else {
@@ -121,15 +134,46 @@ impl Hold {
     pub async fn guard<T>(&mut self, fut: impl Future<Output = T>) -> Result<T, Interrupt> {
         tokio::pin!(fut);
         loop {
+            // Without stop_on_reconnect this only comes back with the output.
+            if let Some(out) = self.guard_until(fut.as_mut(), false).await? {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Awaits a watch's event like [`Hold::guard`], but stops waiting (`Ok(None)`) once the
+    /// session reconnects: a change made while the connection was down may never fire a watch
+    /// set before it, so the caller must look again.
+    pub async fn guard_watch<T>(&mut self, fut: impl Future<Output = T>) -> Result<Option<T>, Interrupt> {
+        self.guard_until(fut, true).await
+    }
+
+    async fn guard_until<T>(
+        &mut self,
+        fut: impl Future<Output = T>,
+        stop_on_reconnect: bool,
+    ) -> Result<Option<T>, Interrupt> {
+        tokio::pin!(fut);
+        loop {
             let change = tokio::select! {
                 biased;
                 _ = self.events.closed() => return Err(Interrupt::AppGone),
                 reason = self.release.released() => return Err(Interrupt::Released(reason)),
                 change = self.follower.next() => change,
-                out = &mut fut => return Ok(out),
+                out = &mut fut => return Ok(Some(out)),
             };
+            let heard = self.announced.load(std::sync::atomic::Ordering::Relaxed);
             match change {
-                SessionChange::Suspended | SessionChange::Reconnected => self.emit(change.event()).await?,
+                SessionChange::Suspended if heard => self.emit(change.event()).await?,
+                SessionChange::Suspended => {}
+                SessionChange::Reconnected => {
+                    if heard {
+                        self.emit(change.event()).await?;
+                    }
+                    if stop_on_reconnect {
+                        return Ok(None);
+                    }
+                }
                 SessionChange::Lost | SessionChange::Closed => return Err(Interrupt::Lost(change)),
             }
         }
@@ -142,11 +186,15 @@ impl Hold {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, zookeeper_client::Error>>,
     {
-        // Bounds the retries of an error that looks like a lost connection but is not one.
-        for _ in 0..16 {
+        // Bounds the retries of an error that looks like a lost connection but is not one
+        // (about 30 s with the backoff).
+        for attempt in 0u64..80 {
             match self.guard(op(self.client.clone())).await? {
                 Ok(value) => return Ok(value),
-                Err(e) if crate::error::Error::is_connection_loss(&e) => self.reconnected().await?,
+                Err(e) if crate::error::Error::is_connection_loss(&e) => {
+                    self.guard(tokio::time::sleep(backoff(attempt))).await?;
+                    self.reconnected().await?
+                }
                 Err(e) => return Err(zk_interrupt(e)),
             }
         }
@@ -195,7 +243,13 @@ impl Hold {
         let tag = format!("{:016x}", rand::random::<u64>());
         let prefix = format!("{kind}-{tag}-");
         let sequential_path = znode::join(dir, &prefix);
-        for _ in 0..16 {
+        // While a new leader is elected the servers turn connections away for a moment, and
+        // the session may reconnect and drop again many times: back off between attempts
+        // (about 30 s in all) rather than giving up after a burst of instant failures.
+        for attempt in 0u64..80 {
+            if attempt > 0 {
+                self.guard(tokio::time::sleep(backoff(attempt))).await?;
+            }
             let client = self.client.clone();
             match self.guard(client.create(&sequential_path, data, &EPHEMERAL_SEQUENTIAL)).await? {
                 Ok((stat, sequence)) => {
@@ -325,6 +379,13 @@ impl Hold {
     }
 }
 
+/// The pause before retrying after the `attempt`-th connection loss in a row: while a new
+/// leader is elected, servers turn connections away for a moment and a session can reconnect and
+/// drop again many times a second.
+fn backoff(attempt: u64) -> std::time::Duration {
+    std::time::Duration::from_millis((attempt.saturating_add(1) * 25).min(500))
+}
+
 /// Deletes a znode of ours, retrying across connection losses while the session lives.
 pub async fn delete_own(
     client: &Client,
@@ -333,10 +394,13 @@ pub async fn delete_own(
     path: &str,
 ) {
     let mut client = client.clone();
-    for _ in 0..16 {
+    // Until it is gone or the session is: a znode left behind would hold its place in the line
+    // for as long as the pod lives.
+    for attempt in 0u64.. {
         match client.delete(path, None).await {
             Ok(()) | Err(zookeeper_client::Error::NoNode) => return,
             Err(e) if crate::error::Error::is_connection_loss(&e) => {
+                tokio::time::sleep(backoff(attempt)).await;
                 match session::reconnected(status, generation).await {
                     Ok(again) => client = again,
                     Err(_) => return,

@@ -97,7 +97,7 @@ async fn hold_lock(
         if stat.is_none() {
             continue;
         }
-        let event = hold.guard(watcher.changed()).await?;
+        let Some(event) = hold.guard_watch(watcher.changed()).await? else { continue };
         if event.event_type == EventType::Session {
             return Err(Interrupt::Lost(crate::stream::SessionChange::Lost));
         }
@@ -116,7 +116,7 @@ async fn hold_lock(
         if stat.is_none() {
             return Err(Interrupt::NodeGone);
         }
-        let event = hold.guard(watcher.changed()).await?;
+        let Some(event) = hold.guard_watch(watcher.changed()).await? else { continue };
         match event.event_type {
             EventType::NodeDeleted => return Err(Interrupt::NodeGone),
             EventType::Session => return Err(Interrupt::Lost(crate::stream::SessionChange::Lost)),

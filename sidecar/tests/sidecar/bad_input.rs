@@ -4,7 +4,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Bounded, Server, Sidecar};
+use crate::harness::{Bounded, Server, Sidecar, SidecarExt};
 
 /// Method, URI, body, headers, expected status, expected error code.
 type Case =

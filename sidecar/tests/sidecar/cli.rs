@@ -5,7 +5,7 @@ use std::process::Output;
 use hyper::Method;
 use serde_json::json;
 
-use crate::harness::{eventually, Bounded, Server, Sidecar};
+use crate::harness::{eventually, Bounded, Server, Sidecar, SidecarExt};
 
 async fn paddock(s: &Sidecar, args: &[&str]) -> Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paddock"))

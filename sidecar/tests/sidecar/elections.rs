@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{expect, next, Server, Sidecar};
+use crate::harness::{expect, next, Server, Sidecar, SidecarExt};
 
 #[tokio::test]
 async fn leadership_moves_to_the_next_candidate_and_observers_follow() {

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use paddock_sidecar::client::EventLines;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, expect, wait_for, Cluster, Sidecar};
+use crate::harness::{eventually, expect, start_cluster, wait_for, Sidecar, SidecarExt};
 
 /// Every event of a stream, each with whether the holder had let go when it arrived.
 #[derive(Clone, Default)]
@@ -55,15 +55,15 @@ fn assert_terms_only_grow(who: &str, leaders: &[(Value, bool)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_survive_a_sigkill_of_the_cluster_leader() {
-    let mut cluster = Cluster::start(3).await;
-    let connect = cluster.connect_string();
+    let mut cluster = start_cluster(3).await;
+    let connect = cluster.connect_all();
     // Sessions far longer than a failover: nothing may expire.
     let flags = ["--session-timeout-ms", "10000"];
     let a = Sidecar::start_in(cluster.dir(), &connect, "pod-a", &flags).await;
     // The holder's session must be on the node that dies: find it, and make it the leader.
     let a_node = wait_for("pod-a's server", || async {
         let mut with_clients = Vec::new();
-        for node in &cluster.nodes {
+        for node in cluster.nodes.values() {
             if node.has_clients().await {
                 with_clients.push(node.id);
             }

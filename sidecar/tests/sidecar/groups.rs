@@ -3,7 +3,7 @@
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{expect, Server, Sidecar};
+use crate::harness::{expect, Server, Sidecar, SidecarExt};
 
 fn ids(members: &Value) -> Vec<String> {
     members.as_array().expect("members").iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect()

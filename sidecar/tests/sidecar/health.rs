@@ -9,7 +9,7 @@ use axum::routing::get;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{eventually, expect, Server, Sidecar};
+use crate::harness::{eventually, expect, Server, Sidecar, SidecarExt};
 
 /// A stand-in app whose `/health` answers 200 or 500 as `healthy` says.
 async fn app(healthy: Arc<AtomicBool>) -> std::net::SocketAddr {

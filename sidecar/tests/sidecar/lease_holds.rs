@@ -5,7 +5,7 @@
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, expect, Server, Sidecar};
+use crate::harness::{eventually, expect, Server, Sidecar, SidecarExt};
 
 async fn grant(s: &Sidecar, ttl_ms: u64) -> String {
     let granted = s.call(Method::POST, "/v1/leases", Some(json!({"ttl_ms": ttl_ms}))).await;

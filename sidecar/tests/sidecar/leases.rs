@@ -6,7 +6,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{eventually, expect, Server, Sidecar};
+use crate::harness::{eventually, expect, Server, Sidecar, SidecarExt};
 
 #[tokio::test]
 async fn znodes_live_as_long_as_their_lease() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{expect, next, Server, Sidecar};
+use crate::harness::{expect, next, Server, Sidecar, SidecarExt};
 
 /// Takes the lock and returns the stream (still holding) and the token.
 async fn acquire(sidecar: &Sidecar, name: &str) -> (paddock_sidecar::client::EventLines, i64) {

@@ -3,7 +3,7 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{expect, Server, Sidecar};
+use crate::harness::{expect, Server, Sidecar, SidecarExt};
 
 #[tokio::test]
 async fn znodes_are_written_read_versioned_and_deleted() {

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use paddock_sidecar::client::EventLines;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, expect, next, Bounded, Server, Sidecar};
+use crate::harness::{eventually, expect, next, Bounded, Server, Sidecar, SidecarExt};
 
 /// Enqueues `data`; the item's id.
 async fn enqueue(s: &Sidecar, queue: &str, data: &str) -> String {

@@ -5,7 +5,7 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{eventually, expect, next, Proxy, Server, Sidecar};
+use crate::harness::{eventually, expect, next, Proxy, Server, Sidecar, SidecarExt};
 
 async fn readyz(s: &Sidecar) -> (StatusCode, serde_json::Value) {
     match s.api.get("/readyz").await {

@@ -1,0 +1,146 @@
+//! Loopback addresses for tests: free ports picked up front, and a TCP proxy a test can cut.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use paddock_server::peer::wire::{self, PeerRequest};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// `n` free, distinct loopback addresses: every listener is held until all are picked (peers
+/// must know each other's addresses before any of them starts).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr")).collect()
+}
+
+/// A loopback TCP proxy to one target; [`Proxy::cut`] drops every connection and refuses new
+/// ones until [`Proxy::restore`].
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    open: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to `target` on a free port.
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Proxy::serve(listener, target)
+    }
+
+    /// A proxy to `target` listening on `listener`.
+    pub fn serve(listener: TcpListener, target: SocketAddr) -> Proxy {
+        let addr = listener.local_addr().expect("proxy address");
+        let (open, open_rx) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*open_rx.borrow() {
+                    continue;
+                }
+                let mut open_rx = open_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = open_rx.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, open, task }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The peer network of a cluster under test, able to partition it: every node's peer port is
+/// reached through a proxy of its own (the address the node advertises), which reads the
+/// dialer's `Hello` frame to learn who is calling. [`PeerNet::partition`] drops and refuses
+/// every link between two sides; [`PeerNet::heal`] lets them through again. Links inside a side
+/// are untouched, as in a real network split.
+pub struct PeerNet {
+    blocked: watch::Sender<BTreeSet<(u64, u64)>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for PeerNet {
+    fn default() -> Self {
+        PeerNet { blocked: watch::channel(BTreeSet::new()).0, tasks: Vec::new() }
+    }
+}
+
+impl PeerNet {
+    /// Routes links to node `id` from `listener` (its advertised peer address) to `target`
+    /// (the port it really listens on).
+    pub fn route(&mut self, id: u64, listener: std::net::TcpListener, target: SocketAddr) {
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let blocked = self.blocked.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(link(inbound, id, target, blocked.clone()));
+            }
+        }));
+    }
+
+    /// Splits the nodes into `side` and everyone else: no link crosses.
+    pub fn partition(&self, side: &[u64], others: &[u64]) {
+        let pairs = side.iter().flat_map(|a| others.iter().map(move |b| pair(*a, *b))).collect();
+        self.blocked.send_replace(pairs);
+    }
+
+    /// Lets every link through again.
+    pub fn heal(&self) {
+        self.blocked.send_replace(BTreeSet::new());
+    }
+}
+
+impl Drop for PeerNet {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+/// One link to node `to`: learns the dialer from its first frame, then copies both ways until
+/// either end closes or the pair is partitioned.
+async fn link(mut inbound: TcpStream, to: u64, target: SocketAddr, mut blocked: watch::Receiver<BTreeSet<(u64, u64)>>) {
+    let hello =
+        tokio::time::timeout(std::time::Duration::from_secs(5), wire::read::<PeerRequest, _>(&mut inbound)).await;
+    let Ok(Ok(hello)) = hello else { return };
+    let PeerRequest::Hello { from, .. } = &hello.body else { return };
+    let key = pair(*from, to);
+    if blocked.borrow().contains(&key) {
+        return;
+    }
+    let Ok(first) = wire::encode(&hello) else { return };
+    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+    if outbound.write_all(&first).await.is_err() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = blocked.wait_for(|b| b.contains(&key)) => {}
+    }
+}
