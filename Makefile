@@ -1,26 +1,19 @@
-# Paddock: `make run` starts a local server, `make test` runs everything CI checks.
+# Paddock: `make run` starts a local cluster and sidecar, `make test` runs everything CI checks.
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/paddock/target
 VENV ?= $(HOME)/.cache/paddock/venv
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
-RUN_DIR ?= .paddock
-CLIENT_PORT ?= 2181
-ADMIN_PORT ?= 8080
 
-.PHONY: run test deps system-deps python-deps build fmt-check clippy unit-test cluster-test kazoo-test chart-test
+.PHONY: run test deps system-deps python-deps build fmt-check clippy unit-test cluster-test e2e-test kazoo-test chart-test
 
-## run: a local single-node server on 127.0.0.1 with its data under .paddock/
+## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 run: system-deps
-	cargo build --bin paddock-server
-	@echo "Paddock: ZooKeeper clients connect to 127.0.0.1:$(CLIENT_PORT); metrics on http://127.0.0.1:$(ADMIN_PORT)/metrics"
-	@echo "  try: /usr/share/zookeeper/bin/zkCli.sh -server 127.0.0.1:$(CLIENT_PORT)   or: echo srvr | nc 127.0.0.1 $(CLIENT_PORT)"
-	@echo "  data: $(RUN_DIR)/data   (Ctrl-C stops the server)"
-	$(BIN)/paddock-server --data-dir $(RUN_DIR)/data --client-addr 127.0.0.1:$(CLIENT_PORT) \
-		--admin-addr 127.0.0.1:$(ADMIN_PORT) --advertise-peer 127.0.0.1:2888
+	cargo build --bin paddock-server --bin paddock-sidecar
+	BIN=$(BIN) scripts/run-local.sh
 
 ## test: everything CI runs
-test: deps fmt-check clippy unit-test cluster-test kazoo-test chart-test
+test: deps fmt-check clippy unit-test cluster-test e2e-test kazoo-test chart-test
 
 deps: system-deps python-deps
 
@@ -52,12 +45,18 @@ clippy:
 
 # Unit tests and the process-level suites; the cluster suite runs on its own, one test at a
 # time (each starts several servers, and the machine has 2 cores).
+# Every cargo command here selects the whole workspace, so that they all resolve the same
+# features and share one build of RocksDB; the heavy suites are `test = false` and run below.
 unit-test: build
-	cargo test --workspace --exclude paddock-server
-	cargo test -p paddock-server --lib --bins --test zk
+	cargo test --workspace
 
 cluster-test: build
-	cargo test -p paddock-server --test cluster -- --test-threads=1
+	cargo test --workspace --test cluster -- --test-threads=1
+
+# Pods as processes: servers and sidecars configured by the operator's own builders, app
+# processes, faults (SIGKILL, SIGSTOP, SIGTERM rollouts, partitions); one test at a time.
+e2e-test: build
+	cargo test --workspace --test e2e -- --test-threads=1
 
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo
