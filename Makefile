@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/paddock/venv
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: run test deps system-deps python-deps build fmt-check clippy unit-test cluster-test e2e-test kazoo-test chart-test
+.PHONY: run test deps system-deps python-deps build fmt-check clippy rust-test kazoo-test chart-test
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 run: system-deps
@@ -13,7 +13,7 @@ run: system-deps
 	BIN=$(BIN) scripts/run-local.sh
 
 ## test: everything CI runs
-test: deps fmt-check clippy unit-test cluster-test e2e-test kazoo-test chart-test
+test: deps fmt-check clippy rust-test kazoo-test chart-test
 
 deps: system-deps python-deps
 
@@ -43,20 +43,13 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Unit tests and the process-level suites; the cluster suite runs on its own, one test at a
-# time (each starts several servers, and the machine has 2 cores).
-# Every cargo command here selects the whole workspace, so that they all resolve the same
-# features and share one build of RocksDB; the heavy suites are `test = false` and run below.
-unit-test: build
-	cargo test --workspace
-
-cluster-test: build
-	cargo test --workspace --test cluster -- --test-threads=1
-
-# Pods as processes: servers and sidecars configured by the operator's own builders, app
-# processes, faults (SIGKILL, SIGSTOP, SIGTERM rollouts, partitions); one test at a time.
-e2e-test: build
-	cargo test --workspace --test e2e -- --test-threads=1
+# Every Rust test in one cargo command: a command that selects fewer packages or targets
+# resolves other features and compiles RocksDB again (15 minutes). One test at a time: the
+# cluster suite (tests/cluster) and the e2e suite (e2e/tests/e2e: servers and sidecars
+# configured by the operator's own rendering, app processes, SIGKILL/SIGSTOP/rollouts/
+# partitions) start several processes per test, and the machine has 2 cores.
+rust-test: build
+	cargo test --workspace -- --test-threads=1
 
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo

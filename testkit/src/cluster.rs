@@ -50,6 +50,26 @@ impl NodeSpec {
         self.dir.join("data")
     }
 
+    /// `binary` with this node's identity, data dir, ports and membership as flags (an env
+    /// cleaned of the runner's `PADDOCK_*`); the caller adds its own flags.
+    pub fn server_command(&self, binary: &std::path::Path) -> Command {
+        let mut command = Command::new(binary);
+        crate::process::clean_env(&mut command);
+        command
+            .args(["--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--client-addr", &self.client_addr.to_string()])
+            .args(["--admin-addr", &self.admin_addr.to_string()])
+            .args(["--peer-addr", &self.peer_addr.to_string()])
+            .args(["--advertise-peer", &self.advertise_peer.to_string()]);
+        match self.members_flag() {
+            Some(members) => command.args(["--initial-members", &members]),
+            None => command.arg("--join"),
+        };
+        command
+    }
+
     /// `--initial-members` in the server's syntax.
     pub fn members_flag(&self) -> Option<String> {
         let members = self.initial_members.as_ref()?;

@@ -145,15 +145,7 @@ impl App {
         let uri = format!("/v1/locks/{name}");
         loop {
             let mut stream = self.open(&uri).await;
-            let token = loop {
-                let event = stream.next().await.ok().flatten();
-                match event.as_ref().and_then(|e| e["type"].as_str()) {
-                    Some("acquired") => break event.as_ref().and_then(|e| e["token"].as_i64()),
-                    Some("waiting") | Some("suspended") | Some("reconnected") => continue,
-                    _ => break None,
-                }
-            };
-            let Some(token) = token else { continue };
+            let Some(token) = taken(&mut stream, "acquired", "token", "waiting").await else { continue };
             self.hold(&mut stream, token, "w", Some(writes), Duration::from_millis(10)).await?;
             drop(stream);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -204,19 +196,25 @@ impl App {
         let uri = format!("/v1/elections/{name}/campaign");
         loop {
             let mut stream = self.open(&uri).await;
-            let term = loop {
-                let event = stream.next().await.ok().flatten();
-                match event.as_ref().and_then(|e| e["type"].as_str()) {
-                    Some("leader") => break event.as_ref().and_then(|e| e["term"].as_i64()),
-                    Some("follower") | Some("suspended") | Some("reconnected") => continue,
-                    _ => break None,
-                }
-            };
-            let Some(term) = term else {
+            let Some(term) = taken(&mut stream, "leader", "term", "follower").await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             self.hold(&mut stream, term, "beat", None, Duration::from_millis(50)).await?;
+        }
+    }
+}
+
+/// Reads `stream` until the hold is taken (an event of type `taken`), passing over `pending`
+/// and session events; the event's `field` (the fencing token), or `None` when the stream ends
+/// or says anything else.
+async fn taken(stream: &mut EventLines, taken: &str, field: &str, pending: &str) -> Option<i64> {
+    loop {
+        let event = stream.next().await.ok().flatten()?;
+        match event["type"].as_str() {
+            Some(kind) if kind == taken => return event[field].as_i64(),
+            Some(kind) if kind == pending || kind == "suspended" || kind == "reconnected" => continue,
+            _ => return None,
         }
     }
 }

@@ -8,10 +8,14 @@ use nix::sys::signal::Signal;
 use paddock_e2e::fence;
 use paddock_e2e::history::check_fenced;
 
-use crate::harness::{pods_dir, start_cluster, wait_for_within, Pod, PodSpec};
+use hyper::Method;
+use paddock_testkit::poll_for;
 
-/// Waits until the resource shows `more` further holds (distinct tokens).
-async fn wait_holds(resource: &std::path::Path, more: usize) {
+use crate::harness::{pods_dir, start_cluster, Pod, PodSpec};
+
+/// Waits until the resource shows `more` further holds (distinct tokens); on failure, says who
+/// stands in the lock's line.
+async fn wait_holds(resource: &std::path::Path, more: usize, pods: &[Pod]) {
     let count = || {
         let entries = fence::read(resource).unwrap_or_default();
         let mut tokens: Vec<i64> = entries.iter().map(|e| e.token).collect();
@@ -19,10 +23,17 @@ async fn wait_holds(resource: &std::path::Path, more: usize) {
         tokens.len()
     };
     let target = count() + more;
-    wait_for_within(&format!("{target} holds of the lock"), Duration::from_secs(30), || async {
-        (count() >= target).then_some(())
-    })
-    .await;
+    let reached = poll_for(Duration::from_secs(30), || async { (count() >= target).then_some(()) }).await;
+    if reached.is_none() {
+        let line = pods[0].sidecar.call(Method::GET, "/v1/nodes/_paddock/locks/migrate?children", None).await;
+        let mut owners = Vec::new();
+        for name in line.body["children"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
+            let node =
+                pods[0].sidecar.call(Method::GET, &format!("/v1/nodes/_paddock/locks/migrate/{name}"), None).await;
+            owners.push(format!("{name}: {}", node.body["data"]));
+        }
+        panic!("gave up waiting for {target} holds of the lock (at {}); the line: {owners:#?}", count());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +47,7 @@ async fn fenced_lock_holds_never_overlap_while_servers_fail() {
         pod.start_app(&resource, &["lock", "--name", "migrate", "--writes", "3"]).await;
         pods.push(pod);
     }
-    wait_holds(&resource, 5).await;
+    wait_holds(&resource, 5, &pods).await;
 
     // The leader dies and comes back; then a follower; then the new leader again.
     for round in 0..3 {
@@ -49,10 +60,10 @@ async fn fenced_lock_holds_never_overlap_while_servers_fail() {
         cluster.node_mut(victim).kill9();
         let rest: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != victim).collect();
         cluster.wait_leader(&rest, None).await;
-        wait_holds(&resource, 3).await;
+        wait_holds(&resource, 3, &pods).await;
         cluster.node_mut(victim).start().await;
         cluster.wait_ready(&[victim]).await;
-        wait_holds(&resource, 2).await;
+        wait_holds(&resource, 2, &pods).await;
     }
 
     // Freeze the apps (a holder keeps its lock while frozen, so nobody else writes), then judge.

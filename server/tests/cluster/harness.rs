@@ -2,11 +2,9 @@
 //! `paddock-testkit`): fast ticks (200 ms: sessions between 400 ms and 4 s), fault injection on,
 //! the test's extra flags last.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_testkit::clean_env;
 pub use paddock_testkit::cluster::{Cluster, NodeSpec};
 pub use paddock_testkit::zk::{
     assert_same_everywhere, ensure_node, retrying, StateLog, Writer, EPHEMERAL, PERSISTENT, SEQUENTIAL,
@@ -21,21 +19,8 @@ pub const SESSION: Duration = Duration::from_secs(4);
 pub async fn start_cluster(size: u64, extra: &[&str]) -> Cluster {
     let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
     let launcher = Arc::new(move |spec: &NodeSpec| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_paddock-server"));
-        clean_env(&mut command);
-        command
-            .args(["--id", &spec.id.to_string()])
-            .arg("--data-dir")
-            .arg(spec.data_dir())
-            .args(["--client-addr", &spec.client_addr.to_string()])
-            .args(["--admin-addr", &spec.admin_addr.to_string()])
-            .args(["--peer-addr", &spec.peer_addr.to_string()])
-            .args(["--tick-ms", "200", "--enable-fault-injection"]);
-        match spec.members_flag() {
-            Some(members) => command.args(["--initial-members", &members]),
-            None => command.arg("--join"),
-        };
-        command.args(&extra);
+        let mut command = spec.server_command(std::path::Path::new(env!("CARGO_BIN_EXE_paddock-server")));
+        command.args(["--tick-ms", "200", "--enable-fault-injection"]).args(&extra);
         command
     });
     Cluster::start(size, launcher).await

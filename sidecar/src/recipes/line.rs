@@ -313,6 +313,18 @@ impl Hold {
                 Interrupt::Failed(zookeeper_client::Error::NoNode) => Interrupt::NodeGone,
                 other => other,
             })?;
+        let mut children = children;
+        // A create whose answer was lost with the connection may still land after the retry
+        // made our znode: such an orphan of ours would hold a place in the line forever.
+        if let Some(prefix) = tag_prefix(name) {
+            let orphans: Vec<String> =
+                children.iter().filter(|c| c.starts_with(prefix) && *c != name).cloned().collect();
+            for orphan in &orphans {
+                tracing::info!(dir, orphan, "deleting an orphan of a create retried after a connection loss");
+                self.delete(&znode::join(&dir, orphan)).await;
+            }
+            children.retain(|c| !orphans.contains(c));
+        }
         let order = znode::queue_order(children);
         match order.iter().position(|n| n == name) {
             Some(place) => Ok((order, place)),
@@ -343,9 +355,18 @@ impl Hold {
                 true
             }
         };
-        if let (true, Some(path)) = (delete, node) {
+        if let Some(path) = node {
             let generation = self.follower.generation();
-            delete_own(&self.client, self.follower.status_mut(), generation, path).await;
+            if delete {
+                delete_own(&self.client, self.follower.status_mut(), generation, path).await;
+            }
+            // Orphans of our retried creates that landed late go with the hold.
+            if let Some((dir, prefix)) = path.rsplit_once('/').and_then(|(dir, name)| Some((dir, tag_prefix(name)?))) {
+                let orphans = self.client.list_children(dir).await.unwrap_or_default();
+                for orphan in orphans.iter().filter(|c| c.starts_with(prefix) && znode::join(dir, c) != path) {
+                    delete_own(&self.client, self.follower.status_mut(), generation, &znode::join(dir, orphan)).await;
+                }
+            }
         }
         // What the sidecar took away must reach an app without a stream: its lease ends.
         let end_lease = match interrupt {
@@ -377,6 +398,18 @@ impl Hold {
             tracing::info!(lease = %binding.id, "a hold bound to the lease was taken away; the lease ended");
         }
     }
+}
+
+/// The `{kind}-{tag}-` start of a line znode's name (`lock-5f0c9a3e21b4d687-0000000003`): only
+/// this hold's creates use that tag.
+fn tag_prefix(name: &str) -> Option<&str> {
+    let (head, sequence) = name.rsplit_once('-')?;
+    let (_, tag) = head.rsplit_once('-')?;
+    let ours = !sequence.is_empty()
+        && sequence.bytes().all(|b| b.is_ascii_digit())
+        && tag.len() == 16
+        && tag.bytes().all(|b| b.is_ascii_hexdigit());
+    ours.then(|| &name[..=head.len()])
 }
 
 /// The pause before retrying after the `attempt`-th connection loss in a row: while a new
@@ -445,5 +478,21 @@ pub fn holder_json(data: &[u8]) -> serde_json::Map<String, Value> {
             znode::data_fields(data, &mut map);
             map
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_prefix;
+
+    #[test]
+    fn only_tagged_line_names_have_a_tag_prefix() {
+        assert_eq!(tag_prefix("lock-5f0c9a3e21b4d687-0000000003"), Some("lock-5f0c9a3e21b4d687-"));
+        assert_eq!(tag_prefix("c-00000000000000ff-0000000010"), Some("c-00000000000000ff-"));
+        // Queue items and claims are not tagged: their prefix is shared by everyone.
+        assert_eq!(tag_prefix("item-0000000005"), None);
+        assert_eq!(tag_prefix("lock-5f0c9a3e21b4d68-0000000003"), None);
+        assert_eq!(tag_prefix("lock-5f0c9a3e21b4d687-"), None);
+        assert_eq!(tag_prefix("lock-zzzzzzzzzzzzzzzz-1"), None);
     }
 }

@@ -56,17 +56,8 @@ impl Server {
 /// to 30 s); returns once the nodes agree on a leader.
 pub async fn start_cluster(size: u64) -> Cluster {
     let launcher = Arc::new(|spec: &NodeSpec| {
-        let mut command = Command::new(binary("paddock-server"));
-        clean_env(&mut command);
-        command
-            .args(["--id", &spec.id.to_string()])
-            .arg("--data-dir")
-            .arg(spec.data_dir())
-            .args(["--client-addr", &spec.client_addr.to_string()])
-            .args(["--admin-addr", &spec.admin_addr.to_string()])
-            .args(["--peer-addr", &spec.peer_addr.to_string()])
-            .args(["--initial-members", &spec.members_flag().unwrap_or_default()])
-            .args(["--tick-ms", "200", "--max-session-timeout-ms", "30000"]);
+        let mut command = spec.server_command(&binary("paddock-server"));
+        command.args(["--tick-ms", "200", "--max-session-timeout-ms", "30000"]);
         command
     });
     Cluster::start(size, launcher).await
