@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/paddock/venv
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: run test deps system-deps python-deps build fmt-check clippy rust-test kazoo-test chart-test
+.PHONY: run test deps system-deps python-deps build fmt-check clippy rust-test kazoo-test chart-test bench
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 run: system-deps
@@ -58,3 +58,13 @@ kazoo-test: build python-deps
 # validated against the Kubernetes schemas (kubernetes-validate).
 chart-test: python-deps
 	$(PYTHON) -m pytest -q charts/paddock/tests
+
+## bench: Paddock and Apache ZooKeeper side by side (3 nodes each, loopback); table into docs/benchmarks.md
+# Installs Debian's zookeeper (system-deps) and a JDK for jcmd if missing, builds the release
+# binaries, then paddock-bench starts each ensemble in turn, drives it and stops it (~6 min).
+bench: system-deps
+	@command -v jcmd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null; }
+	cargo build --release -p paddock-server -p paddock-sidecar -p paddock-e2e \
+		--bin paddock-server --bin paddock-sidecar --bin paddock-bench
+	$(CARGO_TARGET_DIR)/release/paddock-bench --paddock-server $(CARGO_TARGET_DIR)/release/paddock-server \
+		--paddock-sidecar $(CARGO_TARGET_DIR)/release/paddock-sidecar --out docs/benchmarks.md
