@@ -118,7 +118,9 @@ impl Error {
     /// client reports the broken connection's I/O error to in-flight calls as `Custom`).
     pub fn is_connection_loss(err: &zookeeper_client::Error) -> bool {
         use zookeeper_client::Error as Zk;
-        matches!(err, Zk::ConnectionLoss | Zk::Timeout | Zk::Custom(_))
+        // A server whose write could not commit in time answers ConnectionLoss (-4), which the
+        // client reports as an unexpected code: the outcome is unknown, as for a lost link.
+        matches!(err, Zk::ConnectionLoss | Zk::Timeout | Zk::Custom(_) | Zk::UnexpectedErrorCode(-4))
     }
 }
 

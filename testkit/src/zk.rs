@@ -71,10 +71,11 @@ impl Drop for StateLog {
 }
 
 /// Whether `e` says the connection was lost with the request in flight (its outcome unknown):
-/// ConnectionLoss, or the client's own "no response from connection" / socket errors, which
-/// `zookeeper-client` reports as `Custom`.
+/// ConnectionLoss, the client's own "no response from connection" / socket errors, which
+/// `zookeeper-client` reports as `Custom`, and ConnectionLoss (-4) answered by a server whose
+/// write could not commit in time, which it reports as an unexpected code.
 pub fn lost_connection(e: &ZkError) -> bool {
-    matches!(e, ZkError::ConnectionLoss | ZkError::Custom(_))
+    matches!(e, ZkError::ConnectionLoss | ZkError::Custom(_) | ZkError::UnexpectedErrorCode(-4))
 }
 
 /// Runs `op` until it succeeds, retrying ConnectionLoss (the outcome of the lost attempt is
