@@ -134,21 +134,5 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
     metrics.leaderships.inc();
     hold.emit(json!({"type": "leader", "term": term, "node": node})).await?;
     let path = znode::join(dir, node);
-    loop {
-        let (stat, watcher) = hold
-            .call(|c| {
-                let path = path.clone();
-                async move { c.check_and_watch_stat(&path).await }
-            })
-            .await?;
-        if stat.is_none() {
-            return Err(Interrupt::NodeGone);
-        }
-        let Some(event) = hold.guard_watch(watcher.changed()).await? else { continue };
-        match event.event_type {
-            EventType::NodeDeleted => return Err(Interrupt::NodeGone),
-            EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
-            _ => {}
-        }
-    }
+    hold.until_gone(&path).await.map(|never| match never {})
 }

@@ -20,6 +20,7 @@ use crate::recipes::lease::Leases;
 use crate::session::{self, CONTAINER, EPHEMERAL_SEQUENTIAL};
 use crate::stream::{EventSink, SessionChange, SessionFollower};
 use crate::znode;
+use zookeeper_client::EventType;
 
 /// Why a hold stops before its work is done.
 #[derive(Debug)]
@@ -329,6 +330,28 @@ impl Hold {
         match order.iter().position(|n| n == name) {
             Some(place) => Ok((order, place)),
             None => Err(Interrupt::NodeGone),
+        }
+    }
+
+    /// Holds on while the hold's znode at `path` lives: the rest of a lock's or a leader's
+    /// life. Ends only with why it ended (the znode deleted, the session lost, an interrupt).
+    pub async fn until_gone(&mut self, path: &str) -> Result<std::convert::Infallible, Interrupt> {
+        loop {
+            let (stat, watcher) = self
+                .call(|c| {
+                    let path = path.to_owned();
+                    async move { c.check_and_watch_stat(&path).await }
+                })
+                .await?;
+            if stat.is_none() {
+                return Err(Interrupt::NodeGone);
+            }
+            let Some(event) = self.guard_watch(watcher.changed()).await? else { continue };
+            match event.event_type {
+                EventType::NodeDeleted => return Err(Interrupt::NodeGone),
+                EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
+                _ => {}
+            }
         }
     }
 

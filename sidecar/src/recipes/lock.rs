@@ -106,21 +106,5 @@ async fn hold_lock(
     let _held = GaugeGuard::new(metrics.holds.with_label_values(&["lock_held"]));
     metrics.lock_acquisitions.inc();
     hold.emit(json!({"type": "acquired", "token": token, "node": node})).await?;
-    loop {
-        let (stat, watcher) = hold
-            .call(|c| {
-                let path = path.clone();
-                async move { c.check_and_watch_stat(&path).await }
-            })
-            .await?;
-        if stat.is_none() {
-            return Err(Interrupt::NodeGone);
-        }
-        let Some(event) = hold.guard_watch(watcher.changed()).await? else { continue };
-        match event.event_type {
-            EventType::NodeDeleted => return Err(Interrupt::NodeGone),
-            EventType::Session => return Err(Interrupt::Lost(crate::stream::SessionChange::Lost)),
-            _ => {}
-        }
-    }
+    hold.until_gone(&path).await.map(|never| match never {})
 }
