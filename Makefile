@@ -1,15 +1,22 @@
 # Paddock: `make run` starts a local cluster and sidecar, `make test` runs everything CI checks.
 SHELL := /bin/bash
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/paddock/target
+CACHE := $(HOME)/.cache/paddock
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+# RocksDB is built once per machine, optimized, by scripts/rocksdb.sh, and every cargo command
+# below (debug and release, clippy too) links that library instead of compiling its C++ again.
+ROCKSDB_VERSION := $(shell awk '/^name = "librocksdb-sys"$$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+export ROCKSDB_LIB_DIR := $(CACHE)/rocksdb/$(ROCKSDB_VERSION)
+export ROCKSDB_STATIC := 1
 VENV ?= $(HOME)/.cache/paddock/venv
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: run test deps system-deps python-deps build fmt-check clippy rust-test kazoo-test chart-test bench
+
+.PHONY: run test deps system-deps python-deps rocksdb build fmt-check clippy rust-test kazoo-test chart-test bench
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
-run: system-deps
-	cargo build --bin paddock-server --bin paddock-sidecar
+# The same cargo command as `make test` builds with, so neither rebuilds after the other.
+run: build
 	BIN=$(BIN) scripts/run-local.sh
 
 ## test: everything CI runs
@@ -34,13 +41,19 @@ python-deps:
 	@$(PYTHON) -c "import kazoo, pytest, yaml, helm_python, kubernetes_validate" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
 
-build:
+rocksdb: system-deps
+	@scripts/rocksdb.sh >/dev/null
+
+# The one debug build every command shares (`make run`, the tests): the whole workspace, every
+# target. A command selecting fewer packages resolves other dependency features and compiles
+# those crates again.
+build: rocksdb
 	cargo build --workspace --all-targets
 
 fmt-check:
 	cargo fmt --all -- --check
 
-clippy:
+clippy: rocksdb
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Every Rust test in one cargo command: a command that selects fewer packages or targets
@@ -62,7 +75,7 @@ chart-test: python-deps
 ## bench: Paddock and Apache ZooKeeper side by side (3 nodes each, loopback); table into docs/benchmarks.md
 # Installs Debian's zookeeper (system-deps) and a JDK for jcmd if missing, builds the release
 # binaries, then paddock-bench starts each ensemble in turn, drives it and stops it (~6 min).
-bench: system-deps
+bench: rocksdb
 	@command -v jcmd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null; }
 	cargo build --release -p paddock-server -p paddock-sidecar -p paddock-e2e \
 		--bin paddock-server --bin paddock-sidecar --bin paddock-bench
