@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
 
-.PHONY: run test deps system-deps python-deps rocksdb build fmt-check clippy rust-test kazoo-test chart-test bench
+.PHONY: run test deps system-deps python-deps rocksdb build fmt-check imports-check clippy rust-test kazoo-test chart-test bench
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 # The same cargo command as `make test` builds with, so neither rebuilds after the other.
@@ -20,7 +20,7 @@ run: build
 	BIN=$(BIN) scripts/run-local.sh
 
 ## test: everything CI runs
-test: deps fmt-check clippy rust-test kazoo-test chart-test
+test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test
 
 deps: system-deps python-deps
 
@@ -52,6 +52,12 @@ build: rocksdb
 
 fmt-check:
 	cargo fmt --all -- --check
+
+# Imports run one way: no circle between files or top-level modules of a crate (the checker
+# has its own tests).
+imports-check: python-deps
+	$(PYTHON) -m pytest -q scripts/tests
+	$(PYTHON) scripts/check-imports.py server/src sidecar/src operator/src testkit/src contract/src e2e/src
 
 clippy: rocksdb
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -47,6 +47,19 @@ impl Role {
     }
 }
 
+/// A role compares with the word for it, so a test can say `role == "leader"`.
+impl PartialEq<str> for Role {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One member as `GET /v1/cluster` lists it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MemberView {
@@ -179,6 +192,7 @@ mod tests {
     fn roles_are_lowercase_words_and_unknown_ones_are_refused() {
         assert_eq!(serde_json::to_string(&Role::Learner).expect("encode"), r#""learner""#);
         assert_eq!(Role::Follower.as_str(), "follower");
+        assert!(Role::Leader == "leader" && Role::Learner != "follower");
         assert!(serde_json::from_str::<Role>(r#""observer""#).is_err());
     }
 

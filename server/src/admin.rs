@@ -13,7 +13,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::impls::BasicNode;
 use openraft::{ChangeMembers, ServerState};
-use serde::{Deserialize, Serialize};
+use paddock_contract::admin::{
+    self as api, AddLearner, ChangeVoters, ClusterView, ErrorBody, Isolate, MemberView, Role, TransferLeader,
+};
 
 use crate::metrics;
 use crate::server::Server;
@@ -24,20 +26,20 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/learners", post(add_learner))
-        .route("/v1/cluster/voters", post(change_voters))
-        .route("/v1/cluster/members/{id}", delete(remove_member))
-        .route("/v1/cluster/leader", post(transfer_leader));
+        .route(api::CLUSTER, get(cluster))
+        .route(api::LEARNERS, post(add_learner))
+        .route(api::VOTERS, post(change_voters))
+        .route(&format!("{}/{{id}}", api::MEMBERS), delete(remove_member))
+        .route(api::LEADER, post(transfer_leader));
     if server.config.enable_fault_injection {
-        router = router.route("/v1/debug/isolate", post(isolate));
+        router = router.route(api::ISOLATE, post(isolate));
     }
     router.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") }).with_state(server)
 }
 
 /// `{ "error": { "code", "message" } }`, as DESIGN.md specifies for admin errors.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 async fn render_metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
@@ -57,36 +59,6 @@ async fn ready(State(server): State<Arc<Server>>) -> Response {
     }
 }
 
-/// One member as `/v1/cluster` lists it.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct MemberView {
-    /// Raft id.
-    pub id: u64,
-    /// Peer address.
-    pub addr: String,
-    /// leader, follower or learner.
-    pub role: String,
-    /// Highest log index known replicated to it (only the leader knows; others report null).
-    pub matched: Option<u64>,
-}
-
-/// `/v1/cluster`.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct ClusterView {
-    /// This server's id.
-    pub id: u64,
-    /// The leader's id, if one is known.
-    pub leader: Option<u64>,
-    /// Current term.
-    pub term: u64,
-    /// Committed log index.
-    pub committed: u64,
-    /// Applied log index.
-    pub applied: u64,
-    /// Members.
-    pub members: Vec<MemberView>,
-}
-
 async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
     let m = server.raft_metrics();
     let membership = m.membership_config.membership();
@@ -97,13 +69,12 @@ async fn cluster(State(server): State<Arc<Server>>) -> Json<ClusterView> {
             id,
             addr: node.addr.clone(),
             role: if Some(id) == m.current_leader {
-                "leader"
+                Role::Leader
             } else if voters.contains(&id) {
-                "follower"
+                Role::Follower
             } else {
-                "learner"
-            }
-            .to_owned(),
+                Role::Learner
+            },
             matched: match (&m.replication, m.state) {
                 (Some(rep), ServerState::Leader) => rep.get(&id).and_then(|l| l.as_ref().map(|l| l.index)),
                 _ => None,
@@ -145,13 +116,6 @@ fn raft_failure(e: impl std::fmt::Display) -> Response {
     error(StatusCode::CONFLICT, "membership_change_failed", &e.to_string())
 }
 
-/// `POST /v1/cluster/learners`.
-#[derive(Deserialize)]
-struct AddLearner {
-    id: u64,
-    addr: String,
-}
-
 async fn add_learner(
     State(server): State<Arc<Server>>,
     body: Result<Json<AddLearner>, axum::extract::rejection::JsonRejection>,
@@ -175,12 +139,6 @@ async fn add_learner(
         Ok(Err(e)) => raft_failure(e),
         Err(_) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id, "caught_up": false }))).into_response(),
     }
-}
-
-/// `POST /v1/cluster/voters`.
-#[derive(Deserialize)]
-struct ChangeVoters {
-    ids: BTreeSet<u64>,
 }
 
 async fn change_voters(
@@ -243,12 +201,6 @@ async fn remove_member(State(server): State<Arc<Server>>, Path(id): Path<String>
     Json(serde_json::json!({ "removed": id })).into_response()
 }
 
-/// `POST /v1/cluster/leader`.
-#[derive(Deserialize)]
-struct TransferLeader {
-    id: u64,
-}
-
 async fn transfer_leader(
     State(server): State<Arc<Server>>,
     body: Result<Json<TransferLeader>, axum::extract::rejection::JsonRejection>,
@@ -283,12 +235,6 @@ async fn transfer_leader(
         Ok(Ok(_)) => Json(serde_json::json!({ "leader": id })).into_response(),
         _ => error(StatusCode::GATEWAY_TIMEOUT, "transfer_pending", "leadership has not moved yet"),
     }
-}
-
-/// `POST /v1/debug/isolate` (only with --enable-fault-injection).
-#[derive(Deserialize)]
-struct Isolate {
-    isolated: bool,
 }
 
 async fn isolate(

@@ -42,8 +42,12 @@ async fn main() -> anyhow::Result<()> {
     // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.
     println!("paddock-server listening client={client_addr} admin={admin_addr} peer={peer_addr}");
 
-    let listener = tokio::spawn(zk::listener::run(server.clone(), client));
-    let peer_service = tokio::spawn(paddock_server::peer::service::run(server.clone(), peer_listener));
+    let listener = tokio::spawn(zk::listener::run(zk::port::ClientPort::new(server.clone()), client));
+    let peer_service = tokio::spawn(paddock_server::peer::service::run(
+        std::sync::Arc::new(server.peer_service()),
+        peer_listener,
+        server.shutdown.clone(),
+    ));
     let admin_server = {
         let shutdown = server.shutdown.clone();
         let router = admin::router(server.clone());

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use paddock_server::peer::wire::{self, PeerRequest};
-use tokio::io::AsyncWriteExt;
+use paddock_contract::peer::{Hello, MAX_HELLO};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -126,15 +126,12 @@ fn pair(a: u64, b: u64) -> (u64, u64) {
 /// One link to node `to`: learns the dialer from its first frame, then copies both ways until
 /// either end closes or the pair is partitioned.
 async fn link(mut inbound: TcpStream, to: u64, target: SocketAddr, mut blocked: watch::Receiver<BTreeSet<(u64, u64)>>) {
-    let hello =
-        tokio::time::timeout(std::time::Duration::from_secs(5), wire::read::<PeerRequest, _>(&mut inbound)).await;
-    let Ok(Ok(hello)) = hello else { return };
-    let PeerRequest::Hello { from, .. } = &hello.body else { return };
-    let key = pair(*from, to);
+    let greeting = tokio::time::timeout(std::time::Duration::from_secs(5), read_greeting(&mut inbound)).await;
+    let Ok(Some((from, first))) = greeting else { return };
+    let key = pair(from, to);
     if blocked.borrow().contains(&key) {
         return;
     }
-    let Ok(first) = wire::encode(&hello) else { return };
     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
     if outbound.write_all(&first).await.is_err() {
         return;
@@ -143,4 +140,18 @@ async fn link(mut inbound: TcpStream, to: u64, target: SocketAddr, mut blocked: 
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
         _ = blocked.wait_for(|b| b.contains(&key)) => {}
     }
+}
+
+/// The dialer's greeting: its id, and the frame as read (to pass on unchanged).
+async fn read_greeting(inbound: &mut TcpStream) -> Option<(u64, Vec<u8>)> {
+    let mut frame = vec![0u8; 4];
+    inbound.read_exact(&mut frame).await.ok()?;
+    let len = u32::from_be_bytes(frame[..4].try_into().ok()?) as usize;
+    if len > MAX_HELLO {
+        return None;
+    }
+    frame.resize(4 + len, 0);
+    inbound.read_exact(&mut frame[4..]).await.ok()?;
+    let hello = Hello::from_body(&frame[4..]).ok()?;
+    Some((hello.id, frame))
 }

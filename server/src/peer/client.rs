@@ -12,6 +12,8 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use paddock_contract::peer::Hello;
+
 use super::wire::{self, Frame, PeerRequest, PeerResponse};
 use super::Faults;
 
@@ -46,12 +48,9 @@ impl PeerClient {
 
     /// Queues `body` on the link now (so calls keep their order) and returns where the answer
     /// will arrive.
-    pub fn start_call(
-        &self,
-        body: PeerRequest,
-    ) -> Result<oneshot::Receiver<io::Result<PeerResponse>>, crate::proto::ErrorCode> {
+    pub fn start_call(&self, body: PeerRequest) -> io::Result<oneshot::Receiver<io::Result<PeerResponse>>> {
         let (reply, rx) = oneshot::channel();
-        self.calls.send(Call { body, reply }).map_err(|_| crate::proto::ErrorCode::ConnectionLoss)?;
+        self.calls.send(Call { body, reply }).map_err(|_| unreachable("peer link stopped"))?;
         Ok(rx)
     }
 
@@ -82,15 +81,12 @@ async fn connect(addr: &str, me: u64, my_admin: &str) -> io::Result<TcpStream> {
         .await
         .map_err(|_| unreachable(format!("connect to {addr} timed out")))??;
     stream.set_nodelay(true)?;
-    let hello = wire::encode(&Frame { id: 0, body: PeerRequest::Hello { from: me, admin_addr: my_admin.to_owned() } })?;
+    let hello = wire::encode_hello(&Hello { id: me, admin_addr: my_admin.to_owned() })?;
     stream.write_all(&hello).await?;
-    let answer: Frame<PeerResponse> = tokio::time::timeout(Duration::from_secs(2), wire::read(&mut stream))
+    tokio::time::timeout(Duration::from_secs(2), wire::read_hello(&mut stream))
         .await
         .map_err(|_| unreachable(format!("{addr} did not answer hello")))??;
-    match answer.body {
-        PeerResponse::Welcome { .. } => Ok(stream),
-        other => Err(unreachable(format!("unexpected hello answer {other:?}"))),
-    }
+    Ok(stream)
 }
 
 async fn link(

@@ -1,8 +1,13 @@
 //! Server-to-server traffic: Raft RPCs, client writes forwarded to the leader, session touches
 //! and read-index requests, over one outbound TCP link per peer (so each pair of servers has a
 //! link in each direction), length-delimited postcard frames, pipelined by request id.
+//!
+//! - [`wire`]: the messages and their framing; [`client`]: the outbound link to one peer;
+//! - [`network`]: openraft's network over those links; [`service`]: the peer port, answering
+//!   the links other servers open.
 
 pub mod client;
+pub mod network;
 pub mod service;
 pub mod wire;
 

@@ -11,15 +11,43 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::wire::{self, Frame, PeerRequest, PeerResponse};
-use crate::raft::TypeConfig;
-use crate::server::Server;
+use paddock_contract::peer::Hello;
+use tokio_util::sync::CancellationToken;
 
-/// Serves peer links until shutdown.
-pub async fn run(server: Arc<Server>, listener: TcpListener) {
+use super::wire::{self, Frame, PeerRequest, PeerResponse};
+use super::Peers;
+use crate::liveness::SessionTracker;
+use crate::raft::{Raft, TypeConfig};
+
+/// What the peer port answers with: this server's Raft, its links (for the fault switch and
+/// the admin addresses peers announce), and the leader's session liveness table.
+pub struct PeerService {
+    /// This server's greeting.
+    pub hello: Hello,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Links to the other servers.
+    pub peers: Arc<Peers>,
+    /// Leader-side session liveness, which forwarded touches feed.
+    pub sessions: Arc<SessionTracker>,
+}
+
+impl PeerService {
+    /// Whether `id` is in the current membership (voter or learner).
+    fn is_member(&self, id: u64) -> bool {
+        openraft::async_runtime::WatchReceiver::borrow_watched(&self.raft.metrics())
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+}
+
+/// Serves peer links until `shutdown`.
+pub async fn run(server: Arc<PeerService>, listener: TcpListener, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -34,21 +62,35 @@ pub async fn run(server: Arc<Server>, listener: TcpListener) {
     }
 }
 
-async fn serve_link(server: Arc<Server>, stream: TcpStream) {
+async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
-    let (hello, from) = match wire::read::<PeerRequest, _>(&mut reader).await {
-        Ok(Frame { id, body: PeerRequest::Hello { from, admin_addr } }) => {
-            server.peers.learn_admin(from, admin_addr);
-            (id, from)
+    // Whoever dials may send anything: the greeting is read with a small cap, and in time.
+    let greeting = tokio::time::timeout(std::time::Duration::from_secs(5), wire::read_hello(&mut reader)).await;
+    let from = match greeting {
+        Ok(Ok(Hello { id, admin_addr })) => {
+            server.peers.learn_admin(id, admin_addr);
+            id
         }
-        _ => return,
+        Ok(Err(e)) => {
+            tracing::debug!("peer greeting refused: {e}");
+            return;
+        }
+        Err(_) => return,
     };
     if server.peers.faults.isolated() {
         return;
     }
+    let welcome = match wire::encode_hello(&server.hello) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!("failed to encode this server's greeting: {e}");
+            return;
+        }
+    };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let _ = out_tx.send(welcome);
     let writer = tokio::spawn(async move {
         let mut writer = BufWriter::new(write_half);
         while let Some(bytes) = out_rx.recv().await {
@@ -67,8 +109,6 @@ async fn serve_link(server: Arc<Server>, stream: TcpStream) {
             }
             Err(e) => tracing::warn!("failed to encode a peer answer: {e}"),
         };
-    let welcome = PeerResponse::Welcome { id: server.config.id, admin_addr: server.config.admin_addr.to_string() };
-    answer(hello, welcome, &out_tx);
     loop {
         let frame = match wire::read::<PeerRequest, _>(&mut reader).await {
             Ok(frame) => frame,
@@ -126,7 +166,7 @@ async fn serve_link(server: Arc<Server>, stream: TcpStream) {
     let _ = writer.await;
 }
 
-async fn handle(server: &Server, body: PeerRequest) -> Option<PeerResponse> {
+async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse> {
     let raft = &server.raft;
     Some(match body {
         PeerRequest::AppendEntries(rpc) => {
@@ -151,6 +191,6 @@ async fn handle(server: &Server, body: PeerRequest) -> Option<PeerResponse> {
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(
             raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|read| read.index()).map_err(|e| e.to_string()),
         ),
-        PeerRequest::Forward(_) | PeerRequest::Hello { .. } => return None,
+        PeerRequest::Forward(_) => return None,
     })
 }

@@ -1,31 +1,29 @@
 //! Peer messages and their framing: a 4-byte big-endian length, then a postcard-encoded
-//! [`Frame`]. Requests carry an id so a link can pipeline; the answer carries the same id.
+//! [`Frame`]. Requests carry an id so a link can pipeline; the answer carries the same id. A
+//! link opens with a greeting each way ([`paddock_contract::peer::Hello`], capped small) before
+//! any frame.
 
 use openraft::alias::{SnapshotMetaOf, VoteOf};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
+use paddock_contract::peer::{Hello, MAX_HELLO};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
-use crate::raft::{Command, TypeConfig};
+use crate::frame;
+use crate::raft::TypeConfig;
+use crate::store::Command;
 
 type C = TypeConfig;
 
-/// Largest peer frame: a snapshot travels in one frame.
+/// Largest peer frame after the greeting: a snapshot travels in one frame.
 pub const MAX_FRAME: usize = 1 << 30;
 
 /// What one server asks another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// First frame on a link: who is dialing.
-    Hello {
-        /// The dialer's id.
-        from: u64,
-        /// The dialer's admin address (so followers can point callers at the leader's).
-        admin_addr: String,
-    },
     /// Raft AppendEntries.
     AppendEntries(AppendEntriesRequest<C>),
     /// Raft RequestVote.
@@ -55,13 +53,6 @@ pub enum PeerRequest {
 /// retry or to move on).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    /// Hello accepted.
-    Welcome {
-        /// The answering server's id.
-        id: u64,
-        /// Its admin address.
-        admin_addr: String,
-    },
     /// AppendEntries result.
     AppendEntries(Result<AppendEntriesResponse<C>, String>),
     /// Vote result.
@@ -102,13 +93,19 @@ pub fn encode<T: Serialize>(frame: &Frame<T>) -> std::io::Result<Vec<u8>> {
 
 /// Reads one frame; a malformed or oversized frame is an error that ends the link.
 pub async fn read<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Frame<T>> {
-    let len = reader.read_u32().await? as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
-    }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    let body = frame::read_frame(reader, MAX_FRAME).await?;
     postcard::from_bytes(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads the greeting that opens a link: at most [`MAX_HELLO`] bytes, whoever is dialing.
+pub async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Hello> {
+    let body = frame::read_frame(reader, MAX_HELLO).await?;
+    Hello::from_body(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A greeting as it goes on the wire.
+pub fn encode_hello(hello: &Hello) -> std::io::Result<Vec<u8>> {
+    hello.to_frame().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
@@ -122,6 +119,25 @@ mod tests {
         let back: Frame<PeerRequest> = read(&mut bytes.as_slice()).await.expect("decode");
         assert_eq!(back.id, 7);
         assert!(matches!(back.body, PeerRequest::Touch(ref s) if s == &[1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn a_greeting_is_read_within_its_cap() {
+        let hello = Hello { id: 2, admin_addr: "127.0.0.1:8081".into() };
+        let bytes = encode_hello(&hello).expect("encode");
+        assert_eq!(read_hello(&mut bytes.as_slice()).await.expect("decode"), hello);
+        // A dialer's first frame announcing more than the cap is refused before it is read.
+        let big = wire_prefix(MAX_HELLO + 1);
+        assert!(read_hello(&mut big.as_slice()).await.is_err());
+        // ... while later frames may be large.
+        let frame = encode(&Frame { id: 1, body: PeerRequest::Touch(vec![0; 600]) }).expect("encode");
+        assert!(frame.len() > MAX_HELLO && read::<PeerRequest, _>(&mut frame.as_slice()).await.is_ok());
+    }
+
+    fn wire_prefix(len: usize) -> Vec<u8> {
+        let mut bytes = (len as u32).to_be_bytes().to_vec();
+        bytes.resize(4 + len, 0);
+        bytes
     }
 
     #[tokio::test]

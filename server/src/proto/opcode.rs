@@ -119,6 +119,23 @@ impl TryFrom<i32> for OpCode {
 }
 
 impl OpCode {
+    /// Whether a request with this opcode changes the tree, and so goes through the log.
+    pub fn is_write(self) -> bool {
+        use OpCode::*;
+        matches!(self, Create | Create2 | CreateContainer | CreateTtl | Delete | SetData | SetAcl | Check | Multi)
+    }
+
+    /// Whether the operation may stand inside a multi (an atomic write transaction): every
+    /// write but setACL and multi itself, as in ZooKeeper.
+    pub fn in_multi(self) -> bool {
+        self.is_write() && !matches!(self, OpCode::SetAcl | OpCode::Multi)
+    }
+
+    /// Whether the operation may stand inside a multiRead.
+    pub fn in_multi_read(self) -> bool {
+        matches!(self, OpCode::GetChildren | OpCode::GetData)
+    }
+
     /// A short lowercase name, used as a metrics label.
     pub fn name(self) -> &'static str {
         use OpCode::*;
@@ -157,5 +174,22 @@ impl OpCode {
             CloseSession => "close_session",
             OpCode::Error => "error",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_what_a_multi_may_hold() {
+        let all: Vec<OpCode> = (-20..=200).filter_map(|code| OpCode::try_from(code).ok()).collect();
+        let writes: Vec<OpCode> = all.iter().copied().filter(|op| op.is_write()).collect();
+        use OpCode::*;
+        assert_eq!(writes, [Create, Delete, SetData, SetAcl, Check, Multi, Create2, CreateContainer, CreateTtl]);
+        let in_multi: Vec<OpCode> = all.iter().copied().filter(|op| op.in_multi()).collect();
+        assert_eq!(in_multi, [Create, Delete, SetData, Check, Create2, CreateContainer, CreateTtl]);
+        let in_multi_read: Vec<OpCode> = all.iter().copied().filter(|op| op.in_multi_read()).collect();
+        assert_eq!(in_multi_read, [GetData, GetChildren]);
     }
 }

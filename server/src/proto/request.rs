@@ -179,25 +179,6 @@ pub enum Request {
     },
 }
 
-/// The operations a multi (atomic write transaction) may contain.
-fn allowed_in_multi(op: OpCode) -> bool {
-    matches!(
-        op,
-        OpCode::Create
-            | OpCode::Create2
-            | OpCode::CreateContainer
-            | OpCode::CreateTtl
-            | OpCode::Delete
-            | OpCode::SetData
-            | OpCode::Check
-    )
-}
-
-/// The operations a multiRead may contain.
-fn allowed_in_multi_read(op: OpCode) -> bool {
-    matches!(op, OpCode::GetChildren | OpCode::GetData)
-}
-
 impl Request {
     /// Decodes the body of a request sent under `op`. Opcodes that are not client requests
     /// (notification, createSession, error) are `Invalid`.
@@ -227,8 +208,8 @@ impl Request {
             Op::Sync => Request::Sync { path: r.read_string()? },
             Op::Ping => Request::Ping,
             Op::Check => Request::Check { path: r.read_string()?, version: r.read_i32()? },
-            Op::Multi => Request::Multi(read_multi(r, allowed_in_multi)?),
-            Op::MultiRead => Request::MultiRead(read_multi(r, allowed_in_multi_read)?),
+            Op::Multi => Request::Multi(read_multi(r, OpCode::in_multi)?),
+            Op::MultiRead => Request::MultiRead(read_multi(r, OpCode::in_multi_read)?),
             Op::Reconfig => Request::Reconfig {
                 joining: r.read_string()?,
                 leaving: r.read_string()?,
@@ -359,7 +340,7 @@ fn read_multi(r: &mut Reader<'_>, allowed: fn(OpCode) -> bool) -> Result<Vec<(Op
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::proto::acl::Id;
     use crate::proto::jute::Record;
@@ -381,8 +362,9 @@ mod tests {
         Request::Create { path: "/app/lock-".to_owned(), data: b"payload".to_vec(), acl: digest_acl(), mode, ttl_ms }
     }
 
-    /// One representative request for every client opcode.
-    fn samples() -> Vec<(OpCode, Request)> {
+    /// One representative request for every client opcode (the dispatch table's tests use it
+    /// too).
+    pub(crate) fn samples() -> Vec<(OpCode, Request)> {
         let path = || "/a/b".to_owned();
         let names = |n: usize| (0..n).map(|i| format!("/w{i}")).collect::<Vec<_>>();
         vec![

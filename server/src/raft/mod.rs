@@ -1,43 +1,16 @@
-//! Replication: the openraft type configuration, the RocksDB log store, the state machine
-//! adapter that feeds committed txns into the [`Store`](crate::store::Store), and the peer network.
+//! Replication's storage side: the openraft type configuration, the RocksDB log store, and the
+//! state machine adapter that feeds committed [`Command`]s into the
+//! [`Store`](crate::store::Store). The network openraft talks through is the peer links'
+//! business ([`crate::peer::network`]).
 
 pub mod keys;
 pub mod log_store;
-pub mod network;
 pub mod state_machine;
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::tree::Txn;
-
-/// Which server submitted a write and its sequence number there, so the submitting server can
-/// hand the applied result to the waiting client when the entry is applied locally.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Origin {
-    /// The submitting server's Raft id.
-    pub server: u64,
-    /// The write's sequence number on that server.
-    pub seq: u64,
-}
-
-/// The application payload of a Raft log entry: one txn for the data tree.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Command {
-    /// Who waits for the result; `None` for server-initiated txns nobody waits on.
-    pub origin: Option<Origin>,
-    /// The txn itself, stamped with the leader's time.
-    pub txn: Txn,
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.txn.kind)
-    }
-}
+use crate::store::Command;
 
 openraft::declare_raft_types!(
     /// Paddock's openraft types: u64 node ids, `BasicNode` (the peer address), [`Command`]

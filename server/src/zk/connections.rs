@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::watch::ConnId;
+use crate::store::watch::ConnId;
 
 /// Live figures of one connection, updated without locks.
 pub struct ConnStats {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::server::Server;
+use super::port::ClientPort;
 
 /// The words answered (all of DESIGN.md's list; ZooKeeper's whitelist is not needed here).
 pub const WORDS: [&[u8; 4]; 10] =
@@ -18,16 +18,16 @@ pub fn is_word(first: &[u8; 4]) -> bool {
 /// The version string clients and tools see.
 pub const VERSION: &str = concat!("3.9.3-paddock-", env!("CARGO_PKG_VERSION"));
 
-fn mode(server: &Server) -> &'static str {
-    server.role()
+fn mode(port: &ClientPort) -> &'static str {
+    port.server.role()
 }
 
 /// The answer to `word` (one of [`WORDS`]).
-pub fn answer(server: &Server, word: &[u8; 4]) -> String {
+pub fn answer(port: &ClientPort, word: &[u8; 4]) -> String {
     let mut out = String::new();
-    let tree = server.store.tree();
-    let (received, sent) = server.connections.packets();
-    let (min, avg, max) = server.connections.latency_ms();
+    let tree = port.server.store.tree();
+    let (received, sent) = port.connections.packets();
+    let (min, avg, max) = port.connections.latency_ms();
     match word {
         b"ruok" => out.push_str("imok"),
         b"isro" => out.push_str("rw"),
@@ -35,7 +35,7 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
             let _ = writeln!(out, "Zookeeper version: {VERSION}, built on unknown");
             if word == b"stat" {
                 out.push_str("Clients:\n");
-                for (_, c) in server.connections.list() {
+                for (_, c) in port.connections.list() {
                     let _ = writeln!(
                         out,
                         " /{}[1](queued=0,recved={},sent={})",
@@ -49,23 +49,23 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
             let _ = writeln!(out, "Latency min/avg/max: {min:.3}/{avg:.4}/{max:.3}");
             let _ = writeln!(out, "Received: {received}");
             let _ = writeln!(out, "Sent: {sent}");
-            let _ = writeln!(out, "Connections: {}", server.connections.count());
+            let _ = writeln!(out, "Connections: {}", port.connections.count());
             let _ = writeln!(out, "Outstanding: 0");
             let _ = writeln!(out, "Zxid: 0x{:x}", tree.last_zxid());
-            let _ = writeln!(out, "Mode: {}", mode(server));
+            let _ = writeln!(out, "Mode: {}", mode(port));
             let _ = writeln!(out, "Node count: {}", tree.node_count());
         }
         b"mntr" => {
-            let watches = server.store.watches().watch_count();
+            let watches = port.server.store.watches().watch_count();
             let rows: [(&str, String); 16] = [
                 ("zk_version", VERSION.to_owned()),
-                ("zk_server_state", mode(server).to_owned()),
+                ("zk_server_state", mode(port).to_owned()),
                 ("zk_avg_latency", format!("{avg:.4}")),
                 ("zk_max_latency", format!("{max:.3}")),
                 ("zk_min_latency", format!("{min:.3}")),
                 ("zk_packets_received", received.to_string()),
                 ("zk_packets_sent", sent.to_string()),
-                ("zk_num_alive_connections", server.connections.count().to_string()),
+                ("zk_num_alive_connections", port.connections.count().to_string()),
                 ("zk_outstanding_requests", "0".to_owned()),
                 ("zk_znode_count", tree.node_count().to_string()),
                 ("zk_watch_count", watches.to_string()),
@@ -73,14 +73,14 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
                 ("zk_approximate_data_size", tree.approximate_data_size().to_string()),
                 ("zk_global_sessions", tree.sessions().count().to_string()),
                 ("zk_last_zxid", tree.last_zxid().to_string()),
-                ("zk_uptime", server.started.elapsed().as_millis().to_string()),
+                ("zk_uptime", port.server.started.elapsed().as_millis().to_string()),
             ];
             for (k, v) in rows {
                 let _ = writeln!(out, "{k}\t{v}");
             }
         }
         b"conf" => {
-            let c = &server.config;
+            let c = &port.server.config;
             let _ = writeln!(out, "clientPort={}", c.client_addr.port());
             let _ = writeln!(out, "clientPortAddress={}", c.client_addr.ip());
             let _ = writeln!(out, "dataDir={}", c.data_dir.display());
@@ -93,7 +93,7 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
             let _ = writeln!(out, "jute.maxbuffer={}", c.max_buffer);
         }
         b"cons" => {
-            for (_, c) in server.connections.list() {
+            for (_, c) in port.connections.list() {
                 let _ = writeln!(
                     out,
                     " /{}[1](queued=0,recved={},sent={},sid=0x{:x},lzxid=0x{:x},to={})",
@@ -120,12 +120,12 @@ pub fn answer(server: &Server, word: &[u8; 4]) -> String {
             );
         }
         b"wchs" => {
-            let w = server.store.watches();
+            let w = port.server.store.watches();
             let _ = writeln!(out, "{} connections watching {} paths", w.watching_connections(), w.path_count());
             let _ = writeln!(out, "Total watches:{}", w.watch_count());
         }
         b"dirs" => {
-            let size = dir_size(&server.config.data_dir);
+            let size = dir_size(&port.server.config.data_dir);
             let _ = writeln!(out, "datadir_size: {size}");
             let _ = writeln!(out, "logdir_size: {size}");
         }

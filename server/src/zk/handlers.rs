@@ -1,66 +1,16 @@
-//! Request handlers: what each opcode does. Writes become txns for the log (validated by the
-//! tree when applied, so every replica agrees); reads are answered from the local tree, with
-//! the watch they leave registered atomically with the read.
+//! Request handlers: what each read answers, from the local applied state with the watch it
+//! leaves registered atomically with the read, and how each write's reply is shaped from its
+//! applied result. Which requests are reads or writes is [`super::dispatch`]'s decision.
 
 use crate::proto::request::Request;
 use crate::proto::response::{ClientInfo, MultiResult, Response};
 use crate::proto::watch::add_watch_mode;
 use crate::proto::{perms, ErrorCode, EventType, Id, OpCode};
+use crate::store::watch::{ConnId, Notification, WatchKind, WatcherType};
 use crate::store::ReadView;
-use crate::tree::{validate_path, OpResult, TxnKind, TxnResult, WriteOp};
+use crate::tree::{validate_path, OpResult, TxnResult};
 
-use super::watch::{ConnId, Notification, WatchKind, WatcherType};
-
-/// Who is asking: the connection, its session and the identities it authenticated as.
-pub struct Caller<'a> {
-    /// The connection (watches are registered for it).
-    pub conn: ConnId,
-    /// The session.
-    pub session_id: i64,
-    /// `ip:<addr>`, then each `digest:` id added by auth, and `super:` for the super user.
-    pub auth: &'a [Id],
-}
-
-/// Whether `op` changes the tree (and so goes through the log).
-pub fn is_write(op: OpCode) -> bool {
-    matches!(
-        op,
-        OpCode::Create
-            | OpCode::Create2
-            | OpCode::CreateContainer
-            | OpCode::CreateTtl
-            | OpCode::Delete
-            | OpCode::SetData
-            | OpCode::SetAcl
-            | OpCode::Check
-            | OpCode::Multi
-    )
-}
-
-fn write_op(request: Request) -> Result<WriteOp, ErrorCode> {
-    Ok(match request {
-        Request::Create { path, data, acl, mode, ttl_ms } => WriteOp::Create { path, data, acl, mode, ttl_ms },
-        Request::Delete { path, version } => WriteOp::Delete { path, version },
-        Request::SetData { path, data, version } => WriteOp::SetData { path, data, version },
-        Request::SetAcl { path, acl, version } => WriteOp::SetAcl { path, acl, version },
-        Request::Check { path, version } => WriteOp::Check { path, version },
-        _ => return Err(ErrorCode::BadArguments),
-    })
-}
-
-/// The txn for a write request, and the sub-opcodes needed to shape a multi's response.
-pub fn write_txn(caller: &Caller<'_>, op: OpCode, request: Request) -> Result<(TxnKind, Vec<OpCode>), ErrorCode> {
-    let session_id = caller.session_id;
-    let auth = caller.auth.to_vec();
-    match (op, request) {
-        (OpCode::Multi, Request::Multi(ops)) => {
-            let codes = ops.iter().map(|(op, _)| *op).collect();
-            let ops = ops.into_iter().map(|(_, r)| write_op(r)).collect::<Result<_, _>>()?;
-            Ok((TxnKind::Multi { session_id, auth, ops }, codes))
-        }
-        (_, request) => Ok((TxnKind::Write { session_id, auth, op: write_op(request)? }, vec![op])),
-    }
-}
+use super::dispatch::Caller;
 
 fn multi_result(op: OpCode, result: OpResult) -> MultiResult {
     match (op, result) {
@@ -261,39 +211,9 @@ fn set_watches(view: &mut ReadView<'_>, conn: ConnId, relative_zxid: i64, lists:
     }
 }
 
-/// The identities an `auth` packet adds, or `AuthFailed`. Only the digest scheme is offered
-/// (as in a default ZooKeeper; `ip` is implicit from the connection).
-pub fn authenticate(scheme: &str, auth: &[u8], super_digest: Option<&str>) -> Result<Vec<Id>, ErrorCode> {
-    match scheme {
-        "digest" => {
-            let user_password = std::str::from_utf8(auth).map_err(|_| ErrorCode::AuthFailed)?;
-            if !user_password.contains(':') {
-                return Err(ErrorCode::AuthFailed);
-            }
-            let digest = crate::tree::digest_id(user_password);
-            let mut ids = vec![];
-            if super_digest == Some(digest.as_str()) {
-                ids.push(Id::new("super", ""));
-            }
-            ids.push(Id::new("digest", digest));
-            Ok(ids)
-        }
-        _ => Err(ErrorCode::AuthFailed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_auth_and_super() {
-        let ids = authenticate("digest", b"super:test", Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=")).expect("auth");
-        assert_eq!(ids[0], Id::new("super", ""));
-        assert_eq!(ids[1], Id::new("digest", "super:D/InIHSb7yEEbrWz8b9l71RjZJU="));
-        assert_eq!(authenticate("digest", b"nocolon", None), Err(ErrorCode::AuthFailed));
-        assert_eq!(authenticate("kerberos", b"x:y", None), Err(ErrorCode::AuthFailed));
-    }
 
     #[test]
     fn failed_multi_is_an_ok_reply_of_error_results() {

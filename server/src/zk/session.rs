@@ -1,103 +1,89 @@
-//! Leader-side session liveness: when each session was last heard from and which have expired.
-//! Not replicated: a new leader starts every session with a fresh full timeout (DESIGN.md,
-//! "Sessions are replicated state"); only the resulting closeSession goes through the log.
+//! Client sessions at the client port: the handshake policy (accept a new session, resume a
+//! known one, or turn the client away so it tries another server) and the ids and passwords of
+//! new sessions. The session table is the data tree's; liveness is [`crate::liveness`]'s.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-struct Liveness {
-    timeout: Duration,
-    deadline: Instant,
-    /// An expiry has been proposed; do not propose it again.
-    expiring: bool,
+use crate::proto::connect::{ConnectRequest, ConnectResponse};
+use crate::server::Server;
+use crate::tree::TxnKind;
+
+/// What a handshake settled on: the answer to send, and the session the connection serves from
+/// then on (`None`: the client was turned away, after the answer if there is one).
+pub struct Settled {
+    /// The ConnectResponse to send; `None` to close without one.
+    pub response: Option<ConnectResponse>,
+    /// The session id and its negotiated timeout.
+    pub session: Option<(i64, Duration)>,
 }
 
-/// See the module docs.
-#[derive(Default)]
-pub struct SessionTracker {
-    sessions: Mutex<HashMap<i64, Liveness>>,
-}
-
-impl SessionTracker {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<i64, Liveness>) -> R) -> R {
-        f(&mut self.sessions.lock().unwrap_or_else(|e| e.into_inner()))
+/// Settles a client's ConnectRequest, as ZooKeeper does: refuse while out of touch with the
+/// cluster or behind the client's last seen zxid (it moves on); create a session (through the
+/// log) for id 0; resume a known session whose password matches; answer timeout 0 / session 0
+/// for an unknown or expired one.
+pub async fn handshake(server: &Server, ids: &SessionIds, request: &ConnectRequest) -> Settled {
+    let refused = Settled { response: None, session: None };
+    let requested = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // Out of touch with the cluster (an election, a partition): give it a moment, then turn the
+    // client away so it tries another server.
+    if !server.contact.wait_serving((requested / 2).min(Duration::from_secs(2))).await {
+        return refused;
     }
-
-    /// Starts tracking a session with a full timeout from now.
-    pub fn add(&self, id: i64, timeout: Duration, now: Instant) {
-        self.with(|s| {
-            s.insert(id, Liveness { timeout, deadline: now + timeout, expiring: false });
-        });
+    let applied = server.store.tree().last_zxid();
+    if request.last_zxid_seen > applied {
+        // The client has seen a newer state than ours; ZooKeeper refuses so that it moves on
+        // to a server that has caught up.
+        tracing::info!(client_zxid = request.last_zxid_seen, applied, "refusing session from the future");
+        return refused;
     }
-
-    /// The session was heard from: push its deadline out by a full timeout.
-    pub fn touch(&self, id: i64, now: Instant) {
-        self.with(|s| {
-            if let Some(l) = s.get_mut(&id) {
-                if !l.expiring {
-                    l.deadline = now + l.timeout;
+    let timeout = requested.clamp(server.config.min_session_timeout(), server.config.max_session_timeout());
+    let settled = if request.session_id == 0 {
+        // During an election, hold the new session (not refuse it) until a leader is known,
+        // within the client's own timeout.
+        if !server.writes.wait_for_leader(timeout.min(server.config.max_session_timeout())).await {
+            return refused;
+        }
+        let session_id = ids.next_id();
+        let password = SessionIds::password();
+        let created = server
+            .writes
+            .write(TxnKind::CreateSession {
+                session_id,
+                password: password.clone(),
+                timeout_ms: timeout.as_millis() as i32,
+            })
+            .await;
+        match created {
+            Ok(_) => {
+                if server.is_leader() {
+                    server.sessions.add(session_id, timeout, Instant::now());
                 }
+                Some((session_id, password, timeout))
             }
-        });
-    }
-
-    /// Whether the session is tracked and not being expired.
-    pub fn is_live(&self, id: i64) -> bool {
-        self.with(|s| s.get(&id).is_some_and(|l| !l.expiring))
-    }
-
-    /// Sessions past their deadline, marked so they are returned only once.
-    pub fn take_expired(&self, now: Instant) -> Vec<i64> {
-        self.with(|s| {
-            let mut expired = Vec::new();
-            for (&id, l) in s.iter_mut() {
-                if !l.expiring && l.deadline <= now {
-                    l.expiring = true;
-                    expired.push(id);
-                }
+            // No quorum: ZooKeeper closes the socket and the client tries another server.
+            Err(_) => return refused,
+        }
+    } else {
+        let known = server.store.tree().session(request.session_id).map(|s| (s.password.clone(), s.timeout_ms));
+        match known {
+            Some((password, timeout_ms)) if password == request.password => {
+                server.touch(request.session_id);
+                Some((request.session_id, password, Duration::from_millis(timeout_ms.max(0) as u64)))
             }
-            expired
-        })
-    }
-
-    /// Makes an expiry proposal that failed eligible again.
-    pub fn retry_expiry(&self, id: i64) {
-        self.with(|s| {
-            if let Some(l) = s.get_mut(&id) {
-                l.expiring = false;
-            }
-        });
-    }
-
-    /// Brings the tracker in line with the replicated session table: sessions it lacks get a
-    /// fresh full timeout, sessions that no longer exist are dropped. With `reset`, every
-    /// session restarts its timeout (this server just became leader).
-    pub fn sync_with(&self, live: impl Iterator<Item = (i64, Duration)>, now: Instant, reset: bool) {
-        self.with(|s| {
-            let mut next = HashMap::new();
-            for (id, timeout) in live {
-                let l = match s.remove(&id) {
-                    Some(l) if !reset => l,
-                    _ => Liveness { timeout, deadline: now + timeout, expiring: false },
-                };
-                next.insert(id, l);
-            }
-            *s = next;
-        });
-    }
-
-    /// Number of tracked sessions.
-    pub fn len(&self) -> usize {
-        self.with(|s| s.len())
-    }
-
-    /// Whether no session is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+            _ => None,
+        }
+    };
+    let (session_id, password, timeout) = settled.unwrap_or((0, vec![0; 16], Duration::ZERO));
+    let response = ConnectResponse {
+        protocol_version: 0,
+        timeout_ms: timeout.as_millis() as i32,
+        session_id,
+        password,
+        read_only: request.read_only.map(|_| false),
+    };
+    Settled { response: Some(response), session: (session_id != 0).then_some((session_id, timeout)) }
 }
 
 /// Makes session ids and passwords (on the leader; the txn carries them to every replica).
@@ -132,34 +118,6 @@ impl SessionIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expiry_after_timeout_and_touch_extends() {
-        let t = SessionTracker::default();
-        let now = Instant::now();
-        t.add(1, Duration::from_secs(10), now);
-        t.add(2, Duration::from_secs(10), now);
-        t.touch(2, now + Duration::from_secs(8));
-        assert!(t.take_expired(now + Duration::from_secs(9)).is_empty());
-        assert_eq!(t.take_expired(now + Duration::from_secs(11)), vec![1]);
-        assert!(t.take_expired(now + Duration::from_secs(12)).is_empty(), "reported once");
-        assert!(!t.is_live(1));
-        t.retry_expiry(1);
-        assert_eq!(t.take_expired(now + Duration::from_secs(12)), vec![1]);
-    }
-
-    #[test]
-    fn sync_gives_fresh_timeouts_on_reset() {
-        let t = SessionTracker::default();
-        let now = Instant::now();
-        t.add(1, Duration::from_secs(1), now);
-        t.add(9, Duration::from_secs(1), now);
-        let later = now + Duration::from_secs(5);
-        t.sync_with([(1, Duration::from_secs(1)), (2, Duration::from_secs(1))].into_iter(), later, true);
-        assert_eq!(t.len(), 2);
-        assert!(t.take_expired(later).is_empty());
-        assert_eq!(t.take_expired(later + Duration::from_secs(2)).len(), 2);
-    }
 
     #[test]
     fn ids_are_unique_and_positive() {

@@ -13,7 +13,7 @@ use crate::harness::{
 /// `(id, role)` of every member in a node's view, `None` when it does not answer.
 async fn roles(cluster: &Cluster, id: u64) -> Option<BTreeSet<(u64, String)>> {
     let view = cluster.node(id).view().await?;
-    Some(view.members.into_iter().map(|m| (m.id, m.role)).collect())
+    Some(view.members.into_iter().map(|m| (m.id, m.role.as_str().to_owned())).collect())
 }
 
 /// Whether `roles` lists exactly `voters` as leader/follower and nothing else.

@@ -16,10 +16,10 @@ use openraft::raft::{
 };
 use openraft::{AnyError, OptionalSend};
 
-use super::TypeConfig;
-use crate::peer::client::PeerClient;
-use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::peer::Peers;
+use super::client::PeerClient;
+use super::wire::{PeerRequest, PeerResponse};
+use super::Peers;
+use crate::raft::TypeConfig;
 
 type C = TypeConfig;
 

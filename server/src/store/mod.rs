@@ -1,16 +1,47 @@
-//! The applied state this server serves: the data tree, the watches registered on it, and the
-//! local writes waiting for their result. The Raft state machine applies committed txns here;
-//! request handlers read here. Replication and durability are `raft`'s business.
+//! The applied state this server serves: the data tree, the watches registered on it (they
+//! belong to the applied state: a read and the watch it leaves are atomic with apply), and the
+//! local writes waiting for their result. The Raft state machine applies committed
+//! [`Command`]s here; request handlers read here. Replication and durability are `raft`'s
+//! business, connections and sessions' liveness the client port's.
+
+pub mod watch;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::{broadcast, oneshot, watch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
 
-use crate::raft::{Command, Origin};
-use crate::tree::{DataTree, TxnKind, TxnResult};
-use crate::zk::watch::WatchManager;
+use crate::tree::{DataTree, Txn, TxnKind, TxnResult};
+use watch::WatchManager;
+
+/// Which server submitted a write and its sequence number there, so the submitting server can
+/// hand the applied result to the waiting client when the entry is applied locally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The submitting server's Raft id.
+    pub server: u64,
+    /// The write's sequence number on that server.
+    pub seq: u64,
+}
+
+/// What one Raft log entry asks of the applied state: one txn for the data tree, and who waits
+/// for its result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Who waits for the result; `None` for server-initiated txns nobody waits on.
+    pub origin: Option<Origin>,
+    /// The txn itself, stamped with the leader's time.
+    pub txn: Txn,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.txn.kind)
+    }
+}
 
 /// The result of a write, delivered to the server that submitted it once applied there.
 #[derive(Debug)]
@@ -28,7 +59,7 @@ pub struct Store {
     watches: Mutex<WatchManager>,
     pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
     next_seq: AtomicU64,
-    applied: watch::Sender<i64>,
+    applied: tokio::sync::watch::Sender<i64>,
     closed_sessions: broadcast::Sender<i64>,
     session_changes: AtomicU64,
 }
@@ -57,7 +88,7 @@ impl Store {
             watches: Mutex::new(WatchManager::default()),
             pending: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
-            applied: watch::channel(0).0,
+            applied: tokio::sync::watch::channel(0).0,
             closed_sessions: broadcast::channel(1024).0,
             session_changes: AtomicU64::new(0),
         }

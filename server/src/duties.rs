@@ -1,0 +1,149 @@
+//! The background duties of a server, by role. The leader expires sessions and deletes emptied
+//! containers and expired TTL nodes, each as an ordinary txn through the log; a follower or
+//! learner sends the leader the sessions its clients were heard from, in batches (never through
+//! the log). Both keep [`Contact`] up to date: whether this server may serve clients.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use crate::contact::Contact;
+use crate::liveness::{SessionTracker, Touches};
+use crate::metrics;
+use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::raft::Raft;
+use crate::store::Store;
+use crate::tree::TxnKind;
+use crate::write::{now_ms, WritePath};
+
+/// What the duties work with, and their timing.
+pub struct Duties {
+    /// This server's id.
+    pub id: u64,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The applied state.
+    pub store: Arc<Store>,
+    /// Leader-side session liveness.
+    pub sessions: Arc<SessionTracker>,
+    /// Sessions heard from on a follower, for the next batch.
+    pub touches: Arc<Touches>,
+    /// Where the leader's txns go.
+    pub writes: Arc<WritePath>,
+    /// Whether clients may be served.
+    pub contact: Arc<Contact>,
+    /// ZooKeeper's tick: the leader checks four times a tick, a follower touches twice.
+    pub tick: Duration,
+    /// How often the leader looks for containers and TTL nodes to delete.
+    pub reap_interval: Duration,
+    /// How long a server may go without hearing from the leader (or, as leader, from a
+    /// quorum) before it stops serving.
+    pub contact_limit: Duration,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Duties {
+    /// Starts the leader's and the follower's loops; each idles while the other role holds.
+    pub fn spawn(self: Arc<Self>) {
+        tokio::spawn(self.clone().lead());
+        tokio::spawn(self.follow());
+    }
+
+    async fn lead(self: Arc<Self>) {
+        let mut was_leader = false;
+        let mut seen_session_changes = u64::MAX;
+        let mut last_reap = Instant::now();
+        let mut last_leader = None;
+        let tick = (self.tick / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let m = self.raft.metrics().borrow_watched().clone();
+            if m.current_leader != last_leader {
+                if m.current_leader.is_some() {
+                    metrics::RAFT_LEADER_CHANGES.inc();
+                }
+                last_leader = m.current_leader;
+            }
+            if m.state != ServerState::Leader {
+                was_leader = false;
+                continue;
+            }
+            let voters = m.membership_config.membership().voter_ids().count();
+            let quorum_fresh = voters <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| openraft::Instant::elapsed(&**at) < self.contact_limit);
+            let member = m.membership_config.membership().get_node(&self.id).is_some();
+            self.contact.set_serving(quorum_fresh && member);
+            let now = Instant::now();
+            let changes = self.store.session_changes();
+            if !was_leader || changes != seen_session_changes {
+                seen_session_changes = changes;
+                let tree = self.store.tree();
+                let live = tree.sessions().map(|(id, s)| (id, Duration::from_millis(s.timeout_ms.max(0) as u64)));
+                // A new leader gives every session a fresh full timeout.
+                self.sessions.sync_with(live, now, !was_leader);
+            }
+            was_leader = true;
+            for session_id in self.sessions.take_expired(now) {
+                tracing::info!(session = format_args!("0x{session_id:x}"), "session expired");
+                match self.writes.write(TxnKind::CloseSession { session_id }).await {
+                    Ok(_) => metrics::SESSIONS_EXPIRED.inc(),
+                    Err(_) => self.sessions.retry_expiry(session_id),
+                }
+            }
+            if last_reap.elapsed() >= self.reap_interval {
+                last_reap = Instant::now();
+                let candidates = self.store.tree().reap_candidates(now_ms());
+                if !candidates.is_empty() {
+                    if let Err(e) = self.writes.write(TxnKind::Reap { nodes: candidates }).await {
+                        tracing::debug!("reap proposal failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(self: Arc<Self>) {
+        let tick = (self.tick / 2).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let mut last_contact = Instant::now();
+        let mut leader_changes = self.raft.metrics();
+        let mut leader = None;
+        loop {
+            // Every half tick, and at once when a new leader appears (so a follower serves
+            // again right after an election).
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+                _ = leader_changes.wait_until(|m| m.current_leader != leader) => {}
+            }
+            let m = self.raft.metrics().borrow_watched().clone();
+            leader = m.current_leader;
+            if self.raft.is_leader() {
+                last_contact = Instant::now();
+                continue;
+            }
+            let member = m.membership_config.membership().get_node(&self.id).is_some();
+            let batch = self.touches.take();
+            let contacted = match self.writes.leader_link() {
+                Some(link) => matches!(
+                    link.call(PeerRequest::Touch(batch), tick.max(Duration::from_millis(200))).await,
+                    Ok(PeerResponse::Touched)
+                ),
+                None => false,
+            };
+            if contacted {
+                last_contact = Instant::now();
+            }
+            let fresh = last_contact.elapsed() < self.contact_limit;
+            self.contact.set_serving(fresh && member);
+        }
+    }
+}
