@@ -22,13 +22,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::admin::{AdminApi, AdminError, Change, ClusterView};
-use crate::build::{
-    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
-    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
-};
 use crate::crd::{CoordinationCluster, CoordinationClusterStatus, GROUP};
 use crate::membership::{plan, Desired, Member, Observed, PodObservation, Role, Step, CATCH_UP_LAG};
 use crate::metrics::Metrics;
+use crate::resources::{
+    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
+    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
+};
 use crate::status::{invalid_status, status, StatusInput, DEGRADED};
 use crate::validate::validate;
 

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::build::CLIENT_PORT;
+use crate::resources::CLIENT_PORT;
 use crate::metrics::Metrics;
 
 /// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.

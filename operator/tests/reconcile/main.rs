@@ -19,10 +19,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use kube::Client;
 use paddock_operator::admin::{AdminApi, AdminError, Change, ClusterView, MemberView};
-use paddock_operator::build::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{reconcile, Context};
+use paddock_operator::resources::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
 use serde_json::{json, Value};
 
 /// The model both fakes share.
