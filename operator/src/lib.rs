@@ -6,8 +6,10 @@
 //! apply (server-side apply) → one membership step (admin API) → status.
 
 pub mod admin;
+pub mod admission;
 pub mod crd;
 pub mod endpoints;
+pub mod injection;
 pub mod lease;
 pub mod membership;
 pub mod metrics;
@@ -15,8 +17,11 @@ pub mod reconcile;
 pub mod resources;
 pub mod status;
 pub mod validate;
-pub mod webhook;
 
 /// The old name of [`resources`], kept while `e2e/` still imports `paddock_operator::build`;
 /// remove it once the e2e harness uses `resources`.
 pub use resources as build;
+
+/// The old home of [`injection`] (the webhook's pure part), kept while `e2e/` still imports
+/// `paddock_operator::webhook`; remove it once the e2e harness uses `injection`.
+pub use injection as webhook;
