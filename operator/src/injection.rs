@@ -6,13 +6,13 @@
 //! patch; answering the API server's AdmissionReviews over HTTPS is `admission`'s job.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceRequirements,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
-use crate::resources::CLIENT_PORT;
+use crate::resources::{http_probe, CLIENT_PORT};
 
 /// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.
 pub const INJECT_ANNOTATION: &str = "paddock.dev/inject";
@@ -80,19 +80,6 @@ fn downward(name: &str, field: &str) -> EnvVar {
     }
 }
 
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(SIDECAR_PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        ..Probe::default()
-    }
-}
-
 fn socket_mount() -> VolumeMount {
     VolumeMount { name: SOCKET_VOLUME.to_owned(), mount_path: SOCKET_DIR.to_owned(), ..VolumeMount::default() }
 }
@@ -154,9 +141,9 @@ pub fn sidecar(
             ..ContainerPort::default()
         }]),
         // The app starts once the sidecar answers; it is ready once it holds a session.
-        startup_probe: Some(probe("/healthz", 1, 30)),
-        liveness_probe: Some(probe("/healthz", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
+        startup_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 1, 30, None)),
+        liveness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 10, 3, None)),
+        readiness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/readyz", 5, 3, None)),
         resources: config.resources.clone(),
         volume_mounts: Some(vec![socket_mount()]),
         security_context: Some(SecurityContext {
@@ -303,6 +290,17 @@ spec:
             out["spec"]["initContainers"].as_array().expect("init").iter().filter_map(|c| c["name"].as_str()).collect();
         assert_eq!(names, ["paddock-sidecar", "migrate"]);
         assert_eq!(out["spec"]["initContainers"][0]["args"][1], "--cluster=zk-client.other-ns.svc:2181");
+    }
+
+    #[test]
+    fn sidecar_is_probed_on_its_own_port() {
+        let app =
+            pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
+        let sidecar = &patched(&app)["spec"]["initContainers"][0];
+        let probe = |path: &str, period: i32, failures: i32| json!({"httpGet": {"path": path, "port": 9464}, "periodSeconds": period, "failureThreshold": failures});
+        assert_eq!(sidecar["startupProbe"], probe("/healthz", 1, 30));
+        assert_eq!(sidecar["livenessProbe"], probe("/healthz", 10, 3));
+        assert_eq!(sidecar["readinessProbe"], probe("/readyz", 5, 3));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod configmap;
 mod pdb;
+mod probe;
 mod service;
 mod servicemonitor;
 mod statefulset;
@@ -18,6 +19,7 @@ use kube::Resource;
 
 pub use configmap::{config_map, server_env};
 pub use pdb::pod_disruption_budget;
+pub use probe::http_probe;
 pub use service::{client_service, peer_service};
 pub use servicemonitor::{service_monitor, SERVICE_MONITOR_API_VERSION};
 pub use statefulset::{
