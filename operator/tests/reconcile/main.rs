@@ -18,7 +18,8 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use kube::Client;
-use paddock_operator::admin::{AdminApi, AdminError, Change, ClusterView, MemberView};
+use paddock_contract::admin::{ClusterView, MemberView, Role};
+use paddock_operator::admin::{AdminApi, AdminError, Change};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{reconcile, Context};
@@ -238,13 +239,12 @@ impl AdminApi for FakeAdmin {
                         id: m,
                         addr: names().peer_addr(m),
                         role: if m == model.leader {
-                            "leader"
+                            Role::Leader
                         } else if voter {
-                            "follower"
+                            Role::Follower
                         } else {
-                            "learner"
-                        }
-                        .to_owned(),
+                            Role::Learner
+                        },
                         matched: (id == model.leader).then_some(100),
                     })
                     .collect()
