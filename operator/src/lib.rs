@@ -2,8 +2,16 @@
 //! StatefulSet and its Services; Raft membership follows the spec one safe step at a time through
 //! the servers' admin API; a mutating webhook injects the sidecar into application pods.
 //!
-//! The reconcile pipeline keeps I/O at its edges: read → validate (pure) → build (pure, `resources`) →
+//! The reconcile pipeline keeps I/O at its edges: read → validate (pure) → build (pure) →
 //! apply (server-side apply) → one membership step (admin API) → status.
+//!
+//! - [`crd`]: the custom resource and its schema; [`validate`]: the spec checks it cannot express.
+//! - [`resources`]: the pure builders of every Kubernetes object a cluster owns.
+//! - [`membership`]: the pure planner of the one next step; [`status`]: the status it leads to.
+//! - [`reconcile`]: the pipeline with its I/O; [`admin`]: the client of the servers' admin API.
+//! - [`injection`]: what an annotated pod gets (pure); [`admission`]: the HTTPS webhook serving it.
+//! - [`lease`]: leader election among operator replicas; [`endpoints`], [`metrics`]: health and
+//!   Prometheus.
 
 pub mod admin;
 pub mod admission;

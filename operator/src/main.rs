@@ -1,6 +1,7 @@
 //! `paddock-operator`: watches CoordinationClusters and runs them (only on the replica holding
 //! the operator Lease), serves the sidecar-injection webhook over HTTPS and health/metrics
-//! endpoints over HTTP (on every replica).
+//! endpoints over HTTP (on every replica). Flags and wiring only; the library modules do the
+//! work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Pure builders: from a validated `CoordinationCluster` to the Kubernetes objects the operator
 //! owns (headless and client Services, ConfigMap, StatefulSet, PodDisruptionBudget, optional
-//! ServiceMonitor). No I/O here; applying them is `reconcile`'s job.
+//! ServiceMonitor), the names and labels they share, and the HTTP probes the sidecar injection
+//! uses too. No I/O here; applying them is `reconcile`'s job, the spec's checks `validate`'s.
 
 mod configmap;
 mod pdb;
