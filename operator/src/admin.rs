@@ -1,7 +1,9 @@
 //! Client of paddock-server's admin API (docs/server.md, "Admin API"): reads each server's view
 //! of the cluster and sends membership changes to the leader, following a follower's 421 answer
-//! to the leader it names. The reconciler only sees the [`AdminApi`] trait, so tests replace the
-//! network with a fake.
+//! to the leader it names. The routes and the request, answer and error bodies are
+//! `paddock_contract::admin`'s, shared with the server; this module owns the transport and its
+//! timeouts, and the [`AdminApi`] trait the reconciler sees, so tests replace the network with a
+//! fake.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,47 +14,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
-
-/// One member in `GET /v1/cluster`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct MemberView {
-    /// Raft id.
-    pub id: u64,
-    /// Peer address.
-    pub addr: String,
-    /// leader, follower or learner.
-    pub role: String,
-    /// Highest log index replicated to it (only the leader reports it).
-    #[serde(default)]
-    pub matched: Option<u64>,
-}
-
-/// `GET /v1/cluster`: one server's view.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct ClusterView {
-    /// The answering server's id.
-    pub id: u64,
-    /// The leader it knows of.
-    #[serde(default)]
-    pub leader: Option<u64>,
-    /// Current term.
-    pub term: u64,
-    /// Committed log index.
-    pub committed: u64,
-    /// Applied log index.
-    pub applied: u64,
-    /// The membership (empty on a server that was never initialized or added).
-    #[serde(default)]
-    pub members: Vec<MemberView>,
-}
-
-impl ClusterView {
-    /// This server leads (the view carries replication progress).
-    pub fn is_leader(&self) -> bool {
-        self.leader == Some(self.id)
-    }
-}
+use paddock_contract::admin::{
+    AddLearner, ChangeVoters, ClusterView, ErrorBody, ErrorDetail, TransferLeader, CLUSTER, LEADER, LEARNERS, MEMBERS,
+    VOTERS,
+};
+use serde::Serialize;
 
 /// A membership change, sent to the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,17 +109,10 @@ const ADD_LEARNER_TIMEOUT: Duration = Duration::from_secs(40);
 /// Other changes (joint consensus, leader transfer) finish in seconds.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-    #[serde(default)]
-    leader_admin: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
+/// A request body as JSON. The contract's bodies are ids, addresses and id sets, which always
+/// serialize.
+fn json_body(body: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
 }
 
 impl HttpAdmin {
@@ -162,16 +121,15 @@ impl HttpAdmin {
         addr: &str,
         method: http::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<(http::StatusCode, Bytes), AdminError> {
         let unreachable = |message: String| AdminError::Unreachable { addr: addr.to_owned(), message };
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let request = http::Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| unreachable(e.to_string()))?;
@@ -186,23 +144,20 @@ impl HttpAdmin {
         let (method, path, body, timeout) = match change {
             Change::AddLearner { id, addr } => (
                 http::Method::POST,
-                "/v1/cluster/learners".to_owned(),
-                Some(serde_json::json!({ "id": id, "addr": addr })),
+                LEARNERS.to_owned(),
+                Some(json_body(&AddLearner { id: *id, addr: addr.clone() })),
                 ADD_LEARNER_TIMEOUT,
             ),
             Change::SetVoters { ids } => (
                 http::Method::POST,
-                "/v1/cluster/voters".to_owned(),
-                Some(serde_json::json!({ "ids": ids })),
+                VOTERS.to_owned(),
+                Some(json_body(&ChangeVoters { ids: ids.clone() })),
                 CHANGE_TIMEOUT,
             ),
-            Change::Remove { id } => (http::Method::DELETE, format!("/v1/cluster/members/{id}"), None, CHANGE_TIMEOUT),
-            Change::TransferLeader { id } => (
-                http::Method::POST,
-                "/v1/cluster/leader".to_owned(),
-                Some(serde_json::json!({ "id": id })),
-                CHANGE_TIMEOUT,
-            ),
+            Change::Remove { id } => (http::Method::DELETE, format!("{MEMBERS}/{id}"), None, CHANGE_TIMEOUT),
+            Change::TransferLeader { id } => {
+                (http::Method::POST, LEADER.to_owned(), Some(json_body(&TransferLeader { id: *id })), CHANGE_TIMEOUT)
+            }
         };
         let (status, bytes) = self.send(addr, method, &path, body, timeout).await?;
         if status.is_success() {
@@ -225,7 +180,7 @@ impl HttpAdmin {
 impl AdminApi for HttpAdmin {
     fn cluster<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<ClusterView, AdminError>> {
         Box::pin(async move {
-            let (status, bytes) = self.send(addr, http::Method::GET, "/v1/cluster", None, READ_TIMEOUT).await?;
+            let (status, bytes) = self.send(addr, http::Method::GET, CLUSTER, None, READ_TIMEOUT).await?;
             if !status.is_success() {
                 return Err(AdminError::Refused {
                     addr: addr.to_owned(),

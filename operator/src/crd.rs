@@ -1,6 +1,6 @@
 //! The `CoordinationCluster` custom resource (group `paddock.dev`, version `v1alpha1`): its spec,
 //! status and the OpenAPI schema with CEL rules the API server enforces. Validation the schema
-//! cannot express lives in `validate`; what the operator builds from a spec lives in `build`.
+//! cannot express lives in `validate`; what the operator builds from a spec lives in `resources`.
 
 use std::collections::BTreeMap;
 

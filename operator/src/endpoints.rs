@@ -1,5 +1,6 @@
 //! The operator's plain-HTTP endpoints for kubelet and Prometheus: `/healthz` (process up),
-//! `/readyz` (ready to serve webhook admissions) and `/metrics`.
+//! `/readyz` (ready to serve webhook admissions) and `/metrics`. The metrics are `metrics`'s;
+//! `main` says when the replica is ready.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

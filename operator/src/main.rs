@@ -1,6 +1,7 @@
 //! `paddock-operator`: watches CoordinationClusters and runs them (only on the replica holding
 //! the operator Lease), serves the sidecar-injection webhook over HTTPS and health/metrics
-//! endpoints over HTTP (on every replica).
+//! endpoints over HTTP (on every replica). Flags and wiring only; the library modules do the
+//! work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,12 +20,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{controller, watcher, Controller};
 use kube::{Api, Client};
 use paddock_operator::admin::HttpAdmin;
+use paddock_operator::admission::{self, TlsListener, Webhook};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::endpoints::{self, Endpoints};
+use paddock_operator::injection::InjectorConfig;
 use paddock_operator::lease::{self, LeaseConfig};
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{error_policy, reconcile, Context};
-use paddock_operator::webhook::{self, InjectorConfig, TlsListener, Webhook};
 
 /// paddock-operator flags; each also reads a `PADDOCK_OPERATOR_*` variable.
 #[derive(Parser, Debug)]
@@ -94,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(http, router).await });
 
     if let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) {
-        let acceptor = webhook::tls_acceptor(cert, key)?;
+        let acceptor = admission::tls_acceptor(cert, key)?;
         let listener = tokio::net::TcpListener::bind(args.webhook_addr).await.context("failed to bind the webhook")?;
         let tls = TlsListener::new(listener, acceptor)?;
         let config = InjectorConfig {
@@ -102,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             image_pull_policy: args.sidecar_image_pull_policy.clone(),
             resources: None,
         };
-        let router = webhook::router(Webhook { config: Arc::new(config), metrics: metrics.clone() });
+        let router = admission::router(Webhook { config: Arc::new(config), metrics: metrics.clone() });
         tokio::spawn(async move { axum::serve(tls, router).await });
         ready.store(true, Ordering::Relaxed);
         tracing::info!(addr = %args.webhook_addr, "sidecar injection webhook listening");

@@ -18,17 +18,18 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, Pat
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
+use paddock_contract::admin::{ClusterView, Role as AdminRole};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::admin::{AdminApi, AdminError, Change, ClusterView};
-use crate::build::{
-    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
-    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
-};
+use crate::admin::{AdminApi, AdminError, Change};
 use crate::crd::{CoordinationCluster, CoordinationClusterStatus, GROUP};
 use crate::membership::{plan, Desired, Member, Observed, PodObservation, Role, Step, CATCH_UP_LAG};
 use crate::metrics::Metrics;
+use crate::resources::{
+    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
+    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
+};
 use crate::status::{invalid_status, status, StatusInput, DEGRADED};
 use crate::validate::validate;
 
@@ -213,7 +214,7 @@ fn capitalize(text: &str) -> String {
 /// The initial members have formed a cluster: a leader reports all of them as voters.
 fn formed(leader_view: Option<&ClusterView>, initial: &BTreeMap<u64, String>) -> bool {
     leader_view
-        .is_some_and(|view| initial.keys().all(|id| view.members.iter().any(|m| m.id == *id && m.role != "learner")))
+        .is_some_and(|view| initial.keys().all(|id| view.members.iter().any(|m| m.id == *id && m.role.is_voter())))
 }
 
 async fn read_world(ctx: &Context, names: &Names) -> Result<World> {
@@ -262,7 +263,7 @@ fn observe(
             view.members
                 .iter()
                 .map(|m| {
-                    let role = if m.role == "learner" { Role::Learner } else { Role::Voter };
+                    let role = planner_role(m.role);
                     let caught_up =
                         m.id == view.id || m.matched.is_some_and(|i| i.saturating_add(CATCH_UP_LAG) >= view.committed);
                     (m.id, Member { role, caught_up })
@@ -297,6 +298,14 @@ fn observe(
         leader: leader_view.map(|v| v.id),
         members,
         pods,
+    }
+}
+
+/// The planner's part for a member the admin API reports; the leader is one of the voters.
+fn planner_role(role: AdminRole) -> Role {
+    match role {
+        AdminRole::Leader | AdminRole::Follower => Role::Voter,
+        AdminRole::Learner => Role::Learner,
     }
 }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::build::Names;
 use crate::crd::{CoordinationClusterStatus, MemberStatus, Phase};
 use crate::membership::{quorum, Observed, Role, Step, Wait};
+use crate::resources::Names;
 use crate::validate::InvalidSpec;
 
 /// Condition types.

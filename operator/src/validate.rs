@@ -1,6 +1,7 @@
 //! Checks of a spec the operator refuses to act on, for clusters whose CRD schema is older or
-//! was bypassed. Pure: a failure is reported in status as `Degraded` with the reason, never as
-//! a reconcile error (which would retry forever).
+//! was bypassed (the schema and its CEL rules are `crd`'s). Pure: a failure is reported in
+//! status as `Degraded` with the reason (by `status`), never as a reconcile error (which would
+//! retry forever).
 
 use std::sync::LazyLock;
 

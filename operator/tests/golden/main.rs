@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use paddock_operator::build::{
+use paddock_operator::crd::CoordinationCluster;
+use paddock_operator::resources::{
     cluster_resources, config_hash, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
 };
-use paddock_operator::crd::CoordinationCluster;
 
 fn cluster(yaml: &str) -> CoordinationCluster {
     serde_yaml::from_str(yaml).expect("inline CR parses")

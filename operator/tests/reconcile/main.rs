@@ -18,11 +18,12 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use kube::Client;
-use paddock_operator::admin::{AdminApi, AdminError, Change, ClusterView, MemberView};
-use paddock_operator::build::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
+use paddock_contract::admin::{ClusterView, MemberView, Role};
+use paddock_operator::admin::{AdminApi, AdminError, Change};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{reconcile, Context};
+use paddock_operator::resources::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
 use serde_json::{json, Value};
 
 /// The model both fakes share.
@@ -238,13 +239,12 @@ impl AdminApi for FakeAdmin {
                         id: m,
                         addr: names().peer_addr(m),
                         role: if m == model.leader {
-                            "leader"
+                            Role::Leader
                         } else if voter {
-                            "follower"
+                            Role::Follower
                         } else {
-                            "learner"
-                        }
-                        .to_owned(),
+                            Role::Learner
+                        },
                         matched: (id == model.leader).then_some(100),
                     })
                     .collect()

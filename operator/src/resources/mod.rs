@@ -1,9 +1,11 @@
 //! Pure builders: from a validated `CoordinationCluster` to the Kubernetes objects the operator
 //! owns (headless and client Services, ConfigMap, StatefulSet, PodDisruptionBudget, optional
-//! ServiceMonitor). No I/O here; applying them is `reconcile`'s job.
+//! ServiceMonitor), the names and labels they share, and the HTTP probes the sidecar injection
+//! uses too. No I/O here; applying them is `reconcile`'s job, the spec's checks `validate`'s.
 
 mod configmap;
 mod pdb;
+mod probe;
 mod service;
 mod servicemonitor;
 mod statefulset;
@@ -18,6 +20,7 @@ use kube::Resource;
 
 pub use configmap::{config_map, server_env};
 pub use pdb::pod_disruption_budget;
+pub use probe::http_probe;
 pub use service::{client_service, peer_service};
 pub use servicemonitor::{service_monitor, SERVICE_MONITOR_API_VERSION};
 pub use statefulset::{

@@ -11,16 +11,16 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SecurityContext, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{owned_meta, selector_labels, Names, ADMIN_PORT, CLIENT_PORT, PEER_PORT};
+use super::{http_probe, owned_meta, selector_labels, Names, ADMIN_PORT, CLIENT_PORT, PEER_PORT};
 use crate::crd::CoordinationCluster;
 
 /// Pod-template annotation carrying the hash of everything that should restart a server when
@@ -118,18 +118,9 @@ pub fn config_hash(config_map: &ConfigMap, template: &PodTemplateSpec) -> String
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("admin".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    }
+/// The server's admin port by its container port name.
+fn admin_port() -> IntOrString {
+    IntOrString::String("admin".to_owned())
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
@@ -190,9 +181,9 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
             container_port("admin", ADMIN_PORT),
         ]),
         // Recovery (snapshot + log replay) can take a while; liveness starts after it.
-        startup_probe: Some(http_probe("/healthz", 5, 60)),
-        liveness_probe: Some(http_probe("/healthz", 10, 6)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        startup_probe: Some(http_probe(admin_port(), "/healthz", 5, 60, Some(2))),
+        liveness_probe: Some(http_probe(admin_port(), "/healthz", 10, 6, Some(2))),
+        readiness_probe: Some(http_probe(admin_port(), "/readyz", 5, 3, Some(2))),
         resources: spec.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".to_owned(),
