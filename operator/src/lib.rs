@@ -25,11 +25,3 @@ pub mod reconcile;
 pub mod resources;
 pub mod status;
 pub mod validate;
-
-/// The old name of [`resources`], kept while `e2e/` still imports `paddock_operator::build`;
-/// remove it once the e2e harness uses `resources`.
-pub use resources as build;
-
-/// The old home of [`injection`] (the webhook's pure part), kept while `e2e/` still imports
-/// `paddock_operator::webhook`; remove it once the e2e harness uses `injection`.
-pub use injection as webhook;

@@ -12,13 +12,13 @@ use std::process::Command;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Container;
-use paddock_operator::build::{
-    config_map, statefulset, Membership, Names, ADMIN_PORT, CLIENT_PORT, DATA_DIR, PEER_PORT,
-};
 use paddock_operator::crd::CoordinationCluster;
-use paddock_operator::webhook::{
+use paddock_operator::injection::{
     sidecar, InjectorConfig, APP_HEALTH_ANNOTATION, GROUPS_ANNOTATION, INJECT_ANNOTATION, SESSION_TIMEOUT_ANNOTATION,
     SIDECAR_PORT, SOCKET_PATH,
+};
+use paddock_operator::resources::{
+    config_map, statefulset, Membership, Names, ADMIN_PORT, CLIENT_PORT, DATA_DIR, PEER_PORT,
 };
 pub use paddock_testkit::cluster::{Cluster, NodeSpec};
 pub use paddock_testkit::sidecar::{next, Sidecar};
