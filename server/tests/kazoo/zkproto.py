@@ -56,6 +56,23 @@ def _acl_bytes(acl):
     return b
 
 
+def _read_vector(buf, offset, read_one):
+    """A jute vector: its length, then `read_one(buf, offset) -> (item, offset)` that often."""
+    n = int_struct.unpack_from(buf, offset)[0]
+    offset += 4
+    out = []
+    for _ in range(max(n, 0)):
+        item, offset = read_one(buf, offset)
+        out.append(item)
+    return out
+
+
+def _read_client_info(buf, offset):
+    scheme, offset = read_string(buf, offset)
+    user, offset = read_string(buf, offset)
+    return (scheme, user), offset
+
+
 def _read_stat(buf, offset):
     return ZnodeStat._make(stat_struct.unpack_from(buf, offset)), offset + stat_struct.size
 
@@ -68,94 +85,63 @@ class _Request:
         return True
 
 
-class CreateContainer(_Request, namedtuple("CreateContainer", "path data acl")):
+class _Create(_Request):
+    """The create family: a CreateRequest body (with the flags given) answered by path + Stat."""
+
+    def create_body(self, flags):
+        return write_string(self.path) + write_buffer(self.data) + _acl_bytes(self.acl) + int_struct.pack(flags)
+
+    @classmethod
+    def deserialize(cls, buf, offset):
+        path, offset = read_string(buf, offset)
+        stat, _ = _read_stat(buf, offset)
+        return path, stat
+
+
+class CreateContainer(_Create, namedtuple("CreateContainer", "path data acl")):
     type = 19
 
     def serialize(self):
-        return (
-            write_string(self.path)
-            + write_buffer(self.data)
-            + _acl_bytes(self.acl)
-            + int_struct.pack(CONTAINER)
-        )
-
-    @classmethod
-    def deserialize(cls, buf, offset):
-        path, offset = read_string(buf, offset)
-        stat, _ = _read_stat(buf, offset)
-        return path, stat
+        return self.create_body(CONTAINER)
 
 
-class CreateTTL(_Request, namedtuple("CreateTTL", "path data acl flags ttl")):
+class CreateTTL(_Create, namedtuple("CreateTTL", "path data acl flags ttl")):
     type = 21
 
     def serialize(self):
-        return (
-            write_string(self.path)
-            + write_buffer(self.data)
-            + _acl_bytes(self.acl)
-            + int_struct.pack(self.flags)
-            + struct.pack("!q", self.ttl)
-        )
-
-    @classmethod
-    def deserialize(cls, buf, offset):
-        path, offset = read_string(buf, offset)
-        stat, _ = _read_stat(buf, offset)
-        return path, stat
+        return self.create_body(self.flags) + struct.pack("!q", self.ttl)
 
 
-class Create2Flags(_Request, namedtuple("Create2Flags", "path data acl flags")):
+class Create2Flags(_Create, namedtuple("Create2Flags", "path data acl flags")):
     """create2 with a raw flags value (kazoo only sends 0..3)."""
 
     type = 15
 
     def serialize(self):
-        return (
-            write_string(self.path)
-            + write_buffer(self.data)
-            + _acl_bytes(self.acl)
-            + int_struct.pack(self.flags)
-        )
+        return self.create_body(self.flags)
+
+
+class _PathAndInt(_Request):
+    """A request of a path and one int (a mode or a watcher type), answered with no body."""
+
+    def serialize(self):
+        return write_string(self[0]) + int_struct.pack(self[1])
 
     @classmethod
     def deserialize(cls, buf, offset):
-        path, offset = read_string(buf, offset)
-        stat, _ = _read_stat(buf, offset)
-        return path, stat
+        return True
 
 
-class AddWatch(_Request, namedtuple("AddWatch", "path mode")):
+class AddWatch(_PathAndInt, namedtuple("AddWatch", "path mode")):
     type = 106
 
-    def serialize(self):
-        return write_string(self.path) + int_struct.pack(self.mode)
 
-    @classmethod
-    def deserialize(cls, buf, offset):
-        return True
-
-
-class CheckWatches(_Request, namedtuple("CheckWatches", "path watcher_type")):
+class CheckWatches(_PathAndInt, namedtuple("CheckWatches", "path watcher_type")):
     type = 17
 
-    def serialize(self):
-        return write_string(self.path) + int_struct.pack(self.watcher_type)
 
-    @classmethod
-    def deserialize(cls, buf, offset):
-        return True
-
-
-class RemoveWatches(_Request, namedtuple("RemoveWatches", "path watcher_type")):
+class RemoveWatches(_PathAndInt, namedtuple("RemoveWatches", "path watcher_type")):
     type = 18
-
-    def serialize(self):
-        return write_string(self.path) + int_struct.pack(self.watcher_type)
-
-    @classmethod
-    def deserialize(cls, buf, offset):
-        return True
 
 
 class GetAllChildrenNumber(_Request, namedtuple("GetAllChildrenNumber", "path")):
@@ -177,13 +163,7 @@ class GetEphemerals(_Request, namedtuple("GetEphemerals", "prefix")):
 
     @classmethod
     def deserialize(cls, buf, offset):
-        n = int_struct.unpack_from(buf, offset)[0]
-        offset += 4
-        out = []
-        for _ in range(max(n, 0)):
-            s, offset = read_string(buf, offset)
-            out.append(s)
-        return out
+        return _read_vector(buf, offset, read_string)
 
 
 class WhoAmI(_Request, namedtuple("WhoAmI", "")):
@@ -194,14 +174,7 @@ class WhoAmI(_Request, namedtuple("WhoAmI", "")):
 
     @classmethod
     def deserialize(cls, buf, offset):
-        n = int_struct.unpack_from(buf, offset)[0]
-        offset += 4
-        out = []
-        for _ in range(max(n, 0)):
-            scheme, offset = read_string(buf, offset)
-            user, offset = read_string(buf, offset)
-            out.append((scheme, user))
-        return out
+        return _read_vector(buf, offset, _read_client_info)
 
 
 class Unknown(_Request, namedtuple("Unknown", "")):
