@@ -130,7 +130,7 @@ mod tests {
         let big = wire_prefix(MAX_HELLO + 1);
         assert!(read_hello(&mut big.as_slice()).await.is_err());
         // ... while later frames may be large.
-        let frame = encode(&Frame { id: 1, body: PeerRequest::Touch(vec![0; 600]) }).expect("encode");
+        let frame = encode(&Frame { id: 1, body: PeerRequest::Touch(vec![0; 2 * MAX_HELLO]) }).expect("encode");
         assert!(frame.len() > MAX_HELLO && read::<PeerRequest, _>(&mut frame.as_slice()).await.is_ok());
     }
 
