@@ -18,8 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::recipes::line::delete_own;
-use crate::session::SessionHandle;
+use crate::session::{self, SessionHandle};
 
 /// Shortest and longest TTL a lease may have.
 pub const TTL_RANGE: (u64, u64) = (500, 300_000);
@@ -251,7 +250,7 @@ impl Leases {
                 Ok(Some(stat)) if stat.ephemeral_owner != client.session_id().0 => continue,
                 _ => {}
             }
-            delete_own(&client, &mut receiver, generation, path).await;
+            session::delete_own(&client, &mut receiver, generation, path).await;
         }
     }
 }

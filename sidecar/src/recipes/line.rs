@@ -188,12 +188,12 @@ impl Hold {
         Fut: Future<Output = Result<T, zookeeper_client::Error>>,
     {
         // Bounds the retries of an error that looks like a lost connection but is not one
-        // (about 30 s with the backoff).
+        // (about 30 s with the retry pauses).
         for attempt in 0u64..80 {
             match self.guard(op(self.client.clone())).await? {
                 Ok(value) => return Ok(value),
                 Err(e) if crate::error::Error::is_connection_loss(&e) => {
-                    self.guard(tokio::time::sleep(backoff(attempt))).await?;
+                    self.guard(tokio::time::sleep(session::retry_pause(attempt))).await?;
                     self.reconnected().await?
                 }
                 Err(e) => return Err(zk_interrupt(e)),
@@ -233,7 +233,7 @@ impl Hold {
     /// from the lease.
     pub async fn delete(&mut self, path: &str) {
         let generation = self.follower.generation();
-        delete_own(&self.client, self.follower.status_mut(), generation, path).await;
+        session::delete_own(&self.client, self.follower.status_mut(), generation, path).await;
         self.unbind(path);
     }
 
@@ -249,7 +249,7 @@ impl Hold {
         // (about 30 s in all) rather than giving up after a burst of instant failures.
         for attempt in 0u64..80 {
             if attempt > 0 {
-                self.guard(tokio::time::sleep(backoff(attempt))).await?;
+                self.guard(tokio::time::sleep(session::retry_pause(attempt))).await?;
             }
             let client = self.client.clone();
             match self.guard(client.create(&sequential_path, data, &EPHEMERAL_SEQUENTIAL)).await? {
@@ -381,13 +381,19 @@ impl Hold {
         if let Some(path) = node {
             let generation = self.follower.generation();
             if delete {
-                delete_own(&self.client, self.follower.status_mut(), generation, path).await;
+                session::delete_own(&self.client, self.follower.status_mut(), generation, path).await;
             }
             // Orphans of our retried creates that landed late go with the hold.
             if let Some((dir, prefix)) = path.rsplit_once('/').and_then(|(dir, name)| Some((dir, tag_prefix(name)?))) {
                 let orphans = self.client.list_children(dir).await.unwrap_or_default();
                 for orphan in orphans.iter().filter(|c| c.starts_with(prefix) && znode::join(dir, c) != path) {
-                    delete_own(&self.client, self.follower.status_mut(), generation, &znode::join(dir, orphan)).await;
+                    session::delete_own(
+                        &self.client,
+                        self.follower.status_mut(),
+                        generation,
+                        &znode::join(dir, orphan),
+                    )
+                    .await;
                 }
             }
         }
@@ -433,41 +439,6 @@ fn tag_prefix(name: &str) -> Option<&str> {
         && tag.len() == 16
         && tag.bytes().all(|b| b.is_ascii_hexdigit());
     ours.then(|| &name[..=head.len()])
-}
-
-/// The pause before retrying after the `attempt`-th connection loss in a row: while a new
-/// leader is elected, servers turn connections away for a moment and a session can reconnect and
-/// drop again many times a second.
-fn backoff(attempt: u64) -> std::time::Duration {
-    std::time::Duration::from_millis((attempt.saturating_add(1) * 25).min(500))
-}
-
-/// Deletes a znode of ours, retrying across connection losses while the session lives.
-pub async fn delete_own(
-    client: &Client,
-    status: &mut tokio::sync::watch::Receiver<session::SessionStatus>,
-    generation: u64,
-    path: &str,
-) {
-    let mut client = client.clone();
-    // Until it is gone or the session is: a znode left behind would hold its place in the line
-    // for as long as the pod lives.
-    for attempt in 0u64.. {
-        match client.delete(path, None).await {
-            Ok(()) | Err(zookeeper_client::Error::NoNode) => return,
-            Err(e) if crate::error::Error::is_connection_loss(&e) => {
-                tokio::time::sleep(backoff(attempt)).await;
-                match session::reconnected(status, generation).await {
-                    Ok(again) => client = again,
-                    Err(_) => return,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(path, error = %e, "could not delete a hold's znode");
-                return;
-            }
-        }
-    }
 }
 
 fn zk_interrupt(e: zookeeper_client::Error) -> Interrupt {
