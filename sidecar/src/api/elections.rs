@@ -18,7 +18,7 @@ use super::{await_status, ended_error, stream_response, value_body, wait_ms, App
 use crate::error::{Error, Result};
 use crate::recipes::election::{self, election_dir};
 use crate::recipes::lease::{hold_key, LeaseHold};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
+use crate::recipes::line::{Hold, LeaseBinding};
 use crate::session;
 use crate::stream::{self, EventSink, SessionChange, SessionFollower};
 use crate::znode;
@@ -41,7 +41,7 @@ pub async fn campaign(
     let wait = wait_ms(&flags)?;
     let name = election_name(&params)?;
     let value = value_body(&body)?;
-    let data = holder_data(&state.identity, value.as_deref());
+    let data = znode::holder_data(&state.identity, value.as_deref());
     if let Some(lease) = flags.value("lease") {
         znode::validate_name("lease id", lease)?;
         return lease_campaign(&state, name, lease, data, wait).await;

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
 use crate::error::{Error, Result};
 use crate::recipes::lease::{hold_key, LeaseHold};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
+use crate::recipes::line::{Hold, LeaseBinding};
 use crate::recipes::lock;
 use crate::stream::{self, EventSink, SessionFollower};
 use crate::znode;
@@ -40,7 +40,7 @@ pub async fn lock(
     let wait = wait_ms(&flags)?;
     let name = lock_name(&params)?;
     let value = value_body(&body)?;
-    let data = holder_data(&state.identity, value.as_deref());
+    let data = znode::holder_data(&state.identity, value.as_deref());
     if let Some(lease) = flags.value("lease") {
         znode::validate_name("lease id", lease)?;
         return lease_lock(&state, name, lease, data, try_only, wait).await;

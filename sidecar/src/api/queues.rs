@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
 use crate::error::{Error, Result};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
+use crate::recipes::line::{Hold, LeaseBinding};
 use crate::recipes::queue::{self, ClaimRequest};
 use crate::stream::{self, EventSink, SessionFollower};
 use crate::znode::{self, DataBody};
@@ -70,7 +70,7 @@ pub async fn claim(
     let follower = SessionFollower::new(status, generation);
     let mut request = ClaimRequest {
         queue: name.clone(),
-        data: holder_data(&state.identity, value.as_deref()),
+        data: znode::holder_data(&state.identity, value.as_deref()),
         give_up: None,
         claims: state.claims.clone(),
         metrics: state.metrics.clone(),

@@ -10,7 +10,7 @@ use zookeeper_client::{Client, EventType};
 
 use crate::error::{Error, Result};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{holder_json, Hold, Interrupt};
+use crate::recipes::line::{Hold, Interrupt};
 use crate::stream::SessionChange;
 use crate::znode;
 
@@ -21,7 +21,7 @@ pub fn election_dir(name: &str) -> String {
 
 /// The leader as the API shows it: the candidate's data plus `term` and `node`.
 fn leader_json(node: &str, data: &[u8], czxid: i64) -> Value {
-    let mut map = holder_json(data);
+    let mut map = znode::holder_json(data);
     map.insert("term".to_owned(), json!(czxid));
     map.insert("node".to_owned(), json!(node));
     Value::Object(map)

@@ -15,7 +15,6 @@ use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState,
 use crate::error::{Error, Result};
 use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
-use crate::recipes::line::{holder_data, holder_json};
 use crate::session::{self, SessionHandle, SessionState, SessionStatus, CONTAINER, EPHEMERAL};
 use crate::stream::{EventSink, SessionChange};
 use crate::znode;
@@ -27,7 +26,7 @@ pub fn group_dir(group: &str) -> String {
 
 /// A member as the API shows it: its data plus `id` and `czxid` (join order).
 pub fn member_json(id: &str, data: &[u8], stat: &Stat) -> Value {
-    let mut map = holder_json(data);
+    let mut map = znode::holder_json(data);
     map.insert("id".to_owned(), json!(id));
     map.insert("czxid".to_owned(), json!(stat.czxid));
     Value::Object(map)
@@ -165,7 +164,7 @@ impl Memberships {
     }
 
     fn data(&self, value: Option<&str>) -> Vec<u8> {
-        holder_data(&self.identity, value)
+        znode::holder_data(&self.identity, value)
     }
 
     /// `PUT /v1/groups/{group}/members/{id}`: joins now and keeps the membership.

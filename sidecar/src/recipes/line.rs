@@ -450,31 +450,6 @@ fn zk_interrupt(e: zookeeper_client::Error) -> Interrupt {
     }
 }
 
-/// The znode data of a lock holder or candidate: who it is, plus the app's `value`.
-pub fn holder_data(identity: &crate::identity::PodIdentity, value: Option<&str>) -> Vec<u8> {
-    let mut object = match serde_json::to_value(identity) {
-        Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    if let Some(value) = value {
-        object.insert("value".to_owned(), Value::String(value.to_owned()));
-    }
-    serde_json::to_vec(&Value::Object(object)).unwrap_or_default()
-}
-
-/// Reads holder data back; data that is not a JSON object (written by someone else) is shown as
-/// `{"data": ...}`.
-pub fn holder_json(data: &[u8]) -> serde_json::Map<String, Value> {
-    match serde_json::from_slice::<Value>(data) {
-        Ok(Value::Object(map)) => map,
-        _ => {
-            let mut map = serde_json::Map::new();
-            znode::data_fields(data, &mut map);
-            map
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::tag_prefix;
