@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
 use crate::error::{Error, Result};
+use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::lease::{hold_key, LeaseHold};
-use crate::recipes::line::{Hold, LeaseBinding};
 use crate::recipes::lock;
 use crate::stream::{self, EventSink, SessionFollower};
 use crate::znode;
@@ -68,13 +68,14 @@ async fn lease_lock(
     let key = hold_key("lock", &name);
     let mut started = None;
     let (hold, _) = state.leases.hold_or_start(lease, generation, &key, |ended| {
-        let release = state.holds.begin(None)?.with_lease(ended);
+        let release = state.holds.begin(None)?;
         let resign = release.resigner();
         let (mut sink, status) = EventSink::latest();
         sink.detach();
         let binding = LeaseBinding {
             leases: state.leases.clone(),
             id: lease.to_owned(),
+            ended,
             remembered: Some((key.clone(), status.clone())),
         };
         let follower = SessionFollower::new(state.session.subscribe(), generation);

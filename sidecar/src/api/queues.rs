@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
 use crate::error::{Error, Result};
-use crate::recipes::line::{Hold, LeaseBinding};
+use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::queue::{self, ClaimRequest};
 use crate::stream::{self, EventSink, SessionFollower};
 use crate::znode::{self, DataBody};
@@ -86,8 +86,8 @@ pub async fn claim(
     let ended = state.leases.ended(lease, generation)?;
     // Not detached: if this request goes before an item is claimed, the claimer gives up.
     let (sink, mut status) = EventSink::latest();
-    let binding = LeaseBinding { leases: state.leases.clone(), id: lease.to_owned(), remembered: None };
-    let hold = Hold::new(client, follower, sink, release.with_lease(ended)).with_lease(binding);
+    let binding = LeaseBinding { leases: state.leases.clone(), id: lease.to_owned(), ended, remembered: None };
+    let hold = Hold::new(client, follower, sink, release).with_lease(binding);
     request.give_up = Some(Instant::now() + wait);
     state.holds.spawn_hold(queue::claim(hold, request, ready));
     match answered.await {

@@ -9,8 +9,9 @@ use tokio::sync::oneshot;
 use zookeeper_client::{Client, EventType};
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{Hold, Interrupt};
+use crate::recipes::line;
 use crate::stream::SessionChange;
 use crate::znode;
 
@@ -58,7 +59,7 @@ pub async fn campaign(
     ready: oneshot::Sender<Result<()>>,
 ) {
     let dir = election_dir(&name);
-    let (node, created) = match hold.enter_line(&dir, "n", &data).await {
+    let (node, created) = match line::enter(&mut hold, &dir, "n", &data).await {
         Ok(entered) => entered,
         Err(interrupt) => {
             let error = match &interrupt {
@@ -82,7 +83,7 @@ pub async fn campaign(
 async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metrics) -> Result<(), Interrupt> {
     let mut announced: Option<Value> = None;
     loop {
-        let (order, place) = hold.line(dir, node).await?;
+        let (order, place) = line::place(hold, dir, node).await?;
         if place == 0 {
             break;
         }

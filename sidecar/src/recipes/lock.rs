@@ -8,8 +8,9 @@ use tokio::sync::oneshot;
 use zookeeper_client::EventType;
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{Hold, Interrupt};
+use crate::recipes::line;
 use crate::znode;
 
 /// The directory of lock `name`.
@@ -29,7 +30,7 @@ pub async fn run(
 ) {
     let dir = lock_dir(&name);
     let mut ready = Some(ready);
-    let (node, created) = match hold.enter_line(&dir, "lock", &data).await {
+    let (node, created) = match line::enter(&mut hold, &dir, "lock", &data).await {
         Ok(entered) => entered,
         Err(interrupt) => {
             answer_failure(&mut ready, &interrupt);
@@ -69,7 +70,7 @@ async fn hold_lock(
     let waiting = GaugeGuard::new(metrics.holds.with_label_values(&["lock_waiting"]));
     let mut announced = false;
     loop {
-        let (order, place) = hold.line(dir, node).await?;
+        let (order, place) = line::place(hold, dir, node).await?;
         if try_only && place > 0 {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Err(Error::Held(format!("lock is held ({place} ahead)"))));

@@ -22,8 +22,9 @@ use tokio::time::Instant;
 use zookeeper_client::{Client, EventType, MultiWriteError, MultiWriteResult, OneshotWatcher, Stat};
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{Hold, Interrupt};
+use crate::recipes::line;
 use crate::session::{self, CONTAINER, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
 use crate::stream::SessionChange;
 use crate::znode;
@@ -203,7 +204,7 @@ pub async fn claim(mut hold: Hold, request: ClaimRequest, ready: oneshot::Sender
             })
             .await;
         ensured?;
-        hold.enter_line(&claimers_dir(&queue), "c", &data).await
+        line::enter(&mut hold, &claimers_dir(&queue), "c", &data).await
     };
     let node = match in_line.await {
         Ok((node, _)) => node,
@@ -288,7 +289,7 @@ async fn take_turn(
     let dir = claimers_dir(queue);
     let mut announced = false;
     loop {
-        let (order, place) = hold.line(&dir, node).await?;
+        let (order, place) = line::place(hold, &dir, node).await?;
         if !announced {
             hold.emit(json!({"type": "waiting", "ahead": place})).await?;
             announced = true;
