@@ -13,21 +13,16 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState};
 
-use super::locks::resign_lease_hold;
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, wait_ms};
+use super::request::{value_body, Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::election::{self, election_dir};
 use crate::recipes::lease::{hold_key, LeaseHold};
 use crate::session;
-use crate::stream::{self, EventSink, SessionChange, SessionFollower};
+use crate::stream::{self, stream_response, EventSink, SessionChange, SessionFollower};
 use crate::znode;
-
-fn election_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("election name", &name)?;
-    Ok(name)
-}
 
 /// Campaigns in election `name` for as long as the connection lasts, or with `?lease=ID` for
 /// as long as the lease.
@@ -39,7 +34,7 @@ pub async fn campaign(
 ) -> Result<Response> {
     flags.allow(&["lease", "wait_ms"])?;
     let wait = wait_ms(&flags)?;
-    let name = election_name(&params)?;
+    let name = params.name("name", "election name")?;
     let value = value_body(&body)?;
     let data = znode::holder_data(&state.identity, value.as_deref());
     if let Some(lease) = flags.value("lease") {
@@ -110,7 +105,7 @@ async fn lease_campaign(
 /// The leader of election `name` (or a stream of leader changes with `?watch`).
 pub async fn observe(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&["watch"])?;
-    let name = election_name(&params)?;
+    let name = params.name("name", "election name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
         let (sink, events) = stream::channel();
@@ -127,14 +122,14 @@ pub async fn observe(State(state): State<AppState>, params: Params, flags: Flags
 /// Resigns every campaign this pod runs in election `name` (`?lease=ID`: only that lease's).
 pub async fn resign(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&["lease"])?;
-    let name = election_name(&params)?;
+    let name = params.name("name", "election name")?;
     if let Some(lease) = flags.value("lease") {
         znode::validate_name("lease id", lease)?;
         let hold = state
             .leases
             .hold(lease, &hold_key("election", &name))?
             .ok_or_else(|| Error::NotFound(format!("lease {lease} has no campaign in election {name}")))?;
-        resign_lease_hold(hold).await;
+        hold_request::resign(hold).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     if state.holds.resign(&name, Duration::from_secs(5)).await {

@@ -13,19 +13,15 @@ use axum::Json;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, wait_ms};
+use super::request::{value_body, Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::lease::{hold_key, LeaseHold};
 use crate::recipes::lock;
-use crate::stream::{self, EventSink, SessionFollower};
+use crate::stream::{self, stream_response, EventSink, SessionFollower};
 use crate::znode;
-
-fn lock_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("lock name", &name)?;
-    Ok(name)
-}
 
 /// Takes the lock `name` for as long as the connection lasts, or with `?lease=ID` for as long
 /// as the lease.
@@ -38,7 +34,7 @@ pub async fn lock(
     flags.allow(&["try", "lease", "wait_ms"])?;
     let try_only = flags.flag("try")?;
     let wait = wait_ms(&flags)?;
-    let name = lock_name(&params)?;
+    let name = params.name("name", "lock name")?;
     let value = value_body(&body)?;
     let data = znode::holder_data(&state.identity, value.as_deref());
     if let Some(lease) = flags.value("lease") {
@@ -115,7 +111,7 @@ async fn lease_lock(
 /// `DELETE /v1/locks/{name}?lease=ID`: releases (or stops waiting for) the lock the lease has.
 pub async fn release(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&["lease"])?;
-    let name = lock_name(&params)?;
+    let name = params.name("name", "lock name")?;
     let Some(lease) = flags.value("lease") else {
         return Err(Error::BadInput(
             "DELETE needs ?lease=ID; a lock taken on a stream is released by closing the stream".to_owned(),
@@ -126,17 +122,6 @@ pub async fn release(State(state): State<AppState>, params: Params, flags: Flags
         .leases
         .hold(lease, &hold_key("lock", &name))?
         .ok_or_else(|| Error::NotFound(format!("lease {lease} has no lock {name}")))?;
-    resign_lease_hold(hold).await;
+    hold_request::resign(hold).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Releases a lease-bound hold and waits (bounded) until its task has deleted its znode.
-pub async fn resign_lease_hold(hold: LeaseHold) {
-    hold.resign.cancel();
-    let mut status = hold.status;
-    // The status closes when the task ends, after it deleted its znode.
-    let ended = async { while status.changed().await.is_ok() {} };
-    if tokio::time::timeout(Duration::from_secs(5), ended).await.is_err() {
-        tracing::warn!("a lease-bound hold took longer than 5s to release");
-    }
 }

@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState, Stat};
 
-use super::{stream_response, AppState, Flags, Params, RawBody};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::session::{self, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
-use crate::stream::{self, EventSink, SessionChange};
+use crate::stream::{self, stream_response, EventSink, SessionChange};
 use crate::znode::{self, DataBody};
 
 /// The most znodes a recursive watch's snapshot carries.

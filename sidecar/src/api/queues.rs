@@ -13,18 +13,14 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{await_status, ended_error, wait_ms};
+use super::request::{value_body, Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::queue::{self, ClaimRequest};
-use crate::stream::{self, EventSink, SessionFollower};
+use crate::stream::{self, stream_response, EventSink, SessionFollower};
 use crate::znode::{self, DataBody};
-
-fn queue_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("queue name", &name)?;
-    Ok(name)
-}
 
 /// Appends an item to the queue (201 with its id).
 pub async fn enqueue(
@@ -34,7 +30,7 @@ pub async fn enqueue(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
+    let name = params.name("name", "queue name")?;
     let data = DataBody::parse(&body)?;
     let (client, _) = state.session.client()?;
     let (id, stat) = queue::enqueue(&client, &name, &data).await?;
@@ -45,7 +41,7 @@ pub async fn enqueue(
 /// How many items the queue has, and how many of them are claimed.
 pub async fn length(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
+    let name = params.name("name", "queue name")?;
     let (client, _) = state.session.client()?;
     let (items, claimed) = queue::length(&client, &name).await.map_err(|e| Error::from_zk(e, &name))?;
     Ok(Json(json!({"queue": name, "items": items, "claimed": claimed})).into_response())
@@ -62,7 +58,7 @@ pub async fn claim(
 ) -> Result<Response> {
     flags.allow(&["lease", "wait_ms"])?;
     let wait = wait_ms(&flags)?;
-    let name = queue_name(&params)?;
+    let name = params.name("name", "queue name")?;
     let value = value_body(&body)?;
     let release = state.holds.begin(None)?;
     let status = state.session.subscribe();
@@ -121,9 +117,8 @@ pub async fn ack(
     headers: HeaderMap,
 ) -> Result<StatusCode> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
-    let id = params.get("id").to_owned();
-    znode::validate_name("item id", &id)?;
+    let name = params.name("name", "queue name")?;
+    let id = params.name("id", "item id")?;
     let token = match headers.get(header::IF_MATCH) {
         None => None,
         Some(value) => {
