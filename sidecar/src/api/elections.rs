@@ -13,15 +13,14 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState};
 
-use super::hold_request::{self, await_status, ended_error, wait_ms};
-use super::request::{value_body, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, HoldRequest};
+use super::request::{Flags, Params, RawBody};
 use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::holds::{Hold, LeaseBinding};
 use crate::recipes::election::{self, election_dir};
-use crate::recipes::lease::{hold_key, LeaseHold};
+use crate::recipes::lease::hold_key;
 use crate::session;
-use crate::stream::{self, stream_response, EventSink, SessionChange, SessionFollower};
+use crate::stream::{self, stream_response, EventSink, SessionChange};
 use crate::znode;
 
 /// Campaigns in election `name` for as long as the connection lasts, or with `?lease=ID` for
@@ -33,61 +32,14 @@ pub async fn campaign(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&["lease", "wait_ms"])?;
-    let wait = wait_ms(&flags)?;
-    let name = params.name("name", "election name")?;
-    let value = value_body(&body)?;
-    let data = znode::holder_data(&state.identity, value.as_deref());
-    if let Some(lease) = flags.value("lease") {
-        znode::validate_name("lease id", lease)?;
-        return lease_campaign(&state, name, lease, data, wait).await;
-    }
-    let release = state.holds.begin(Some(&name))?;
-    let status = state.session.subscribe();
-    let (client, generation) = state.session.client()?;
-    let (sink, events) = stream::channel();
-    let hold = Hold::new(client, SessionFollower::new(status, generation), sink, release);
-    let (ready, answered) = oneshot::channel();
-    state.holds.spawn_hold(election::campaign(hold, name, data, state.metrics.clone(), ready));
-    Ok(stream_response(answered, events).await)
-}
-
-/// The campaign bound to lease `lease`: a new one, or the one the lease already runs.
-async fn lease_campaign(
-    state: &AppState,
-    name: String,
-    lease: &str,
-    data: Vec<u8>,
-    wait: Duration,
-) -> Result<Response> {
-    let (client, generation) = state.session.client()?;
-    let key = hold_key("election", &name);
-    let mut started = None;
-    let (hold, _) = state.leases.hold_or_start(lease, generation, &key, |ended| {
-        let release = state.holds.begin(Some(&name))?;
-        let resign = release.resigner();
-        let (mut sink, status) = EventSink::latest();
-        sink.detach();
-        let binding = LeaseBinding {
-            leases: state.leases.clone(),
-            id: lease.to_owned(),
-            ended,
-            remembered: Some((key.clone(), status.clone())),
+    let HoldRequest { name, data, lease, wait } = HoldRequest::parse(&state, &flags, &params, "election name", &body)?;
+    let metrics = state.metrics.clone();
+    let run = |hold, ready| election::campaign(hold, name.clone(), data, metrics, ready);
+    let (lease, mut status) =
+        match hold_request::begin(&state, lease.as_deref(), HoldKind::Campaign(&name), run).await? {
+            Begun::Stream(response) => return Ok(response),
+            Begun::Lease { id, status } => (id, status),
         };
-        let follower = SessionFollower::new(state.session.subscribe(), generation);
-        let hold = Hold::new(client, follower, sink, release).with_lease(binding);
-        let (ready, answered) = oneshot::channel();
-        state.holds.spawn_hold(election::campaign(hold, name.clone(), data, state.metrics.clone(), ready));
-        started = Some(answered);
-        Ok(LeaseHold { status, resign })
-    })?;
-    if let Some(answered) = started {
-        match answered.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::NoSession("the campaign ended before it started; retry".to_owned())),
-        }
-    }
-    let mut status = hold.status.clone();
     let seen = await_status(&mut status, wait, &["leader"]).await;
     match seen["type"].as_str() {
         Some("leader") => Ok(Json(json!({

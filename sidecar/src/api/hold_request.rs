@@ -1,16 +1,191 @@
-//! How a lease-bound hold request (a lock, campaign or claim with `?lease=ID`) is answered: its
-//! `?wait_ms`, waiting for the hold's status to reach the request's goal, and the error a hold
-//! that ended answers with. Each handler says which status is its goal and what it answers with.
+//! How the hold handlers (locks, campaigns, queue claims) begin a hold for a request: what every
+//! such request says (`?wait_ms`, the name, the `{"value"}` body, `?lease=ID`), the hold on the
+//! request's stream or bound to its lease (where a lock or campaign the lease already has is found
+//! rather than begun again), and for a lease-bound request the wait for the hold's status and the
+//! error a hold that ended answers with. What the hold does is its recipe's; which status is a
+//! request's goal and what it answers then is its handler's.
 
+use std::future::Future;
 use std::time::Duration;
 
+use axum::response::Response;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use zookeeper_client::Client;
 
-use super::request::Flags;
+use super::request::{value_body, Flags, Params};
+use super::state::Shared;
 use crate::error::{Error, Result};
-use crate::recipes::lease::LeaseHold;
+use crate::holds::{Hold, LeaseBinding, Release};
+use crate::recipes::lease::{hold_key, LeaseHold};
+use crate::stream::{self, stream_response, EventSink, SessionFollower};
+use crate::znode;
+
+/// What a lock, campaign or claim request says besides its route's own flags.
+#[derive(Debug)]
+pub struct HoldRequest {
+    /// The lock, election or queue (the route's `{name}`).
+    pub name: String,
+    /// The holder znode's data: the pod's identity and the app's `value`.
+    pub data: Vec<u8>,
+    /// The lease to bind the hold to (`?lease=ID`); without one it lives with the stream.
+    pub lease: Option<String>,
+    /// How long a lease-bound request waits for its goal (`?wait_ms`).
+    pub wait: Duration,
+}
+
+impl HoldRequest {
+    /// Parses the request; `what` names the route's `{name}` in errors (`lock name`).
+    pub fn parse(state: &Shared, flags: &Flags, params: &Params, what: &str, body: &[u8]) -> Result<HoldRequest> {
+        let wait = wait_ms(flags)?;
+        let name = params.name("name", what)?;
+        let value = value_body(body)?;
+        let data = znode::holder_data(&state.identity, value.as_deref());
+        let lease = flags.value("lease").map(str::to_owned);
+        if let Some(lease) = &lease {
+            znode::validate_name("lease id", lease)?;
+        }
+        Ok(HoldRequest { name, data, lease, wait })
+    }
+}
+
+/// Which hold a request begins.
+#[derive(Debug, Clone, Copy)]
+pub enum HoldKind<'a> {
+    /// Lock `name`.
+    Lock(&'a str),
+    /// A campaign in election `name`.
+    Campaign(&'a str),
+    /// A claim of a queue's next item.
+    Claim,
+}
+
+impl<'a> HoldKind<'a> {
+    /// The key a lease remembers the hold by, so that a repeated request finds the hold it
+    /// already has. Claims are not remembered: every claim request claims another item.
+    fn lease_key(self) -> Option<String> {
+        match self {
+            HoldKind::Lock(name) => Some(hold_key("lock", name)),
+            HoldKind::Campaign(name) => Some(hold_key("election", name)),
+            HoldKind::Claim => None,
+        }
+    }
+
+    /// The election whose resign (`DELETE /v1/elections/{name}`) releases the hold.
+    fn election(self) -> Option<&'a str> {
+        match self {
+            HoldKind::Campaign(name) => Some(name),
+            HoldKind::Lock(_) | HoldKind::Claim => None,
+        }
+    }
+
+    /// The hold, as an error about it names it.
+    fn shown(self) -> &'static str {
+        match self {
+            HoldKind::Lock(_) => "lock request",
+            HoldKind::Campaign(_) => "campaign",
+            HoldKind::Claim => "claim",
+        }
+    }
+}
+
+/// A hold that has begun, as its request goes on.
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// On the request's stream: the response that carries it.
+    Stream(Response),
+    /// Bound to lease `id`: the hold's latest status, to wait on.
+    Lease {
+        /// The lease.
+        id: &'a str,
+        /// The hold's latest event.
+        status: watch::Receiver<Value>,
+    },
+}
+
+/// Begins the hold `kind` on the request's stream, or bound to `lease`. `run` is the recipe's
+/// task: it gets the hold and the sender it answers once the hold is set up (in line, say), and
+/// the request is answered then.
+pub async fn begin<'a, F, Fut>(state: &Shared, lease: Option<&'a str>, kind: HoldKind<'_>, run: F) -> Result<Begun<'a>>
+where
+    F: FnOnce(Hold, oneshot::Sender<Result<()>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(id) = lease else {
+        let release = state.holds.begin(kind.election())?;
+        let session = state.session.client()?;
+        let (sink, events) = stream::channel();
+        let answered = start(state, session, release, sink, None, run);
+        return Ok(Begun::Stream(stream_response(answered, events).await));
+    };
+    let (status, started) = match kind.lease_key() {
+        // Looked up before a new hold is begun: a repeated request finds the hold the lease
+        // has, even while new holds are refused.
+        Some(key) => {
+            let (client, generation) = state.session.client()?;
+            let mut started = None;
+            let (hold, _) = state.leases.hold_or_start(id, generation, &key, |ended| {
+                let release = state.holds.begin(kind.election())?;
+                let resign = release.resigner();
+                let (mut sink, status) = EventSink::latest();
+                // Later requests find the hold through the lease: it depends on none of them.
+                sink.detach();
+                let binding = LeaseBinding {
+                    leases: state.leases.clone(),
+                    id: id.to_owned(),
+                    ended,
+                    remembered: Some((key.clone(), status.clone())),
+                };
+                started = Some(start(state, (client, generation), release, sink, Some(binding), run));
+                Ok(LeaseHold { status, resign })
+            })?;
+            (hold.status, started)
+        }
+        None => {
+            let release = state.holds.begin(kind.election())?;
+            let (client, generation) = state.session.client()?;
+            let ended = state.leases.ended(id, generation)?;
+            // Not detached: if this request goes before an item is claimed, the claimer gives up.
+            let (sink, status) = EventSink::latest();
+            let binding = LeaseBinding { leases: state.leases.clone(), id: id.to_owned(), ended, remembered: None };
+            (status, Some(start(state, (client, generation), release, sink, Some(binding), run)))
+        }
+    };
+    if let Some(answered) = started {
+        match answered.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::NoSession(format!("the {} ended before it started; retry", kind.shown()))),
+        }
+    }
+    Ok(Begun::Lease { id, status })
+}
+
+/// Runs `run` on a new hold of `session` (its client and generation) reporting into `sink`;
+/// the receiver gets the hold's answer once it is set up.
+fn start<F, Fut>(
+    state: &Shared,
+    (client, generation): (Client, u64),
+    release: Release,
+    sink: EventSink,
+    lease: Option<LeaseBinding>,
+    run: F,
+) -> oneshot::Receiver<Result<()>>
+where
+    F: FnOnce(Hold, oneshot::Sender<Result<()>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let follower = SessionFollower::new(state.session.subscribe(), generation);
+    let hold = Hold::new(client, follower, sink, release);
+    let hold = match lease {
+        Some(binding) => hold.with_lease(binding),
+        None => hold,
+    };
+    let (ready, answered) = oneshot::channel();
+    state.holds.spawn_hold(run(hold, ready));
+    answered
+}
 
 /// The longest a lease-bound request (`?lease=ID`) waits for its hold.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
