@@ -6,13 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use super::request::{value_body, Flags, Params, RawBody};
 use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::group::{self, Joined};
-use crate::stream::{self, stream_response};
+use crate::recipes::group::{self, Joined, MembersWatch};
+use crate::watch_stream;
 
 /// Members of `group`, or with `?watch` a stream of joins and leaves.
 pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
@@ -20,11 +19,7 @@ pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) ->
     let name = params.name("group", "group name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
-        let (sink, events) = stream::channel();
-        let (ready, answered) = oneshot::channel();
-        let stop = state.holds.streams_closed();
-        state.holds.spawn_stream(group::watch(client, name, sink, ready, stop));
-        return Ok(stream_response(answered, events).await);
+        return Ok(watch_stream::respond(&state.holds, client, MembersWatch::new(name)).await);
     }
     let members = group::members(&client, &name).await.map_err(|e| Error::from_zk(e, &name))?;
     let members: Vec<_> = members.into_iter().map(|(_, _, member)| member).collect();

@@ -2,17 +2,18 @@
 //! leader. A candidate watches its predecessor (to learn when it leads) and the current leader
 //! (to tell the app who leads). The term is the leader znode's creation zxid: a later leader was
 //! necessarily created later, so terms strictly increase. Observers read the line without
-//! joining it.
+//! joining it, once or as a watch stream of leader changes ([`LeaderWatch`]).
 
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use zookeeper_client::{Client, EventType};
+use zookeeper_client::{AddWatchMode, Client, EventType, WatchedEvent};
 
 use crate::error::{Error, Result};
 use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::recipes::line;
 use crate::stream::SessionChange;
+use crate::watch_stream::Watched;
 use crate::znode;
 
 /// The directory of election `name`.
@@ -48,6 +49,72 @@ pub async fn observe(client: &Client, dir: &str) -> Result<(Option<Value>, usize
         }
     }
     Err(zookeeper_client::Error::UnexpectedError("election kept changing while it was read".to_owned()))
+}
+
+/// An election's leader as its watch stream shows it: a snapshot, then `leader` whenever the
+/// leader changes.
+pub struct LeaderWatch {
+    name: String,
+    dir: String,
+    /// The leader the stream told last.
+    leader: Option<Value>,
+}
+
+impl LeaderWatch {
+    /// Watches election `name`.
+    pub fn new(name: String) -> LeaderWatch {
+        LeaderWatch { dir: election_dir(&name), name, leader: None }
+    }
+
+    /// A `leader` line if the leader is another than the one told last.
+    async fn look(&mut self, client: &Client, zxid: i64) -> Vec<Value> {
+        match observe(client, &self.dir).await {
+            Ok((now, candidates)) if now != self.leader => {
+                let line = leader_event(&now, candidates, zxid);
+                self.leader = now;
+                vec![line]
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => vec![json!({"type": "error", "message": e.to_string()})],
+        }
+    }
+}
+
+impl Watched for LeaderWatch {
+    fn path(&self) -> &str {
+        &self.dir
+    }
+
+    fn mode(&self) -> AddWatchMode {
+        AddWatchMode::Persistent
+    }
+
+    fn shown(&self) -> &str {
+        &self.name
+    }
+
+    async fn snapshot(&mut self, client: &Client) -> Result<Value> {
+        let (leader, candidates) = observe(client, &self.dir).await.map_err(|e| Error::from_zk(e, &self.name))?;
+        self.leader = leader.clone();
+        Ok(json!({"type": "snapshot", "name": self.name, "leader": leader, "candidates": candidates}))
+    }
+
+    async fn changed(&mut self, client: &Client, event: &WatchedEvent) -> Vec<Value> {
+        self.look(client, event.zxid).await
+    }
+
+    async fn resync(&mut self, client: &Client, event: &WatchedEvent, _rewatched: bool) -> Vec<Value> {
+        // Who leads now is worth telling even when the watch could not be added again.
+        self.look(client, event.zxid).await
+    }
+}
+
+fn leader_event(leader: &Option<Value>, candidates: usize, zxid: i64) -> Value {
+    let mut event = json!({"type": "leader", "leader": leader, "candidates": candidates});
+    if zxid >= 0 {
+        event["zxid"] = json!(zxid);
+    }
+    event
 }
 
 /// Runs one campaign to its end; `ready` is answered once the candidate is in line.
