@@ -19,6 +19,7 @@
 //! and a lease's own life (TTL, keepalives, its znodes) is [`crate::recipes::lease`]'s.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -480,7 +481,14 @@ impl Hold {
 
     /// Holds on while the hold's znode at `path` lives: the rest of a lock's or a leader's
     /// life. Ends only with why it ended (the znode deleted, the session lost, an interrupt).
-    pub async fn until_gone(&mut self, path: &str) -> Result<std::convert::Infallible, Interrupt> {
+    pub async fn until_gone(&mut self, path: &str) -> Result<Infallible, Interrupt> {
+        self.until_gone_or(path, std::future::pending()).await
+    }
+
+    /// Holds on like [`Hold::until_gone`], or until `wake` comes first (an ack for a queue
+    /// claim): its output.
+    pub async fn until_gone_or<T>(&mut self, path: &str, wake: impl Future<Output = T>) -> Result<T, Interrupt> {
+        tokio::pin!(wake);
         loop {
             let (stat, watcher) = self
                 .call(|c| {
@@ -491,11 +499,23 @@ impl Hold {
             if stat.is_none() {
                 return Err(Interrupt::NodeGone);
             }
-            let Some(event) = self.guard_watch(watcher.changed()).await? else { continue };
-            match event.event_type {
-                EventType::NodeDeleted => return Err(Interrupt::NodeGone),
-                EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
-                _ => {}
+            let woken = self
+                .guard_watch(async {
+                    tokio::select! {
+                        event = watcher.changed() => Err(event),
+                        out = &mut wake => Ok(out),
+                    }
+                })
+                .await?;
+            match woken {
+                Some(Ok(out)) => return Ok(out),
+                Some(Err(event)) => match event.event_type {
+                    EventType::NodeDeleted => return Err(Interrupt::NodeGone),
+                    EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
+                    _ => {}
+                },
+                // Reconnected: look again.
+                None => {}
             }
         }
     }
