@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use zookeeper_client::{Client, EventType};
+use zookeeper_client::{Client, EventType, OneshotWatcher, Stat};
 
 use crate::error::{Error, Result};
 use crate::recipes::lease::Leases;
@@ -285,6 +285,17 @@ impl Interrupt {
             other => Interrupt::Failed(other),
         }
     }
+
+    /// The error a request answers with when its hold was interrupted before the request was
+    /// answered: `what` names the recipe in a ZooKeeper error, `doing` what a lost session
+    /// interrupted (`taking the lock`).
+    pub fn refusal(&self, what: &str, doing: &str) -> Error {
+        match self {
+            Interrupt::Failed(e) => Error::from_zk(e.clone(), what),
+            Interrupt::Released(_) => Error::Draining,
+            _ => Error::NoSession(format!("the session was lost while {doing}")),
+        }
+    }
 }
 
 /// The lease a hold is bound to.
@@ -444,6 +455,16 @@ impl Hold {
         Err(Interrupt::Failed(zookeeper_client::Error::ConnectionLoss))
     }
 
+    /// The stat of `path` (`None`: it does not exist) and a watch on it, retried across
+    /// connection losses.
+    pub async fn watch_stat(&mut self, path: &str) -> Result<(Option<Stat>, OneshotWatcher), Interrupt> {
+        self.call(|c| {
+            let path = path.to_owned();
+            async move { c.check_and_watch_stat(&path).await }
+        })
+        .await
+    }
+
     /// Waits for the session to be connected again after a connection loss.
     pub async fn reconnected(&mut self) -> Result<(), Interrupt> {
         let generation = self.follower.generation();
@@ -490,12 +511,7 @@ impl Hold {
     pub async fn until_gone_or<T>(&mut self, path: &str, wake: impl Future<Output = T>) -> Result<T, Interrupt> {
         tokio::pin!(wake);
         loop {
-            let (stat, watcher) = self
-                .call(|c| {
-                    let path = path.to_owned();
-                    async move { c.check_and_watch_stat(&path).await }
-                })
-                .await?;
+            let (stat, watcher) = self.watch_stat(path).await?;
             if stat.is_none() {
                 return Err(Interrupt::NodeGone);
             }

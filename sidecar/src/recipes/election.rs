@@ -129,12 +129,7 @@ pub async fn campaign(
     let (node, created) = match line::enter(&mut hold, &dir, "n", &data).await {
         Ok(entered) => entered,
         Err(interrupt) => {
-            let error = match &interrupt {
-                Interrupt::Failed(e) => Error::from_zk(e.clone(), "election"),
-                Interrupt::Released(_) => Error::Draining,
-                _ => Error::NoSession("the session was lost while joining the election".to_owned()),
-            };
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(interrupt.refusal("election", "joining the election")));
             hold.finish(None, interrupt).await;
             return;
         }
@@ -177,12 +172,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
             hold.guard_watch(leader_watch.changed()).await?
         } else {
             let predecessor = znode::join(dir, &order[place - 1]);
-            let (exists, predecessor_watch) = hold
-                .call(|c| {
-                    let predecessor = predecessor.clone();
-                    async move { c.check_and_watch_stat(&predecessor).await }
-                })
-                .await?;
+            let (exists, predecessor_watch) = hold.watch_stat(&predecessor).await?;
             if exists.is_none() {
                 continue;
             }

@@ -48,12 +48,7 @@ pub async fn run(
 
 fn answer_failure(ready: &mut Option<oneshot::Sender<Result<()>>>, interrupt: &Interrupt) {
     if let Some(ready) = ready.take() {
-        let error = match interrupt {
-            Interrupt::Failed(e) => Error::from_zk(e.clone(), "lock"),
-            Interrupt::Released(_) => Error::Draining,
-            _ => Error::NoSession("the session was lost while taking the lock".to_owned()),
-        };
-        let _ = ready.send(Err(error));
+        let _ = ready.send(Err(interrupt.refusal("lock", "taking the lock")));
     }
 }
 
@@ -89,12 +84,7 @@ async fn hold_lock(
             break;
         }
         let predecessor = znode::join(dir, &order[place - 1]);
-        let (stat, watcher) = hold
-            .call(|c| {
-                let predecessor = predecessor.clone();
-                async move { c.check_and_watch_stat(&predecessor).await }
-            })
-            .await?;
+        let (stat, watcher) = hold.watch_stat(&predecessor).await?;
         if stat.is_none() {
             continue;
         }

@@ -209,12 +209,7 @@ pub async fn claim(mut hold: Hold, request: ClaimRequest, ready: oneshot::Sender
     let node = match in_line.await {
         Ok((node, _)) => node,
         Err(interrupt) => {
-            let error = match &interrupt {
-                Interrupt::Failed(e) => Error::from_zk(e.clone(), "queue"),
-                Interrupt::Released(_) => Error::Draining,
-                _ => Error::NoSession("the session was lost while joining the claimers".to_owned()),
-            };
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(interrupt.refusal("queue", "joining the claimers")));
             hold.finish(None, interrupt).await;
             return;
         }
@@ -296,12 +291,7 @@ async fn take_turn(
         }
         let watcher = if place > 0 {
             let predecessor = znode::join(&dir, &order[place - 1]);
-            let (stat, watcher) = hold
-                .call(|c| {
-                    let predecessor = predecessor.clone();
-                    async move { c.check_and_watch_stat(&predecessor).await }
-                })
-                .await?;
+            let (stat, watcher) = hold.watch_stat(&predecessor).await?;
             if stat.is_none() {
                 continue;
             }
