@@ -6,7 +6,8 @@
 //! Locks, campaigns and queue claims can be bound to a lease too (`?lease=ID`): their tasks
 //! select on the lease's end ([`Leases::ended`]), their znodes are bound like any other, and the
 //! lease remembers its lock and campaign holds by name so that a repeated request finds the hold
-//! it already has.
+//! it already has. How a hold binds itself to a lease, and ends the lease when the sidecar takes
+//! the hold away, is [`crate::holds`]'.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
