@@ -15,6 +15,7 @@ pub mod recipes;
 pub mod session;
 pub mod sidecar;
 pub mod stream;
+pub mod watch_stream;
 pub mod znode;
 
 pub use error::{Error, Result};

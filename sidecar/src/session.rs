@@ -3,6 +3,10 @@
 //! watch channel. When the session expires it starts a new one (a new *generation*); holds of the
 //! old generation are gone and their owners must notice. Recipes and handlers never connect
 //! themselves; they take the current client from [`SessionHandle`].
+//!
+//! Also here: the calls that outlive one connection of the session (waiting for it to be back,
+//! deleting a znode of ours across connection losses, re-adding a persistent watch) and making
+//! paths. What a recipe does with them is the recipe's business.
 
 use std::time::Duration;
 
@@ -123,6 +127,36 @@ pub async fn reconnected(status: &mut watch::Receiver<SessionStatus>, generation
         }
         if status.changed().await.is_err() {
             return Err(SessionState::Closed);
+        }
+    }
+}
+
+/// The pause before retrying after the `attempt`-th connection loss in a row: while a new
+/// leader is elected, servers turn connections away for a moment and a session can reconnect and
+/// drop again many times a second.
+pub fn retry_pause(attempt: u64) -> Duration {
+    Duration::from_millis((attempt.saturating_add(1) * 25).min(500))
+}
+
+/// Deletes a znode of ours, retrying across connection losses while the session lives.
+pub async fn delete_own(client: &Client, status: &mut watch::Receiver<SessionStatus>, generation: u64, path: &str) {
+    let mut client = client.clone();
+    // Until it is gone or the session is: a znode left behind would hold its place in the line
+    // for as long as the pod lives.
+    for attempt in 0u64.. {
+        match client.delete(path, None).await {
+            Ok(()) | Err(zookeeper_client::Error::NoNode) => return,
+            Err(e) if Error::is_connection_loss(&e) => {
+                tokio::time::sleep(retry_pause(attempt)).await;
+                match reconnected(status, generation).await {
+                    Ok(again) => client = again,
+                    Err(_) => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path, error = %e, "could not delete a hold's znode");
+                return;
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Newline-delimited JSON streams: the channel between a task that produces events and the HTTP
-//! response that carries them, and how session changes show up on a stream. A stream's task
-//! notices the app going away (the response body dropped, i.e. the connection closed) through
-//! [`EventSink::closed`]; that is what binds a hold to the app's connection. A hold bound to a
-//! lease instead reports into a latest-state sink ([`EventSink::latest`]) that the requests
-//! about it read.
+//! response that carries them (answered once the task is set up), and how session changes show
+//! up on a stream. A stream's task notices the app going away (the response body dropped, i.e.
+//! the connection closed) through [`EventSink::closed`]; that is what binds a hold to the app's
+//! connection. A hold bound to a lease instead reports into a latest-state sink
+//! ([`EventSink::latest`]) that the requests about it read. What the events say is each task's
+//! business.
 
 use std::convert::Infallible;
 
@@ -12,8 +13,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::error::{Error, Result};
 use crate::session::{SessionState, SessionStatus};
 
 /// Events buffered between a task and a slow reader before the task waits.
@@ -115,6 +117,15 @@ impl IntoResponse for EventStream {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
+    }
+}
+
+/// Answers a streaming request: the stream once its task said it is set up, else the error.
+pub async fn stream_response(ready: oneshot::Receiver<Result<()>>, stream: EventStream) -> Response {
+    match ready.await {
+        Ok(Ok(())) => stream.into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => Error::NoSession("the stream ended before it started; retry".to_owned()).into_response(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pure translation between the HTTP API's shapes and ZooKeeper's: znode paths and names, the
-//! `{"data"}` / `{"data_b64"}` bodies, the node JSON with its stat, `If-Match` versions and
+//! `{"data"}` / `{"data_b64"}` bodies, the node JSON with its stat, the data of the znodes that
+//! say who holds something (the pod's identity and the app's value), `If-Match` versions and
 //! sequential-node ordering. No I/O here; the handlers and recipes call these.
 
 use base64::Engine as _;
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 use zookeeper_client::Stat;
 
 use crate::error::{Error, Result};
+use crate::identity::PodIdentity;
 
 /// The largest znode payload the sidecar forwards. The server refuses frames above 1 MiB
 /// (`jute.maxbuffer`) by closing the connection, which would suspend every hold of the pod, so
@@ -152,6 +154,32 @@ pub fn node_json(path: &str, data: &[u8], stat: &Stat) -> Value {
     data_fields(data, &mut map);
     map.insert("stat".to_owned(), stat_json(stat));
     Value::Object(map)
+}
+
+/// The znode data of a lock holder, candidate, claimer or group member: who it is, plus the
+/// app's `value`.
+pub fn holder_data(identity: &PodIdentity, value: Option<&str>) -> Vec<u8> {
+    let mut object = match serde_json::to_value(identity) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(value) = value {
+        object.insert("value".to_owned(), Value::String(value.to_owned()));
+    }
+    serde_json::to_vec(&Value::Object(object)).unwrap_or_default()
+}
+
+/// Reads holder data back; data that is not a JSON object (written by someone else) is shown as
+/// `{"data": ...}`.
+pub fn holder_json(data: &[u8]) -> serde_json::Map<String, Value> {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            let mut map = serde_json::Map::new();
+            data_fields(data, &mut map);
+            map
+        }
+    }
 }
 
 /// Parses an `If-Match` value: a version number, bare or as an entity tag (`"3"`, `W/"3"`).

@@ -9,25 +9,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState};
+use serde_json::json;
 
-use super::locks::resign_lease_hold;
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, HoldRequest};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::election::{self, election_dir};
-use crate::recipes::lease::{hold_key, LeaseHold};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
-use crate::session;
-use crate::stream::{self, EventSink, SessionChange, SessionFollower};
+use crate::recipes::election::{self, election_dir, LeaderWatch};
+use crate::recipes::lease::hold_key;
+use crate::watch_stream;
 use crate::znode;
-
-fn election_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("election name", &name)?;
-    Ok(name)
-}
 
 /// Campaigns in election `name` for as long as the connection lasts, or with `?lease=ID` for
 /// as long as the lease.
@@ -38,60 +29,14 @@ pub async fn campaign(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&["lease", "wait_ms"])?;
-    let wait = wait_ms(&flags)?;
-    let name = election_name(&params)?;
-    let value = value_body(&body)?;
-    let data = holder_data(&state.identity, value.as_deref());
-    if let Some(lease) = flags.value("lease") {
-        znode::validate_name("lease id", lease)?;
-        return lease_campaign(&state, name, lease, data, wait).await;
-    }
-    let release = state.holds.begin(Some(&name))?;
-    let status = state.session.subscribe();
-    let (client, generation) = state.session.client()?;
-    let (sink, events) = stream::channel();
-    let hold = Hold::new(client, SessionFollower::new(status, generation), sink, release);
-    let (ready, answered) = oneshot::channel();
-    state.holds.spawn_hold(election::campaign(hold, name, data, state.metrics.clone(), ready));
-    Ok(stream_response(answered, events).await)
-}
-
-/// The campaign bound to lease `lease`: a new one, or the one the lease already runs.
-async fn lease_campaign(
-    state: &AppState,
-    name: String,
-    lease: &str,
-    data: Vec<u8>,
-    wait: Duration,
-) -> Result<Response> {
-    let (client, generation) = state.session.client()?;
-    let key = hold_key("election", &name);
-    let mut started = None;
-    let (hold, _) = state.leases.hold_or_start(lease, generation, &key, |ended| {
-        let release = state.holds.begin(Some(&name))?.with_lease(ended);
-        let resign = release.resigner();
-        let (mut sink, status) = EventSink::latest();
-        sink.detach();
-        let binding = LeaseBinding {
-            leases: state.leases.clone(),
-            id: lease.to_owned(),
-            remembered: Some((key.clone(), status.clone())),
+    let HoldRequest { name, data, lease, wait } = HoldRequest::parse(&state, &flags, &params, "election name", &body)?;
+    let metrics = state.metrics.clone();
+    let run = |hold, ready| election::campaign(hold, name.clone(), data, metrics, ready);
+    let (lease, mut status) =
+        match hold_request::begin(&state, lease.as_deref(), HoldKind::Campaign(&name), run).await? {
+            Begun::Stream(response) => return Ok(response),
+            Begun::Lease { id, status } => (id, status),
         };
-        let follower = SessionFollower::new(state.session.subscribe(), generation);
-        let hold = Hold::new(client, follower, sink, release).with_lease(binding);
-        let (ready, answered) = oneshot::channel();
-        state.holds.spawn_hold(election::campaign(hold, name.clone(), data, state.metrics.clone(), ready));
-        started = Some(answered);
-        Ok(LeaseHold { status, resign })
-    })?;
-    if let Some(answered) = started {
-        match answered.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::NoSession("the campaign ended before it started; retry".to_owned())),
-        }
-    }
-    let mut status = hold.status.clone();
     let seen = await_status(&mut status, wait, &["leader"]).await;
     match seen["type"].as_str() {
         Some("leader") => Ok(Json(json!({
@@ -109,14 +54,10 @@ async fn lease_campaign(
 /// The leader of election `name` (or a stream of leader changes with `?watch`).
 pub async fn observe(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&["watch"])?;
-    let name = election_name(&params)?;
+    let name = params.name("name", "election name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
-        let (sink, events) = stream::channel();
-        let (ready, answered) = oneshot::channel();
-        let stop = state.holds.streams_closed();
-        state.holds.spawn_stream(watch_leader(client, name, sink, ready, stop));
-        return Ok(stream_response(answered, events).await);
+        return Ok(watch_stream::respond(&state.holds, client, LeaderWatch::new(name)).await);
     }
     let (leader, candidates) =
         election::observe(&client, &election_dir(&name)).await.map_err(|e| Error::from_zk(e, &name))?;
@@ -126,14 +67,14 @@ pub async fn observe(State(state): State<AppState>, params: Params, flags: Flags
 /// Resigns every campaign this pod runs in election `name` (`?lease=ID`: only that lease's).
 pub async fn resign(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&["lease"])?;
-    let name = election_name(&params)?;
+    let name = params.name("name", "election name")?;
     if let Some(lease) = flags.value("lease") {
         znode::validate_name("lease id", lease)?;
         let hold = state
             .leases
             .hold(lease, &hold_key("election", &name))?
             .ok_or_else(|| Error::NotFound(format!("lease {lease} has no campaign in election {name}")))?;
-        resign_lease_hold(hold).await;
+        hold_request::resign(hold).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     if state.holds.resign(&name, Duration::from_secs(5)).await {
@@ -141,86 +82,4 @@ pub async fn resign(State(state): State<AppState>, params: Params, flags: Flags)
     } else {
         Err(Error::NotFound(format!("this pod has no campaign in election {name}")))
     }
-}
-
-async fn watch_leader(
-    client: Client,
-    name: String,
-    events: EventSink,
-    ready: oneshot::Sender<Result<()>>,
-    stop: tokio_util::sync::WaitForCancellationFutureOwned,
-) {
-    tokio::pin!(stop);
-    let dir = election_dir(&name);
-    let mut watcher = match client.watch(&dir, AddWatchMode::Persistent).await {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            let _ = ready.send(Err(Error::from_zk(e, &name)));
-            return;
-        }
-    };
-    let (mut leader, candidates) = match election::observe(&client, &dir).await {
-        Ok(seen) => seen,
-        Err(e) => {
-            let _ = ready.send(Err(Error::from_zk(e, &name)));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let first = json!({"type": "snapshot", "name": name, "leader": leader, "candidates": candidates});
-    if !events.send(first).await {
-        return;
-    }
-    loop {
-        let event = tokio::select! {
-            event = watcher.changed() => event,
-            _ = events.closed() => return,
-            _ = &mut stop => return,
-        };
-        let mut lines = Vec::new();
-        if event.event_type == EventType::Session {
-            match event.session_state {
-                ZkState::Disconnected => {
-                    lines.push(SessionChange::Suspended.event());
-                }
-                ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
-                    lines.push(SessionChange::Reconnected.event());
-                    if let Err(e) = session::rewatch(&client, &dir, AddWatchMode::Persistent, &mut watcher).await {
-                        lines.push(json!({"type": "error", "message": format!("cannot watch {name} again: {e}")}));
-                    }
-                }
-                ZkState::Expired => {
-                    let _ = events.send(SessionChange::Lost.event()).await;
-                    return;
-                }
-                _ => {
-                    let _ = events.send(SessionChange::Closed.event()).await;
-                    return;
-                }
-            }
-        }
-        if event.session_state != ZkState::Disconnected {
-            match election::observe(&client, &dir).await {
-                Ok((now, candidates)) if now != leader => {
-                    lines.push(leader_event(&now, candidates, event.zxid));
-                    leader = now;
-                }
-                Ok(_) => {}
-                Err(e) => lines.push(json!({"type": "error", "message": e.to_string()})),
-            }
-        }
-        for line in lines {
-            if !events.send(line).await {
-                return;
-            }
-        }
-    }
-}
-
-fn leader_event(leader: &Option<Value>, candidates: usize, zxid: i64) -> Value {
-    let mut event = json!({"type": "leader", "leader": leader, "candidates": candidates});
-    if zxid >= 0 {
-        event["zxid"] = json!(zxid);
-    }
-    event
 }

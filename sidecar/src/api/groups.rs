@@ -6,31 +6,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::{stream_response, value_body, AppState, Flags, Params, RawBody};
+use super::request::{value_body, Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::group::{self, Joined};
-use crate::stream;
-use crate::znode;
-
-fn group_name(params: &Params) -> Result<String> {
-    let name = params.get("group").to_owned();
-    znode::validate_name("group name", &name)?;
-    Ok(name)
-}
+use crate::recipes::group::{self, Joined, MembersWatch};
+use crate::watch_stream;
 
 /// Members of `group`, or with `?watch` a stream of joins and leaves.
 pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&["watch"])?;
-    let name = group_name(&params)?;
+    let name = params.name("group", "group name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
-        let (sink, events) = stream::channel();
-        let (ready, answered) = oneshot::channel();
-        let stop = state.holds.streams_closed();
-        state.holds.spawn_stream(group::watch(client, name, sink, ready, stop));
-        return Ok(stream_response(answered, events).await);
+        return Ok(watch_stream::respond(&state.holds, client, MembersWatch::new(name)).await);
     }
     let members = group::members(&client, &name).await.map_err(|e| Error::from_zk(e, &name))?;
     let members: Vec<_> = members.into_iter().map(|(_, _, member)| member).collect();
@@ -45,9 +34,8 @@ pub async fn join(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&[])?;
-    let name = group_name(&params)?;
-    let id = params.get("id").to_owned();
-    znode::validate_name("member id", &id)?;
+    let name = params.name("group", "group name")?;
+    let id = params.name("id", "member id")?;
     let value = value_body(&body)?;
     let (joined, member) = state.members.join(&name, &id, value).await?;
     let status = match joined {
@@ -60,9 +48,8 @@ pub async fn join(
 /// Leaves `group` as member `id`.
 pub async fn leave(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&[])?;
-    let name = group_name(&params)?;
-    let id = params.get("id").to_owned();
-    znode::validate_name("member id", &id)?;
+    let name = params.name("group", "group name")?;
+    let id = params.name("id", "member id")?;
     state.members.leave(&name, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

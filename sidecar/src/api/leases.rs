@@ -8,7 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, Flags, Params, RawBody};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::znode;
 
@@ -16,12 +17,6 @@ use crate::znode;
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     ttl_ms: u64,
-}
-
-fn lease_id(params: &Params) -> Result<String> {
-    let id = params.get("id").to_owned();
-    znode::validate_name("lease id", &id)?;
-    Ok(id)
 }
 
 /// Grants a lease.
@@ -38,7 +33,7 @@ pub async fn grant(State(state): State<AppState>, flags: Flags, RawBody(body): R
 /// Renews a lease for another TTL.
 pub async fn keep_alive(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&[])?;
-    let id = lease_id(&params)?;
+    let id = params.name("id", "lease id")?;
     let ttl_ms = state.leases.keep_alive(&id)?;
     Ok(Json(json!({"id": id, "ttl_ms": ttl_ms})).into_response())
 }
@@ -46,7 +41,7 @@ pub async fn keep_alive(State(state): State<AppState>, params: Params, flags: Fl
 /// A lease's TTL, time left and znodes.
 pub async fn describe(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&[])?;
-    let id = lease_id(&params)?;
+    let id = params.name("id", "lease id")?;
     let (ttl_ms, remaining_ms, nodes) = state.leases.describe(&id)?;
     Ok(Json(json!({"id": id, "ttl_ms": ttl_ms, "remaining_ms": remaining_ms, "nodes": nodes})).into_response())
 }
@@ -54,7 +49,7 @@ pub async fn describe(State(state): State<AppState>, params: Params, flags: Flag
 /// Ends a lease now, deleting its znodes.
 pub async fn revoke(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&[])?;
-    let id = lease_id(&params)?;
+    let id = params.name("id", "lease id")?;
     state.leases.revoke(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,21 +11,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, HoldRequest};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::lease::{hold_key, LeaseHold};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
+use crate::recipes::lease::hold_key;
 use crate::recipes::lock;
-use crate::stream::{self, EventSink, SessionFollower};
 use crate::znode;
-
-fn lock_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("lock name", &name)?;
-    Ok(name)
-}
 
 /// Takes the lock `name` for as long as the connection lasts, or with `?lease=ID` for as long
 /// as the lease.
@@ -37,61 +30,13 @@ pub async fn lock(
 ) -> Result<Response> {
     flags.allow(&["try", "lease", "wait_ms"])?;
     let try_only = flags.flag("try")?;
-    let wait = wait_ms(&flags)?;
-    let name = lock_name(&params)?;
-    let value = value_body(&body)?;
-    let data = holder_data(&state.identity, value.as_deref());
-    if let Some(lease) = flags.value("lease") {
-        znode::validate_name("lease id", lease)?;
-        return lease_lock(&state, name, lease, data, try_only, wait).await;
-    }
-    let release = state.holds.begin(None)?;
-    let status = state.session.subscribe();
-    let (client, generation) = state.session.client()?;
-    let (sink, events) = stream::channel();
-    let hold = Hold::new(client, SessionFollower::new(status, generation), sink, release);
-    let (ready, answered) = oneshot::channel();
-    state.holds.spawn_hold(lock::run(hold, name, data, try_only, state.metrics.clone(), ready));
-    Ok(stream_response(answered, events).await)
-}
-
-/// The lock bound to lease `lease`: a new hold, or the one the lease already has.
-async fn lease_lock(
-    state: &AppState,
-    name: String,
-    lease: &str,
-    data: Vec<u8>,
-    try_only: bool,
-    wait: Duration,
-) -> Result<Response> {
-    let (client, generation) = state.session.client()?;
-    let key = hold_key("lock", &name);
-    let mut started = None;
-    let (hold, _) = state.leases.hold_or_start(lease, generation, &key, |ended| {
-        let release = state.holds.begin(None)?.with_lease(ended);
-        let resign = release.resigner();
-        let (mut sink, status) = EventSink::latest();
-        sink.detach();
-        let binding = LeaseBinding {
-            leases: state.leases.clone(),
-            id: lease.to_owned(),
-            remembered: Some((key.clone(), status.clone())),
-        };
-        let follower = SessionFollower::new(state.session.subscribe(), generation);
-        let hold = Hold::new(client, follower, sink, release).with_lease(binding);
-        let (ready, answered) = oneshot::channel();
-        state.holds.spawn_hold(lock::run(hold, name.clone(), data, try_only, state.metrics.clone(), ready));
-        started = Some(answered);
-        Ok(LeaseHold { status, resign })
-    })?;
-    if let Some(answered) = started {
-        match answered.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::NoSession("the lock request ended before it started; retry".to_owned())),
-        }
-    }
-    let mut status = hold.status.clone();
+    let HoldRequest { name, data, lease, wait } = HoldRequest::parse(&state, &flags, &params, "lock name", &body)?;
+    let metrics = state.metrics.clone();
+    let run = |hold, ready| lock::run(hold, name.clone(), data, try_only, metrics, ready);
+    let (lease, mut status) = match hold_request::begin(&state, lease.as_deref(), HoldKind::Lock(&name), run).await? {
+        Begun::Stream(response) => return Ok(response),
+        Begun::Lease { id, status } => (id, status),
+    };
     let wait = if try_only { Duration::ZERO } else { wait };
     let seen = await_status(&mut status, wait, &["acquired"]).await;
     match seen["type"].as_str() {
@@ -114,7 +59,7 @@ async fn lease_lock(
 /// `DELETE /v1/locks/{name}?lease=ID`: releases (or stops waiting for) the lock the lease has.
 pub async fn release(State(state): State<AppState>, params: Params, flags: Flags) -> Result<StatusCode> {
     flags.allow(&["lease"])?;
-    let name = lock_name(&params)?;
+    let name = params.name("name", "lock name")?;
     let Some(lease) = flags.value("lease") else {
         return Err(Error::BadInput(
             "DELETE needs ?lease=ID; a lock taken on a stream is released by closing the stream".to_owned(),
@@ -125,17 +70,6 @@ pub async fn release(State(state): State<AppState>, params: Params, flags: Flags
         .leases
         .hold(lease, &hold_key("lock", &name))?
         .ok_or_else(|| Error::NotFound(format!("lease {lease} has no lock {name}")))?;
-    resign_lease_hold(hold).await;
+    hold_request::resign(hold).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Releases a lease-bound hold and waits (bounded) until its task has deleted its znode.
-pub async fn resign_lease_hold(hold: LeaseHold) {
-    hold.resign.cancel();
-    let mut status = hold.status;
-    // The status closes when the task ends, after it deleted its znode.
-    let ended = async { while status.changed().await.is_ok() {} };
-    if tokio::time::timeout(Duration::from_secs(5), ended).await.is_err() {
-        tracing::warn!("a lease-bound hold took longer than 5s to release");
-    }
 }

@@ -9,13 +9,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState, Stat};
+use zookeeper_client::{AddWatchMode, Client, EventType, Stat, WatchedEvent};
 
-use super::{stream_response, AppState, Flags, Params, RawBody};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::session::{self, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
-use crate::stream::{self, EventSink, SessionChange};
+use crate::watch_stream::{self, Watched};
 use crate::znode::{self, DataBody};
 
 /// The most znodes a recursive watch's snapshot carries.
@@ -60,11 +60,7 @@ pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) ->
     }
     let (client, _) = state.session.client()?;
     if watch {
-        let (sink, events) = stream::channel();
-        let (ready, answered) = oneshot::channel();
-        let stop = state.holds.streams_closed();
-        state.holds.spawn_stream(watch_task(client, path, recursive, sink, ready, stop));
-        return Ok(stream_response(answered, events).await);
+        return Ok(watch_stream::respond(&state.holds, client, NodeWatch { path, recursive }).await);
     }
     if children {
         let (mut names, stat) = client.get_children(&path).await.map_err(|e| Error::from_zk(e, &path))?;
@@ -251,82 +247,61 @@ async fn read_node(client: &Client, path: &str) -> Value {
     }
 }
 
-/// Streams a persistent (optionally recursive) watch: a snapshot, then one line per event with
-/// the zxid that caused it; `created` and `changed` carry the node as read after the event.
-async fn watch_task(
-    client: Client,
+/// A znode, or with `recursive` its subtree, as its watch stream shows it: a snapshot, then one
+/// line per event with the zxid that caused it; `created` and `changed` carry the node as read
+/// after the event.
+struct NodeWatch {
     path: String,
     recursive: bool,
-    events: EventSink,
-    ready: oneshot::Sender<Result<()>>,
-    stop: tokio_util::sync::WaitForCancellationFutureOwned,
-) {
-    tokio::pin!(stop);
-    let mode = if recursive { AddWatchMode::PersistentRecursive } else { AddWatchMode::Persistent };
-    let mut watcher = match client.watch(&path, mode).await {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            let _ = ready.send(Err(Error::from_zk(e, &path)));
-            return;
-        }
-    };
-    let first = match snapshot(&client, &path, recursive).await {
-        Ok(first) => first,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    if !events.send(first).await {
-        return;
+}
+
+impl Watched for NodeWatch {
+    fn path(&self) -> &str {
+        &self.path
     }
-    loop {
-        let event = tokio::select! {
-            event = watcher.changed() => event,
-            _ = events.closed() => return,
-            _ = &mut stop => return,
-        };
-        let lines = match event.event_type {
-            EventType::Session => match event.session_state {
-                ZkState::Disconnected => vec![SessionChange::Suspended.event()],
-                ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
-                    // Events during the disconnection may be lost: a fresh snapshot follows,
-                    // read after the watch is in place again.
-                    let again = match session::rewatch(&client, &path, mode, &mut watcher).await {
-                        Ok(()) => snapshot(&client, &path, recursive)
-                            .await
-                            .unwrap_or_else(|e| json!({"type": "error", "message": e.to_string()})),
-                        Err(e) => json!({"type": "error", "message": format!("cannot watch {path} again: {e}")}),
-                    };
-                    vec![SessionChange::Reconnected.event(), again]
-                }
-                ZkState::Expired => {
-                    let _ = events.send(SessionChange::Lost.event()).await;
-                    return;
-                }
-                _ => {
-                    let _ = events.send(SessionChange::Closed.event()).await;
-                    return;
-                }
-            },
+
+    fn mode(&self) -> AddWatchMode {
+        if self.recursive {
+            AddWatchMode::PersistentRecursive
+        } else {
+            AddWatchMode::Persistent
+        }
+    }
+
+    fn shown(&self) -> &str {
+        &self.path
+    }
+
+    async fn snapshot(&mut self, client: &Client) -> Result<Value> {
+        snapshot(client, &self.path, self.recursive).await
+    }
+
+    async fn changed(&mut self, client: &Client, event: &WatchedEvent) -> Vec<Value> {
+        match event.event_type {
             EventType::NodeCreated => {
-                let node = read_node(&client, &event.path).await;
+                let node = read_node(client, &event.path).await;
                 vec![json!({"type": "created", "path": event.path, "zxid": event.zxid, "node": node})]
             }
             EventType::NodeDataChanged => {
-                let node = read_node(&client, &event.path).await;
+                let node = read_node(client, &event.path).await;
                 vec![json!({"type": "changed", "path": event.path, "zxid": event.zxid, "node": node})]
             }
             EventType::NodeDeleted => vec![json!({"type": "deleted", "path": event.path, "zxid": event.zxid})],
             EventType::NodeChildrenChanged => {
                 vec![json!({"type": "children", "path": event.path, "zxid": event.zxid})]
             }
-        };
-        for line in lines {
-            if !events.send(line).await {
-                return;
-            }
+            // Session events are the stream's own business.
+            EventType::Session => Vec::new(),
         }
+    }
+
+    async fn resync(&mut self, client: &Client, _event: &WatchedEvent, rewatched: bool) -> Vec<Value> {
+        if !rewatched {
+            return Vec::new();
+        }
+        // Events during the disconnection may be lost: a fresh snapshot follows, read after the
+        // watch is in place again.
+        let again = snapshot(client, &self.path, self.recursive).await;
+        vec![again.unwrap_or_else(|e| json!({"type": "error", "message": e.to_string()}))]
     }
 }

@@ -10,21 +10,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{await_status, ended_error, stream_response, value_body, wait_ms, AppState, Flags, Params, RawBody};
+use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, HoldRequest};
+use super::request::{Flags, Params, RawBody};
+use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::line::{holder_data, Hold, LeaseBinding};
 use crate::recipes::queue::{self, ClaimRequest};
-use crate::stream::{self, EventSink, SessionFollower};
-use crate::znode::{self, DataBody};
-
-fn queue_name(params: &Params) -> Result<String> {
-    let name = params.get("name").to_owned();
-    znode::validate_name("queue name", &name)?;
-    Ok(name)
-}
+use crate::znode::DataBody;
 
 /// Appends an item to the queue (201 with its id).
 pub async fn enqueue(
@@ -34,7 +27,7 @@ pub async fn enqueue(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
+    let name = params.name("name", "queue name")?;
     let data = DataBody::parse(&body)?;
     let (client, _) = state.session.client()?;
     let (id, stat) = queue::enqueue(&client, &name, &data).await?;
@@ -45,7 +38,7 @@ pub async fn enqueue(
 /// How many items the queue has, and how many of them are claimed.
 pub async fn length(State(state): State<AppState>, params: Params, flags: Flags) -> Result<Response> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
+    let name = params.name("name", "queue name")?;
     let (client, _) = state.session.client()?;
     let (items, claimed) = queue::length(&client, &name).await.map_err(|e| Error::from_zk(e, &name))?;
     Ok(Json(json!({"queue": name, "items": items, "claimed": claimed})).into_response())
@@ -61,40 +54,18 @@ pub async fn claim(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     flags.allow(&["lease", "wait_ms"])?;
-    let wait = wait_ms(&flags)?;
-    let name = queue_name(&params)?;
-    let value = value_body(&body)?;
-    let release = state.holds.begin(None)?;
-    let status = state.session.subscribe();
-    let (client, generation) = state.session.client()?;
-    let follower = SessionFollower::new(status, generation);
-    let mut request = ClaimRequest {
-        queue: name.clone(),
-        data: holder_data(&state.identity, value.as_deref()),
-        give_up: None,
-        claims: state.claims.clone(),
-        metrics: state.metrics.clone(),
+    let HoldRequest { name, data, lease, wait } = HoldRequest::parse(&state, &flags, &params, "queue name", &body)?;
+    let (claims, metrics) = (state.claims.clone(), state.metrics.clone());
+    let leased = lease.is_some();
+    let run = move |hold, ready| {
+        // A lease claim gives up waiting in line at its deadline; a stream's waits as long as the app.
+        let give_up = leased.then(|| Instant::now() + wait);
+        queue::claim(hold, ClaimRequest { queue: name, data, give_up, claims, metrics }, ready)
     };
-    let (ready, answered) = oneshot::channel();
-    let Some(lease) = flags.value("lease") else {
-        let (sink, events) = stream::channel();
-        let hold = Hold::new(client, follower, sink, release);
-        state.holds.spawn_hold(queue::claim(hold, request, ready));
-        return Ok(stream_response(answered, events).await);
+    let (lease, mut status) = match hold_request::begin(&state, lease.as_deref(), HoldKind::Claim, run).await? {
+        Begun::Stream(response) => return Ok(response),
+        Begun::Lease { id, status } => (id, status),
     };
-    znode::validate_name("lease id", lease)?;
-    let ended = state.leases.ended(lease, generation)?;
-    // Not detached: if this request goes before an item is claimed, the claimer gives up.
-    let (sink, mut status) = EventSink::latest();
-    let binding = LeaseBinding { leases: state.leases.clone(), id: lease.to_owned(), remembered: None };
-    let hold = Hold::new(client, follower, sink, release.with_lease(ended)).with_lease(binding);
-    request.give_up = Some(Instant::now() + wait);
-    state.holds.spawn_hold(queue::claim(hold, request, ready));
-    match answered.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(Error::NoSession("the claim ended before it started; retry".to_owned())),
-    }
     // The claimer itself gives up at the deadline and says so (after leaving the line, hence
     // the slack); past that, something holds it up (a suspended session) and the app retries.
     let seen = await_status(&mut status, wait + Duration::from_secs(10), &["claimed", "timeout"]).await;
@@ -121,9 +92,8 @@ pub async fn ack(
     headers: HeaderMap,
 ) -> Result<StatusCode> {
     flags.allow(&[])?;
-    let name = queue_name(&params)?;
-    let id = params.get("id").to_owned();
-    znode::validate_name("item id", &id)?;
+    let name = params.name("name", "queue name")?;
+    let id = params.name("id", "item id")?;
     let token = match headers.get(header::IF_MATCH) {
         None => None,
         Some(value) => {

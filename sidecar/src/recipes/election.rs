@@ -2,16 +2,18 @@
 //! leader. A candidate watches its predecessor (to learn when it leads) and the current leader
 //! (to tell the app who leads). The term is the leader znode's creation zxid: a later leader was
 //! necessarily created later, so terms strictly increase. Observers read the line without
-//! joining it.
+//! joining it, once or as a watch stream of leader changes ([`LeaderWatch`]).
 
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use zookeeper_client::{Client, EventType};
+use zookeeper_client::{AddWatchMode, Client, EventType, WatchedEvent};
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{holder_json, Hold, Interrupt};
+use crate::recipes::line;
 use crate::stream::SessionChange;
+use crate::watch_stream::Watched;
 use crate::znode;
 
 /// The directory of election `name`.
@@ -21,7 +23,7 @@ pub fn election_dir(name: &str) -> String {
 
 /// The leader as the API shows it: the candidate's data plus `term` and `node`.
 fn leader_json(node: &str, data: &[u8], czxid: i64) -> Value {
-    let mut map = holder_json(data);
+    let mut map = znode::holder_json(data);
     map.insert("term".to_owned(), json!(czxid));
     map.insert("node".to_owned(), json!(node));
     Value::Object(map)
@@ -49,6 +51,72 @@ pub async fn observe(client: &Client, dir: &str) -> Result<(Option<Value>, usize
     Err(zookeeper_client::Error::UnexpectedError("election kept changing while it was read".to_owned()))
 }
 
+/// An election's leader as its watch stream shows it: a snapshot, then `leader` whenever the
+/// leader changes.
+pub struct LeaderWatch {
+    name: String,
+    dir: String,
+    /// The leader the stream told last.
+    leader: Option<Value>,
+}
+
+impl LeaderWatch {
+    /// Watches election `name`.
+    pub fn new(name: String) -> LeaderWatch {
+        LeaderWatch { dir: election_dir(&name), name, leader: None }
+    }
+
+    /// A `leader` line if the leader is another than the one told last.
+    async fn look(&mut self, client: &Client, zxid: i64) -> Vec<Value> {
+        match observe(client, &self.dir).await {
+            Ok((now, candidates)) if now != self.leader => {
+                let line = leader_event(&now, candidates, zxid);
+                self.leader = now;
+                vec![line]
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => vec![json!({"type": "error", "message": e.to_string()})],
+        }
+    }
+}
+
+impl Watched for LeaderWatch {
+    fn path(&self) -> &str {
+        &self.dir
+    }
+
+    fn mode(&self) -> AddWatchMode {
+        AddWatchMode::Persistent
+    }
+
+    fn shown(&self) -> &str {
+        &self.name
+    }
+
+    async fn snapshot(&mut self, client: &Client) -> Result<Value> {
+        let (leader, candidates) = observe(client, &self.dir).await.map_err(|e| Error::from_zk(e, &self.name))?;
+        self.leader = leader.clone();
+        Ok(json!({"type": "snapshot", "name": self.name, "leader": leader, "candidates": candidates}))
+    }
+
+    async fn changed(&mut self, client: &Client, event: &WatchedEvent) -> Vec<Value> {
+        self.look(client, event.zxid).await
+    }
+
+    async fn resync(&mut self, client: &Client, event: &WatchedEvent, _rewatched: bool) -> Vec<Value> {
+        // Who leads now is worth telling even when the watch could not be added again.
+        self.look(client, event.zxid).await
+    }
+}
+
+fn leader_event(leader: &Option<Value>, candidates: usize, zxid: i64) -> Value {
+    let mut event = json!({"type": "leader", "leader": leader, "candidates": candidates});
+    if zxid >= 0 {
+        event["zxid"] = json!(zxid);
+    }
+    event
+}
+
 /// Runs one campaign to its end; `ready` is answered once the candidate is in line.
 pub async fn campaign(
     mut hold: Hold,
@@ -58,15 +126,10 @@ pub async fn campaign(
     ready: oneshot::Sender<Result<()>>,
 ) {
     let dir = election_dir(&name);
-    let (node, created) = match hold.enter_line(&dir, "n", &data).await {
+    let (node, created) = match line::enter(&mut hold, &dir, "n", &data).await {
         Ok(entered) => entered,
         Err(interrupt) => {
-            let error = match &interrupt {
-                Interrupt::Failed(e) => Error::from_zk(e.clone(), "election"),
-                Interrupt::Released(_) => Error::Draining,
-                _ => Error::NoSession("the session was lost while joining the election".to_owned()),
-            };
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(interrupt.refusal("election", "joining the election")));
             hold.finish(None, interrupt).await;
             return;
         }
@@ -82,7 +145,7 @@ pub async fn campaign(
 async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metrics) -> Result<(), Interrupt> {
     let mut announced: Option<Value> = None;
     loop {
-        let (order, place) = hold.line(dir, node).await?;
+        let (order, place) = line::place(hold, dir, node).await?;
         if place == 0 {
             break;
         }
@@ -109,12 +172,7 @@ async fn run(hold: &mut Hold, dir: &str, node: &str, term: i64, metrics: &Metric
             hold.guard_watch(leader_watch.changed()).await?
         } else {
             let predecessor = znode::join(dir, &order[place - 1]);
-            let (exists, predecessor_watch) = hold
-                .call(|c| {
-                    let predecessor = predecessor.clone();
-                    async move { c.check_and_watch_stat(&predecessor).await }
-                })
-                .await?;
+            let (exists, predecessor_watch) = hold.watch_stat(&predecessor).await?;
             if exists.is_none() {
                 continue;
             }

@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
-use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState, Stat};
+use zookeeper_client::{AddWatchMode, Client, EventType, Stat, WatchedEvent};
 
 use crate::error::{Error, Result};
 use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
-use crate::recipes::line::{holder_data, holder_json};
 use crate::session::{self, SessionHandle, SessionState, SessionStatus, CONTAINER, EPHEMERAL};
-use crate::stream::{EventSink, SessionChange};
+use crate::watch_stream::Watched;
 use crate::znode;
 
 /// The directory of group `group`.
@@ -27,7 +26,7 @@ pub fn group_dir(group: &str) -> String {
 
 /// A member as the API shows it: its data plus `id` and `czxid` (join order).
 pub fn member_json(id: &str, data: &[u8], stat: &Stat) -> Value {
-    let mut map = holder_json(data);
+    let mut map = znode::holder_json(data);
     map.insert("id".to_owned(), json!(id));
     map.insert("czxid".to_owned(), json!(stat.czxid));
     Value::Object(map)
@@ -165,7 +164,7 @@ impl Memberships {
     }
 
     fn data(&self, value: Option<&str>) -> Vec<u8> {
-        holder_data(&self.identity, value)
+        znode::holder_data(&self.identity, value)
     }
 
     /// `PUT /v1/groups/{group}/members/{id}`: joins now and keeps the membership.
@@ -288,84 +287,61 @@ impl Memberships {
     }
 }
 
-/// Streams `group`'s membership: a snapshot, then `joined` / `updated` / `left`. After a
-/// reconnect (events may have been missed) it re-reads the group and reports the difference.
-pub async fn watch(
-    client: Client,
+/// A group's membership as its watch stream shows it: a snapshot in join order, then `joined` /
+/// `updated` / `left`. After a reconnect (events may have been missed) it re-reads the group and
+/// reports the difference.
+pub struct MembersWatch {
     group: String,
-    events: EventSink,
-    ready: tokio::sync::oneshot::Sender<Result<()>>,
-    stop: tokio_util::sync::WaitForCancellationFutureOwned,
-) {
-    tokio::pin!(stop);
-    let dir = group_dir(&group);
-    let shown = format!("group {group}");
-    let mut watcher = match client.watch(&dir, AddWatchMode::PersistentRecursive).await {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            let _ = ready.send(Err(Error::from_zk(e, &shown)));
-            return;
-        }
-    };
-    let snapshot = match members(&client, &group).await {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            let _ = ready.send(Err(Error::from_zk(e, &shown)));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let mut known: HashMap<String, i64> = snapshot.iter().map(|(id, czxid, _)| (id.clone(), *czxid)).collect();
-    let list: Vec<Value> = snapshot.into_iter().map(|(_, _, m)| m).collect();
-    if !events.send(json!({"type": "snapshot", "group": group, "members": list})).await {
-        return;
+    dir: String,
+    shown: String,
+    /// The members told so far, by id, with their czxid (a rejoin is a new czxid).
+    known: HashMap<String, i64>,
+}
+
+impl MembersWatch {
+    /// Watches group `group`.
+    pub fn new(group: String) -> MembersWatch {
+        MembersWatch { dir: group_dir(&group), shown: format!("group {group}"), group, known: HashMap::new() }
     }
-    loop {
-        let event = tokio::select! {
-            event = watcher.changed() => event,
-            _ = events.closed() => return,
-            _ = &mut stop => return,
+}
+
+impl Watched for MembersWatch {
+    fn path(&self) -> &str {
+        &self.dir
+    }
+
+    fn mode(&self) -> AddWatchMode {
+        AddWatchMode::PersistentRecursive
+    }
+
+    fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    async fn snapshot(&mut self, client: &Client) -> Result<Value> {
+        let snapshot = members(client, &self.group).await.map_err(|e| Error::from_zk(e, &self.shown))?;
+        self.known = snapshot.iter().map(|(id, czxid, _)| (id.clone(), *czxid)).collect();
+        let list: Vec<Value> = snapshot.into_iter().map(|(_, _, m)| m).collect();
+        Ok(json!({"type": "snapshot", "group": self.group, "members": list}))
+    }
+
+    async fn changed(&mut self, client: &Client, event: &WatchedEvent) -> Vec<Value> {
+        let Some(id) = event.path.strip_prefix(&self.dir).and_then(|rest| rest.strip_prefix('/')) else {
+            return Vec::new();
         };
-        let lines = match event.event_type {
-            EventType::Session => match event.session_state {
-                ZkState::Disconnected => vec![SessionChange::Suspended.event()],
-                ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
-                    let mut lines = vec![SessionChange::Reconnected.event()];
-                    let rewatched = session::rewatch(&client, &dir, AddWatchMode::PersistentRecursive, &mut watcher);
-                    match rewatched.await {
-                        Ok(()) => match members(&client, &group).await {
-                            Ok(now) => lines.extend(diff(&mut known, now)),
-                            Err(e) => lines.push(json!({"type": "error", "message": e.to_string()})),
-                        },
-                        Err(e) => {
-                            lines.push(json!({"type": "error", "message": format!("cannot watch {shown} again: {e}")}))
-                        }
-                    }
-                    lines
-                }
-                ZkState::Expired => {
-                    let _ = events.send(SessionChange::Lost.event()).await;
-                    return;
-                }
-                _ => {
-                    let _ = events.send(SessionChange::Closed.event()).await;
-                    return;
-                }
-            },
-            _ => {
-                let Some(id) = event.path.strip_prefix(&dir).and_then(|rest| rest.strip_prefix('/')) else {
-                    continue;
-                };
-                if id.contains('/') {
-                    continue;
-                }
-                member_event(&client, &dir, id, event.event_type, event.zxid, &mut known).await
-            }
-        };
-        for line in lines {
-            if !events.send(line).await {
-                return;
-            }
+        if id.contains('/') {
+            return Vec::new();
+        }
+        member_event(client, &self.dir, id, event.event_type, event.zxid, &mut self.known).await
+    }
+
+    async fn resync(&mut self, client: &Client, _event: &WatchedEvent, rewatched: bool) -> Vec<Value> {
+        if !rewatched {
+            return Vec::new();
+        }
+        match members(client, &self.group).await {
+            Ok(now) => diff(&mut self.known, now),
+            Err(e) => vec![json!({"type": "error", "message": e.to_string()})],
         }
     }
 }

@@ -6,7 +6,8 @@
 //! Locks, campaigns and queue claims can be bound to a lease too (`?lease=ID`): their tasks
 //! select on the lease's end ([`Leases::ended`]), their znodes are bound like any other, and the
 //! lease remembers its lock and campaign holds by name so that a repeated request finds the hold
-//! it already has.
+//! it already has. How a hold binds itself to a lease, and ends the lease when the sidecar takes
+//! the hold away, is [`crate::holds`]'.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,8 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::recipes::line::delete_own;
-use crate::session::SessionHandle;
+use crate::session::{self, SessionHandle};
 
 /// Shortest and longest TTL a lease may have.
 pub const TTL_RANGE: (u64, u64) = (500, 300_000);
@@ -251,7 +251,7 @@ impl Leases {
                 Ok(Some(stat)) if stat.ephemeral_owner != client.session_id().0 => continue,
                 _ => {}
             }
-            delete_own(&client, &mut receiver, generation, path).await;
+            session::delete_own(&client, &mut receiver, generation, path).await;
         }
     }
 }

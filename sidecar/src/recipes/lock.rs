@@ -8,8 +8,9 @@ use tokio::sync::oneshot;
 use zookeeper_client::EventType;
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{Hold, Interrupt};
+use crate::recipes::line;
 use crate::znode;
 
 /// The directory of lock `name`.
@@ -29,7 +30,7 @@ pub async fn run(
 ) {
     let dir = lock_dir(&name);
     let mut ready = Some(ready);
-    let (node, created) = match hold.enter_line(&dir, "lock", &data).await {
+    let (node, created) = match line::enter(&mut hold, &dir, "lock", &data).await {
         Ok(entered) => entered,
         Err(interrupt) => {
             answer_failure(&mut ready, &interrupt);
@@ -47,12 +48,7 @@ pub async fn run(
 
 fn answer_failure(ready: &mut Option<oneshot::Sender<Result<()>>>, interrupt: &Interrupt) {
     if let Some(ready) = ready.take() {
-        let error = match interrupt {
-            Interrupt::Failed(e) => Error::from_zk(e.clone(), "lock"),
-            Interrupt::Released(_) => Error::Draining,
-            _ => Error::NoSession("the session was lost while taking the lock".to_owned()),
-        };
-        let _ = ready.send(Err(error));
+        let _ = ready.send(Err(interrupt.refusal("lock", "taking the lock")));
     }
 }
 
@@ -69,7 +65,7 @@ async fn hold_lock(
     let waiting = GaugeGuard::new(metrics.holds.with_label_values(&["lock_waiting"]));
     let mut announced = false;
     loop {
-        let (order, place) = hold.line(dir, node).await?;
+        let (order, place) = line::place(hold, dir, node).await?;
         if try_only && place > 0 {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Err(Error::Held(format!("lock is held ({place} ahead)"))));
@@ -88,12 +84,7 @@ async fn hold_lock(
             break;
         }
         let predecessor = znode::join(dir, &order[place - 1]);
-        let (stat, watcher) = hold
-            .call(|c| {
-                let predecessor = predecessor.clone();
-                async move { c.check_and_watch_stat(&predecessor).await }
-            })
-            .await?;
+        let (stat, watcher) = hold.watch_stat(&predecessor).await?;
         if stat.is_none() {
             continue;
         }

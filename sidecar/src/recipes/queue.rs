@@ -22,8 +22,9 @@ use tokio::time::Instant;
 use zookeeper_client::{Client, EventType, MultiWriteError, MultiWriteResult, OneshotWatcher, Stat};
 
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::recipes::line::{Hold, Interrupt};
+use crate::recipes::line;
 use crate::session::{self, CONTAINER, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
 use crate::stream::SessionChange;
 use crate::znode;
@@ -203,17 +204,12 @@ pub async fn claim(mut hold: Hold, request: ClaimRequest, ready: oneshot::Sender
             })
             .await;
         ensured?;
-        hold.enter_line(&claimers_dir(&queue), "c", &data).await
+        line::enter(&mut hold, &claimers_dir(&queue), "c", &data).await
     };
     let node = match in_line.await {
         Ok((node, _)) => node,
         Err(interrupt) => {
-            let error = match &interrupt {
-                Interrupt::Failed(e) => Error::from_zk(e.clone(), "queue"),
-                Interrupt::Released(_) => Error::Draining,
-                _ => Error::NoSession("the session was lost while joining the claimers".to_owned()),
-            };
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(interrupt.refusal("queue", "joining the claimers")));
             hold.finish(None, interrupt).await;
             return;
         }
@@ -288,19 +284,14 @@ async fn take_turn(
     let dir = claimers_dir(queue);
     let mut announced = false;
     loop {
-        let (order, place) = hold.line(&dir, node).await?;
+        let (order, place) = line::place(hold, &dir, node).await?;
         if !announced {
             hold.emit(json!({"type": "waiting", "ahead": place})).await?;
             announced = true;
         }
         let watcher = if place > 0 {
             let predecessor = znode::join(&dir, &order[place - 1]);
-            let (stat, watcher) = hold
-                .call(|c| {
-                    let predecessor = predecessor.clone();
-                    async move { c.check_and_watch_stat(&predecessor).await }
-                })
-                .await?;
+            let (stat, watcher) = hold.watch_stat(&predecessor).await?;
             if stat.is_none() {
                 continue;
             }
@@ -483,61 +474,39 @@ async fn hold_claim(
     item_version: i32,
     mut acks: mpsc::Receiver<Ack>,
 ) -> Result<Ended, Interrupt> {
-    loop {
-        let (stat, watcher) = hold
-            .call(|c| {
-                let claim_path = claim_path.to_owned();
-                async move { c.check_and_watch_stat(&claim_path).await }
-            })
-            .await?;
-        if stat.is_none() {
-            return Err(Interrupt::NodeGone);
+    // The registry keeps a sender while the claim is held.
+    let next_ack = async {
+        match acks.recv().await {
+            Some(ack) => ack,
+            None => std::future::pending().await,
         }
-        let woken = hold
-            .guard(async {
-                tokio::select! {
-                    event = watcher.changed() => Err(event),
-                    ack = acks.recv() => Ok(ack),
-                }
-            })
-            .await?;
-        let ack = match woken {
-            Err(event) => match event.event_type {
-                EventType::NodeDeleted => return Err(Interrupt::NodeGone),
-                EventType::Session => return Err(Interrupt::Lost(SessionChange::Lost)),
-                _ => continue,
-            },
-            Ok(Some(ack)) => ack,
-            // The registry keeps a sender while the claim is held.
-            Ok(None) => continue,
-        };
-        match acknowledge(hold, claim_path, item_path, item_version).await {
-            Ok(()) => {
-                let _ = ack.reply.send(Ok(()));
-                return Ok(Ended::Acked);
-            }
-            Err(AckFailure::ClaimGone) => {
-                let _ = ack.reply.send(Err(Error::NotClaimed(format!(
-                    "the claim on {} was deleted; the item may be claimed again",
-                    znode::basename(item_path)
-                ))));
-                return Err(Interrupt::NodeGone);
-            }
-            Err(AckFailure::ItemGone) => {
-                let _ = ack.reply.send(Err(Error::NotFound(format!(
-                    "item {} was deleted by someone else",
-                    znode::basename(item_path)
-                ))));
-                return Ok(Ended::ItemGone);
-            }
-            Err(AckFailure::Interrupted(interrupt)) => {
-                let error = match &interrupt {
-                    Interrupt::Failed(e) => Error::from_zk(e.clone(), item_path),
-                    _ => Error::NoSession("the session was lost; the claim went with it".to_owned()),
-                };
-                let _ = ack.reply.send(Err(error));
-                return Err(interrupt);
-            }
+    };
+    let ack = hold.until_gone_or(claim_path, next_ack).await?;
+    match acknowledge(hold, claim_path, item_path, item_version).await {
+        Ok(()) => {
+            let _ = ack.reply.send(Ok(()));
+            Ok(Ended::Acked)
+        }
+        Err(AckFailure::ClaimGone) => {
+            let _ = ack.reply.send(Err(Error::NotClaimed(format!(
+                "the claim on {} was deleted; the item may be claimed again",
+                znode::basename(item_path)
+            ))));
+            Err(Interrupt::NodeGone)
+        }
+        Err(AckFailure::ItemGone) => {
+            let _ = ack
+                .reply
+                .send(Err(Error::NotFound(format!("item {} was deleted by someone else", znode::basename(item_path)))));
+            Ok(Ended::ItemGone)
+        }
+        Err(AckFailure::Interrupted(interrupt)) => {
+            let error = match &interrupt {
+                Interrupt::Failed(e) => Error::from_zk(e.clone(), item_path),
+                _ => Error::NoSession("the session was lost; the claim went with it".to_owned()),
+            };
+            let _ = ack.reply.send(Err(error));
+            Err(interrupt)
         }
     }
 }
