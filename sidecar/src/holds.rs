@@ -16,7 +16,7 @@
 //! keepalive answering 404 is the only way such an app learns that it lost something.
 //!
 //! What a hold does in ZooKeeper is its recipe's business (the line, locks, elections, queues),
-//! and a lease's own life (TTL, keepalives, its znodes) is [`crate::recipes::lease`]'s.
+//! and a lease's own life (TTL, keepalives, its znodes) is [`crate::lease`]'s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use zookeeper_client::{Client, EventType, OneshotWatcher, Stat};
 
 use crate::error::{Error, Result};
-use crate::recipes::lease::Leases;
+use crate::lease::Leases;
 use crate::session::{self, delete_own};
 use crate::stream::{EventSink, SessionChange, SessionFollower};
 use crate::znode;

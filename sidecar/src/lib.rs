@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod holds;
 pub mod identity;
+pub mod lease;
 pub mod metrics;
 pub mod probe;
 pub mod recipes;

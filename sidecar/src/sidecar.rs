@@ -18,10 +18,10 @@ use crate::api::{self, Shared};
 use crate::config::Config;
 use crate::holds::Holds;
 use crate::identity::PodIdentity;
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::probe::Probe;
 use crate::recipes::group::Memberships;
-use crate::recipes::lease::Leases;
 use crate::recipes::queue::Claims;
 use crate::session::Session;
 

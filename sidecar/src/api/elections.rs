@@ -15,8 +15,8 @@ use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, Hold
 use super::request::{Flags, Params, RawBody};
 use super::state::AppState;
 use crate::error::{Error, Result};
+use crate::lease::hold_key;
 use crate::recipes::election::{self, election_dir, LeaderWatch};
-use crate::recipes::lease::hold_key;
 use crate::watch_stream;
 use crate::znode;
 

@@ -18,7 +18,7 @@ use super::request::{value_body, Flags, Params};
 use super::state::Shared;
 use crate::error::{Error, Result};
 use crate::holds::{Hold, LeaseBinding, Release};
-use crate::recipes::lease::{hold_key, LeaseHold};
+use crate::lease::{hold_key, LeaseHold};
 use crate::stream::{self, stream_response, EventSink, SessionFollower};
 use crate::znode;
 

@@ -16,7 +16,7 @@ use super::hold_request::{self, await_status, ended_error, Begun, HoldKind, Hold
 use super::request::{Flags, Params, RawBody};
 use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::recipes::lease::hold_key;
+use crate::lease::hold_key;
 use crate::recipes::lock;
 use crate::znode;
 

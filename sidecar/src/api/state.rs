@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::holds::Holds;
 use crate::identity::PodIdentity;
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::recipes::group::Memberships;
-use crate::recipes::lease::Leases;
 use crate::recipes::queue::Claims;
 use crate::session::SessionHandle;
 
