@@ -53,11 +53,11 @@ build: rocksdb
 fmt-check:
 	cargo fmt --all -- --check
 
-# Imports run one way: no circle between files or top-level modules of a crate (the checker
-# has its own tests).
+# Imports run one way: no circle between crates, nor between files or top-level modules of a
+# crate (the checker has its own tests).
 imports-check: python-deps
 	$(PYTHON) -m pytest -q scripts/tests
-	$(PYTHON) scripts/check-imports.py server/src sidecar/src operator/src testkit/src contract/src e2e/src
+	$(PYTHON) scripts/check-imports.py --crates server/src sidecar/src operator/src testkit/src contract/src sidecar-client/src e2e/src
 
 clippy: rocksdb
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Fails when the modules of a crate import each other in a circle.
 
-Usage: check-imports.py SRC_DIR [SRC_DIR ...]
+Usage: check-imports.py [--crates] SRC_DIR [SRC_DIR ...]
+
+With --crates, the workspace's crates are checked too (`cargo metadata --no-deps`): no crate
+may depend on another that depends back on it, dev-dependencies included (a test kit that
+needs the crate it tests is such a circle).
 
 For each crate source folder, every `crate::...`, `super::...` and `self::...` path in the code
 (comments and string literals left out, so doc links do not count) is resolved to the file of
@@ -210,14 +214,33 @@ def sccs(graph: dict) -> list:
     return out
 
 
+def crate_circles(metadata: dict) -> list:
+    """Circles between the workspace's crates, dev-dependencies included."""
+    names = {p["name"] for p in metadata["packages"]}
+    graph = {p["name"]: {d["name"] for d in p["dependencies"] if d["name"] in names} for p in metadata["packages"]}
+    return [" <-> ".join(sorted(c)) for c in sccs(graph) if len(c) > 1]
+
+
 def main() -> int:
     failed = False
-    for arg in sys.argv[1:]:
+    args = sys.argv[1:]
+    if args and args[0] == "--crates":
+        args = args[1:]
+        import json
+        import subprocess
+
+        out = subprocess.run(
+            ["cargo", "metadata", "--no-deps", "--format-version", "1"], capture_output=True, text=True, check=True
+        ).stdout
+        for circle in crate_circles(json.loads(out)):
+            print(f"import circle: crates: {circle}")
+            failed = True
+    for arg in args:
         for problem in check(Path(arg)):
             print(f"{arg}: import circle: {problem}")
             failed = True
     if not failed:
-        print(f"no import circles in {', '.join(sys.argv[1:])}")
+        print(f"no import circles in {', '.join(sys.argv[1:])}".replace("--crates, ", "the workspace's crates, "))
     return 1 if failed else 0
 
 

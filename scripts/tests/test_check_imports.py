@@ -1,11 +1,19 @@
 """The import-circle checker finds circles between files and between top-level modules, and
 passes a tree whose imports run one way."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 CHECKER = Path(__file__).resolve().parents[1] / "check-imports.py"
+
+
+def checker():
+    spec = importlib.util.spec_from_file_location("check_imports", CHECKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(tmp_path: Path, files: dict) -> subprocess.CompletedProcess:
@@ -47,3 +55,13 @@ def test_a_module_circle_through_different_files_fails(tmp_path):
     })
     assert result.returncode == 1
     assert "modules: store -> zk" in result.stdout and "zk -> store" in result.stdout
+
+
+def test_a_dev_dependency_back_on_the_tested_crate_is_a_crate_circle():
+    def package(name, *deps):
+        return {"name": name, "dependencies": [{"name": d, "kind": "dev"} for d in deps]}
+
+    circles = checker().crate_circles({"packages": [package("server", "testkit"), package("testkit", "server")]})
+    assert circles == ["server <-> testkit"]
+    one_way = {"packages": [package("server", "testkit"), package("testkit", "contract"), package("contract")]}
+    assert checker().crate_circles(one_way) == []

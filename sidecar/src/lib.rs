@@ -4,7 +4,6 @@
 //! CLI is a client of that socket.
 
 pub mod api;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod holds;
@@ -20,3 +19,5 @@ pub mod watch_stream;
 pub mod znode;
 
 pub use error::{Error, Result};
+/// The socket API's client, from its own crate (so the test kit needs no sidecar).
+pub use paddock_sidecar_client as client;

@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus};
 
 use hyper::{Method, StatusCode};
 use nix::sys::signal::Signal;
-use paddock_sidecar::client::{EventLines, Reply, SocketClient};
+use paddock_sidecar_client::{EventLines, Reply, SocketClient};
 use serde_json::Value;
 
 use crate::process::Process;

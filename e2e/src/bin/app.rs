@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use paddock_e2e::fence::{self, Entry, Outcome};
-use paddock_sidecar::client::{ClientError, EventLines, SocketClient};
+use paddock_sidecar_client::{ClientError, EventLines, SocketClient};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hyper::{Method, StatusCode};
-use paddock_sidecar::client::{EventLines, SocketClient};
+use paddock_sidecar_client::{EventLines, SocketClient};
 use serde_json::{json, Value};
 
 use crate::ensemble::Ensemble;

@@ -1,5 +1,5 @@
-//! A small HTTP/1.1 client for the sidecar's Unix socket (used by the `paddock` CLI and the
-//! tests) and for plain-HTTP URLs (the app health probe): one connection per request, JSON
+//! A small HTTP/1.1 client for the sidecar's Unix socket (used by the `paddock` CLI, the e2e app
+//! and the tests) and for plain-HTTP URLs (the sidecar's app health probe): one connection per request, JSON
 //! bodies, NDJSON streams read line by line. Dropping a [`EventLines`] closes its connection,
 //! which is how a holder lets go of a lock or a campaign.
 
