@@ -5,14 +5,11 @@
 //! `PADDOCK_SOCKET` in the app's env. [`sidecar`] renders the container, [`inject`] the JSON
 //! patch; answering the API server's AdmissionReviews over HTTPS is `admission`'s job.
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
-use crate::resources::{http_probe, CLIENT_PORT};
+use crate::resources::{container_port, downward, http_probe, restricted, CLIENT_PORT};
 
 /// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.
 pub const INJECT_ANNOTATION: &str = "paddock.dev/inject";
@@ -69,17 +66,6 @@ fn dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn downward(name: &str, field: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: field.to_owned(), ..ObjectFieldSelector::default() }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
 fn socket_mount() -> VolumeMount {
     VolumeMount { name: SOCKET_VOLUME.to_owned(), mount_path: SOCKET_DIR.to_owned(), ..VolumeMount::default() }
 }
@@ -134,23 +120,14 @@ pub fn sidecar(
             downward("POD_IP", "status.podIP"),
             downward("POD_UID", "metadata.uid"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("paddock-http".to_owned()),
-            container_port: SIDECAR_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![container_port("paddock-http", SIDECAR_PORT)]),
         // The app starts once the sidecar answers; it is ready once it holds a session.
         startup_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 1, 30, None)),
         liveness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 10, 3, None)),
         readiness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/readyz", 5, 3, None)),
         resources: config.resources.clone(),
         volume_mounts: Some(vec![socket_mount()]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         ..Container::default()
     }))
 }

@@ -1,11 +1,11 @@
 //! Pure builders: from a validated `CoordinationCluster` to the Kubernetes objects the operator
 //! owns (headless and client Services, ConfigMap, StatefulSet, PodDisruptionBudget, optional
-//! ServiceMonitor), the names and labels they share, and the HTTP probes the sidecar injection
+//! ServiceMonitor), the names and labels they share, and the container pieces (probes, ports, Downward API env, security context) the sidecar injection
 //! uses too. No I/O here; applying them is `reconcile`'s job, the spec's checks `validate`'s.
 
 mod configmap;
+mod container;
 mod pdb;
-mod probe;
 mod service;
 mod servicemonitor;
 mod statefulset;
@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 
 pub use configmap::{config_map, server_env};
+pub use container::{container_port, downward, http_probe, restricted};
 pub use pdb::pod_disruption_budget;
-pub use probe::http_probe;
 pub use service::{client_service, peer_service};
 pub use servicemonitor::{service_monitor, SERVICE_MONITOR_API_VERSION};
 pub use statefulset::{

@@ -10,17 +10,19 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SecurityContext, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    Affinity, ConfigMapEnvSource, Container, EnvFromSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{http_probe, owned_meta, selector_labels, Names, ADMIN_PORT, CLIENT_PORT, PEER_PORT};
+use super::{
+    container_port, downward, http_probe, owned_meta, restricted, selector_labels, Names, ADMIN_PORT, CLIENT_PORT,
+    PEER_PORT,
+};
 use crate::crd::CoordinationCluster;
 
 /// Pod-template annotation carrying the hash of everything that should restart a server when
@@ -123,15 +125,6 @@ fn admin_port() -> IntOrString {
     IntOrString::String("admin".to_owned())
 }
 
-fn container_port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".to_owned()),
-        ..Default::default()
-    }
-}
-
 fn default_affinity(names: &Names) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
@@ -163,14 +156,7 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
         name: SERVER_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), ..Default::default() }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![downward("POD_NAME", "metadata.name")]),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource { name: names.config_map(), optional: Some(false) }),
             ..EnvFromSource::default()
@@ -190,11 +176,7 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
             mount_path: DATA_MOUNT.to_owned(),
             ..VolumeMount::default()
         }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         ..Container::default()
     };
     PodTemplateSpec {
