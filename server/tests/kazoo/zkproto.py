@@ -57,14 +57,15 @@ def _acl_bytes(acl):
 
 
 def _read_vector(buf, offset, read_one):
-    """A jute vector: its length, then `read_one(buf, offset) -> (item, offset)` that often."""
+    """A jute vector: its length, then `read_one(buf, offset) -> (item, offset)` that often;
+    returns the items and the offset after them."""
     n = int_struct.unpack_from(buf, offset)[0]
     offset += 4
     out = []
     for _ in range(max(n, 0)):
         item, offset = read_one(buf, offset)
         out.append(item)
-    return out
+    return out, offset
 
 
 def _read_client_info(buf, offset):
@@ -163,7 +164,7 @@ class GetEphemerals(_Request, namedtuple("GetEphemerals", "prefix")):
 
     @classmethod
     def deserialize(cls, buf, offset):
-        return _read_vector(buf, offset, read_string)
+        return _read_vector(buf, offset, read_string)[0]
 
 
 class WhoAmI(_Request, namedtuple("WhoAmI", "")):
@@ -174,7 +175,7 @@ class WhoAmI(_Request, namedtuple("WhoAmI", "")):
 
     @classmethod
     def deserialize(cls, buf, offset):
-        return _read_vector(buf, offset, _read_client_info)
+        return _read_vector(buf, offset, _read_client_info)[0]
 
 
 class Unknown(_Request, namedtuple("Unknown", "")):
@@ -218,12 +219,7 @@ class MultiRead(_Request, namedtuple("MultiRead", "ops")):
                 stat, offset = _read_stat(buf, offset)
                 results.append(("data", data, stat))
             elif typ == 8:
-                n = int_struct.unpack_from(buf, offset)[0]
-                offset += 4
-                names = []
-                for _ in range(max(n, 0)):
-                    s, offset = read_string(buf, offset)
-                    names.append(s)
+                names, offset = _read_vector(buf, offset, read_string)
                 results.append(("children", names))
             elif typ == -1:
                 code = int_struct.unpack_from(buf, offset)[0]
