@@ -361,3 +361,47 @@ async fn a_failed_multi_fires_nothing_and_a_successful_one_fires_all() {
     fired.sort();
     assert_eq!(fired, [(event::NODE_CREATED, "/mw/a".to_owned()), (event::NODE_CHILDREN_CHANGED, "/mw".to_owned())]);
 }
+
+/// A watch's notification never comes before the reply of the read that registered it, even
+/// when a write lands right after the read (issue 12, c: the writer used to collect pending
+/// notifications after letting go of the read's view, so an apply in between could put the new
+/// watch's event ahead of the reply; the Java client and zookeeper-client drop such an event, and
+/// a lock waiter then waits forever). Each round reads with a watch while no other watch is
+/// outstanding, so any event queued before the reply is one the reply has not registered yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_notification_overtakes_the_reply_that_registered_its_watch() {
+    let server = TestServer::start().await;
+    let writer = server.client().await;
+    writer.create("/race", b"0", &PERSISTENT).bounded().await.expect("create");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Several in flight at once, so applies keep landing while reads run.
+                let batch: Vec<_> = (0..8).map(|_| writer.set_data("/race", b"x", None)).collect();
+                for set in futures::future::join_all(batch).bounded().await {
+                    set.expect("set");
+                    writes += 1;
+                }
+            }
+            writes
+        })
+    };
+    let mut raw = RawConn::connect(server.client_addr).await;
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds < 20_000 && started.elapsed() < std::time::Duration::from_secs(20) {
+        let reply = raw.request(op::GET_DATA, &Jute::new().str("/race").bool(true).bytes()).await;
+        assert_eq!(reply.err, code::OK);
+        assert!(raw.events.is_empty(), "round {rounds}: {:?} arrived before the reply that set its watch", raw.events);
+        let fired = raw.next_event().await;
+        assert_eq!((fired.event_type, fired.path.as_str()), (event::NODE_DATA_CHANGED, "/race"));
+        assert!(fired.zxid > reply.zxid, "the event is for a change after the read");
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writing.bounded().await.expect("writer");
+    assert!(rounds >= 100 && writes >= rounds as u64, "{rounds} rounds, {writes} writes");
+}
