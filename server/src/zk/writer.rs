@@ -190,16 +190,17 @@ async fn resolve(
     let mut end = false;
     match slot {
         Slot::Read { xid, op, request, auth, started } => {
-            let (result, zxid) = {
-                let mut view = server.store.read();
-                let caller = Caller { conn, session_id, auth: &auth };
-                let result = handlers::read(&mut view, &caller, op, request);
-                (result, view.tree.last_zxid())
-            };
-            // Events queued before this read (by applies it observed) go out first.
+            let mut view = server.store.read();
+            let caller = Caller { conn, session_id, auth: &auth };
+            let result = handlers::read(&mut view, &caller, op, request);
+            let zxid = view.tree.last_zxid();
+            // Events of the applies this read observed go out first. They are taken while the
+            // view still holds off applies: an apply after the read may fire the watch the
+            // read just left, and that event must follow the reply that registered the watch.
             while let Ok(n) = notifications.try_recv() {
                 encode_notification(&mut w.buf, n);
             }
+            drop(view);
             encode_result(&mut w.buf, xid, op, zxid, result, started);
         }
         Slot::Sync { xid, path, barrier, started } => {
