@@ -202,3 +202,40 @@ impl Store {
         let _ = rx.wait_for(|&applied| applied >= zxid).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Txn, TxnKind};
+
+    fn close(session_id: i64, origin: Origin) -> Command {
+        Command { origin: Some(origin), txn: Txn { time_ms: 0, kind: TxnKind::CloseSession { session_id } } }
+    }
+
+    #[test]
+    fn an_applied_write_reaches_the_server_and_write_that_submitted_it() {
+        let store = Store::new(1);
+        let (first, mut first_rx) = store.register_write();
+        let (second, mut second_rx) = store.register_write();
+        store.apply(5, &close(7, second));
+        assert!(first_rx.try_recv().is_err(), "not the first write's result");
+        assert_eq!(second_rx.try_recv().expect("the second write's result").zxid, 5);
+        let other = Store::new(2);
+        let (_, mut other_rx) = other.register_write();
+        other.apply(6, &close(7, first));
+        assert!(other_rx.try_recv().is_err(), "another server's write");
+    }
+
+    /// An entry a previous run of this server submitted (it crashed before the entry was
+    /// applied) is applied after the restart: it must not hand its result to a write the new
+    /// run submitted (issue 12 h: the sequence numbers restarted at 1).
+    #[test]
+    fn a_previous_runs_entry_does_not_answer_a_write_of_this_run() {
+        let before_crash = Store::new(1);
+        let (old, _) = before_crash.register_write();
+        let after_restart = Store::new(1);
+        let (_, mut new_rx) = after_restart.register_write();
+        after_restart.apply(9, &close(7, old));
+        assert!(new_rx.try_recv().is_err(), "an earlier run's entry answered this run's write");
+    }
+}
