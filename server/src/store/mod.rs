@@ -17,13 +17,17 @@ use tokio::sync::{broadcast, oneshot};
 use crate::tree::{DataTree, Txn, TxnKind, TxnResult};
 use watch::WatchManager;
 
-/// Which server submitted a write and its sequence number there, so the submitting server can
-/// hand the applied result to the waiting client when the entry is applied locally.
+/// Which server submitted a write, in which run of its process, and its sequence number there,
+/// so the submitting server can hand the applied result to the waiting client when the entry is
+/// applied locally. An entry submitted before a restart and applied after it matches no write
+/// of the new run: the run differs even though the sequence numbers start again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
     /// The submitting server's Raft id.
     pub server: u64,
-    /// The write's sequence number on that server.
+    /// The submitting process's run: random, drawn when its store is made.
+    pub run: u64,
+    /// The write's sequence number in that run.
     pub seq: u64,
 }
 
@@ -55,6 +59,7 @@ pub struct WriteOutcome {
 /// See the module docs.
 pub struct Store {
     server_id: u64,
+    run: u64,
     tree: RwLock<DataTree>,
     watches: Mutex<WatchManager>,
     pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
@@ -84,6 +89,7 @@ impl Store {
     pub fn new(server_id: u64) -> Self {
         Self {
             server_id,
+            run: rand::random(),
             tree: RwLock::new(DataTree::new()),
             watches: Mutex::new(WatchManager::default()),
             pending: Mutex::new(HashMap::new()),
@@ -126,7 +132,7 @@ impl Store {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(seq, tx);
-        (Origin { server: self.server_id, seq }, rx)
+        (Origin { server: self.server_id, run: self.run, seq }, rx)
     }
 
     /// Forgets a registered write that could not be submitted; its receiver sees a closed channel.
@@ -151,7 +157,7 @@ impl Store {
             // Nobody listening is fine: no connection to end.
             let _ = self.closed_sessions.send(*session_id);
         }
-        if let Some(origin) = command.origin.filter(|o| o.server == self.server_id) {
+        if let Some(origin) = command.origin.filter(|o| o.server == self.server_id && o.run == self.run) {
             if let Some(tx) = lock(&self.pending).remove(&origin.seq) {
                 // The client may have gone; its result is then simply dropped.
                 let _ = tx.send(WriteOutcome { zxid, result: applied.result });
