@@ -24,11 +24,13 @@ test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test
 
 deps: system-deps python-deps
 
-# RocksDB's bindings need libclang; the zkCli test needs Debian's zookeeper (Java client).
+# RocksDB's bindings need libclang and its C++ a compiler; the zkCli test needs Debian's
+# zookeeper (Java client).
 system-deps:
 	@missing=""; \
 	[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing clang libclang-dev"; \
 	command -v clang >/dev/null || missing="$$missing clang"; \
+	command -v c++ >/dev/null || missing="$$missing g++"; \
 	[ -x /usr/share/zookeeper/bin/zkCli.sh ] || missing="$$missing zookeeper"; \
 	command -v nc >/dev/null || missing="$$missing netcat-openbsd"; \
 	if [ -n "$$missing" ]; then \
