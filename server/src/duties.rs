@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::contact::Contact;
 use crate::liveness::{SessionTracker, Touches};
 use crate::metrics;
+use crate::peer::client::PeerClient;
 use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
@@ -131,19 +132,47 @@ impl Duties {
                 continue;
             }
             let member = m.membership_config.membership().get_node(&self.id).is_some();
-            let batch = self.touches.take();
-            let contacted = match self.writes.leader_link() {
-                Some(link) => matches!(
-                    link.call(PeerRequest::Touch(batch), tick.max(Duration::from_millis(200))).await,
-                    Ok(PeerResponse::Touched)
-                ),
-                None => false,
-            };
+            let limit = tick.max(Duration::from_millis(200));
+            let contacted = send_touches(&self.touches, self.writes.leader_link(), limit).await;
             if contacted {
                 last_contact = Instant::now();
             }
             let fresh = last_contact.elapsed() < self.contact_limit;
             self.contact.set_serving(fresh && member);
         }
+    }
+}
+
+/// Sends the leader (over `link`, when one is known) the sessions heard from since the last
+/// batch; true when it answered within `limit`.
+async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> bool {
+    let batch = touches.take();
+    match link {
+        Some(link) => matches!(link.call(PeerRequest::Touch(batch), limit).await, Ok(PeerResponse::Touched)),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::Faults;
+
+    /// A batch the leader did not take stays for the next one: a blip of the leader link must
+    /// not cost the sessions that pinged meanwhile their touches (issue 12 f), or they expire.
+    #[tokio::test]
+    async fn touches_the_leader_did_not_take_are_sent_again() {
+        let touches = Touches::default();
+        touches.add(7);
+        // Nothing listens there: the call fails.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let link = PeerClient::spawn(2, addr, 1, "127.0.0.1:0".into(), Arc::new(Faults::default()));
+        assert!(!send_touches(&touches, Some(link), Duration::from_secs(2)).await);
+        assert_eq!(touches.take(), vec![7], "the failed batch was dropped");
+        touches.add(8);
+        assert!(!send_touches(&touches, None, Duration::from_secs(2)).await);
+        assert_eq!(touches.take(), vec![8], "with no leader known the batch waits too");
     }
 }
