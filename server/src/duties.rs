@@ -144,13 +144,18 @@ impl Duties {
 }
 
 /// Sends the leader (over `link`, when one is known) the sessions heard from since the last
-/// batch; true when it answered within `limit`.
+/// batch; true when it answered within `limit`. A batch the leader did not take goes back for
+/// the next try: a session that pinged during a link blip keeps its touch.
 async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> bool {
     let batch = touches.take();
-    match link {
-        Some(link) => matches!(link.call(PeerRequest::Touch(batch), limit).await, Ok(PeerResponse::Touched)),
+    let answered = match link {
+        Some(link) => matches!(link.call(PeerRequest::Touch(batch.clone()), limit).await, Ok(PeerResponse::Touched)),
         None => false,
+    };
+    if !answered {
+        touches.restore(batch);
     }
+    answered
 }
 
 #[cfg(test)]

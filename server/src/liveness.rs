@@ -112,6 +112,11 @@ impl Touches {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id);
     }
 
+    /// Puts back a batch taken with [`Touches::take`] that did not reach the leader.
+    pub fn restore(&self, batch: Vec<i64>) {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
+    }
+
     /// The sessions heard from since the last call.
     pub fn take(&self) -> Vec<i64> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).drain().collect()
