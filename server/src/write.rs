@@ -90,10 +90,14 @@ impl WritePath {
 
     /// The link to the current leader, when another server leads.
     pub fn leader_link(&self) -> Option<Arc<PeerClient>> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader.filter(|&l| l != self.id)?;
-        let node = m.membership_config.membership().get_node(&leader)?.clone();
-        Some(self.peers.link(leader, &node.addr))
+        // Every write on a follower asks this: take the two fields, not a copy of all metrics.
+        let (leader, addr) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let leader = m.current_leader.filter(|&l| l != self.id)?;
+            (leader, m.membership_config.membership().get_node(&leader)?.addr.clone())
+        };
+        Some(self.peers.link(leader, &addr))
     }
 
     /// Where writes go now: `None` here when this server leads, else the leader's link. With no

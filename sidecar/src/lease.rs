@@ -153,7 +153,7 @@ impl Leases {
     }
 
     /// The live hold `key` of lease `id`, or a new one made by `start` (given the lease's end
-    /// token) and remembered; the flag says whether it is new. Atomic, so two requests for the
+    /// token) and remembered. Atomic, so two requests for the
     /// same hold never start two.
     pub fn hold_or_start(
         &self,
@@ -161,7 +161,7 @@ impl Leases {
         generation: u64,
         key: &str,
         start: impl FnOnce(CancellationToken) -> Result<LeaseHold>,
-    ) -> Result<(LeaseHold, bool)> {
+    ) -> Result<LeaseHold> {
         let mut leases = lock(&self.inner);
         let lease = match leases.get_mut(id) {
             Some(lease) if lease.generation == generation => lease,
@@ -170,12 +170,12 @@ impl Leases {
         if let Some(hold) = lease.holds.get(key) {
             // A hold whose task has ended (its status closed) is replaced by a new one.
             if !hold.status.is_closed() {
-                return Ok((hold.clone(), false));
+                return Ok(hold.clone());
             }
         }
         let hold = start(lease.ended.clone())?;
         lease.holds.insert(key.to_owned(), hold.clone());
-        Ok((hold, true))
+        Ok(hold)
     }
 
     /// The live hold `key` of lease `id`, if it has one.

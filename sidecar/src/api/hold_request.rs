@@ -125,7 +125,7 @@ where
         Some(key) => {
             let (client, generation) = state.session.client()?;
             let mut started = None;
-            let (hold, _) = state.leases.hold_or_start(id, generation, &key, |ended| {
+            let hold = state.leases.hold_or_start(id, generation, &key, |ended| {
                 let release = state.holds.begin(kind.election())?;
                 let resign = release.resigner();
                 let (mut sink, status) = EventSink::latest();
