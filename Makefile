@@ -25,7 +25,7 @@ test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test
 deps: system-deps python-deps
 
 # RocksDB's bindings need libclang and its C++ a compiler; the zkCli test needs Debian's
-# zookeeper (Java client).
+# zookeeper (Java client); the robustness suite's network faults need iproute2 and iptables.
 system-deps:
 	@missing=""; \
 	[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing clang libclang-dev"; \
@@ -33,6 +33,8 @@ system-deps:
 	command -v c++ >/dev/null || missing="$$missing g++"; \
 	[ -x /usr/share/zookeeper/bin/zkCli.sh ] || missing="$$missing zookeeper"; \
 	command -v nc >/dev/null || missing="$$missing netcat-openbsd"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http::{http, metric, HttpAnswer};
+use crate::lab::Lab;
 use crate::net::{free_addrs, PeerNet};
 use crate::process::Process;
 use crate::wait::{wait_for, wait_for_within, Bounded, WAIT};
@@ -157,6 +158,11 @@ impl Node {
         self.start().await;
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<nix::unistd::Pid> {
+        self.process.as_ref().and_then(Process::pid)
+    }
+
     /// Sends a signal (SIGSTOP freezes the node as a hung pod would be; SIGCONT thaws it).
     pub fn signal(&self, signal: Signal) {
         if let Some(process) = &self.process {
@@ -218,6 +224,21 @@ impl Node {
     }
 }
 
+/// How a cluster's nodes reach each other and are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Each node on its own loopback ports.
+    Loopback,
+    /// Loopback, with every peer link through a [`PeerNet`] the test can partition.
+    Proxied,
+    /// Each node in its own network namespace of a [`Lab`], on the standard ports of its own
+    /// address, for real network faults.
+    Lab,
+}
+
+/// The standard ports of a node in a lab: client, admin, peer.
+const LAB_PORTS: [u16; 3] = [2181, 8080, 2888];
+
 /// A set of nodes sharing one temp dir.
 pub struct Cluster {
     dir: TempDir,
@@ -225,19 +246,26 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, Node>,
     launcher: Launcher,
     net: Option<PeerNet>,
+    lab: Option<Arc<Lab>>,
 }
 
 impl Cluster {
     /// Starts `size` voters (ids 1..=size) made by `launcher`, and waits until they agree on a
     /// leader and all are ready.
     pub async fn start(size: u64, launcher: Launcher) -> Cluster {
-        Cluster::create(size, launcher, false).start_all().await
+        Cluster::create(size, launcher, Network::Loopback).start_all().await
     }
 
     /// [`Cluster::start`] with every peer link through a [`PeerNet`], so that the test can
     /// partition the cluster.
     pub async fn start_partitionable(size: u64, launcher: Launcher) -> Cluster {
-        Cluster::create(size, launcher, true).start_all().await
+        Cluster::create(size, launcher, Network::Proxied).start_all().await
+    }
+
+    /// [`Cluster::start`] with each node in its own namespace of a [`Lab`] (needs root, see
+    /// [`Lab::available`]).
+    pub async fn start_in_lab(size: u64, launcher: Launcher) -> Cluster {
+        Cluster::create(size, launcher, Network::Lab).start_all().await
     }
 
     async fn start_all(mut self) -> Cluster {
@@ -251,11 +279,21 @@ impl Cluster {
     }
 
     /// `size` voters with their ports and dirs, none started yet.
-    pub fn create(size: u64, launcher: Launcher, partitionable: bool) -> Cluster {
+    pub fn create(size: u64, launcher: Launcher, network: Network) -> Cluster {
         let dir = tempfile::Builder::new().prefix("paddock-cluster").tempdir().expect("temp dir");
-        let addrs = free_addrs(3 * size as usize);
+        let ids: Vec<u64> = (1..=size).collect();
+        let lab = (network == Network::Lab)
+            .then(|| Arc::new(Lab::create(&ids).unwrap_or_else(|e| panic!("cannot make a lab: {e}"))));
+        let addrs = match &lab {
+            Some(lab) => ids.iter().flat_map(|id| lab_addrs(lab, *id)).collect(),
+            None => free_addrs(3 * size as usize),
+        };
         let at = |id: u64, k: usize| addrs[3 * (id as usize - 1) + k];
-        let mut net = partitionable.then(PeerNet::default);
+        let launcher = match &lab {
+            Some(lab) => in_lab(lab, launcher),
+            None => launcher,
+        };
+        let mut net = (network == Network::Proxied).then(PeerNet::default);
         let mut advertised = BTreeMap::new();
         for id in 1..=size {
             let advertise = match &mut net {
@@ -270,7 +308,7 @@ impl Cluster {
             advertised.insert(id, advertise);
         }
         let members: Vec<(u64, SocketAddr)> = advertised.iter().map(|(id, addr)| (*id, *addr)).collect();
-        let mut cluster = Cluster { dir, nodes: BTreeMap::new(), launcher, net };
+        let mut cluster = Cluster { dir, nodes: BTreeMap::new(), launcher, net, lab };
         for id in 1..=size {
             let node = cluster.node_at(id, [at(id, 0), at(id, 1), at(id, 2), advertised[&id]], Some(members.clone()));
             cluster.nodes.insert(id, node);
@@ -313,9 +351,20 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The lab of a cluster made by [`Cluster::start_in_lab`].
+    pub fn lab(&self) -> &Lab {
+        self.lab.as_deref().expect("a cluster in a lab")
+    }
+
     /// Starts a new empty node that joins later (not yet a member).
     pub async fn start_joiner(&mut self, id: u64) -> &Node {
-        let addrs = free_addrs(3);
+        let addrs = match &self.lab {
+            Some(lab) => {
+                lab.add_host(id).unwrap_or_else(|e| panic!("cannot add lab host {id}: {e}"));
+                lab_addrs(lab, id).to_vec()
+            }
+            None => free_addrs(3),
+        };
         let mut node = self.node_at(id, [addrs[0], addrs[1], addrs[2], addrs[2]], None);
         node.start().await;
         self.nodes.insert(id, node);
@@ -445,6 +494,18 @@ impl Cluster {
         })
         .await;
     }
+}
+
+/// Client, admin and peer address of lab host `id`.
+fn lab_addrs(lab: &Lab, id: u64) -> [SocketAddr; 3] {
+    let ip = std::net::IpAddr::V4(lab.host(id).addr);
+    LAB_PORTS.map(|port| SocketAddr::new(ip, port))
+}
+
+/// `launcher`'s commands run inside each node's namespace.
+fn in_lab(lab: &Arc<Lab>, launcher: Launcher) -> Launcher {
+    let lab = lab.clone();
+    Arc::new(move |spec: &NodeSpec| lab.wrap(spec.id, &launcher(spec)))
 }
 
 impl Drop for Cluster {

@@ -1,8 +1,10 @@
 //! Test support shared by Paddock's process-level suites (server, sidecar, e2e, bench): every wait
-//! bounded, every child process killed when its handle drops, every address on loopback.
+//! bounded, every child process killed when its handle drops, every address on loopback or
+//! in a network namespace the test made itself.
 
 pub mod cluster;
 pub mod http;
+pub mod lab;
 pub mod net;
 pub mod process;
 pub mod sidecar;
