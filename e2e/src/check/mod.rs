@@ -11,5 +11,6 @@
 //! - [`sessions`]: no session expires while its pings are being answered.
 //! - [`holds`]: no two holders of one lock (through the sidecar) overlap in time.
 
+pub mod fifo;
 pub mod history;
 pub mod linearizable;
