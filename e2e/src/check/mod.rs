@@ -14,3 +14,4 @@
 pub mod fifo;
 pub mod history;
 pub mod linearizable;
+pub mod watches;
