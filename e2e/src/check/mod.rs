@@ -14,4 +14,5 @@
 pub mod fifo;
 pub mod history;
 pub mod linearizable;
+pub mod sessions;
 pub mod watches;
