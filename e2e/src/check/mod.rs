@@ -13,6 +13,7 @@
 
 pub mod fifo;
 pub mod history;
+pub mod holds;
 pub mod linearizable;
 pub mod sessions;
 pub mod watches;
