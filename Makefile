@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
 
-.PHONY: run test deps system-deps python-deps rocksdb build fmt-check imports-check clippy rust-test kazoo-test chart-test bench
+.PHONY: run test deps system-deps python-deps rocksdb porcupine build fmt-check imports-check clippy rust-test kazoo-test chart-test bench
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 # The same cargo command as `make test` builds with, so neither rebuilds after the other.
@@ -54,6 +54,11 @@ rocksdb: system-deps
 build: rocksdb
 	cargo build --workspace --all-targets
 
+# The porcupine linearizability checker (e2e/porcupine, Go) the robustness checkers run, built
+# once per machine by scripts/porcupine.sh; rust-test hands its path to the tests.
+porcupine:
+	@scripts/porcupine.sh >/dev/null
+
 fmt-check:
 	cargo fmt --all -- --check
 
@@ -71,8 +76,8 @@ clippy: rocksdb
 # cluster suite (tests/cluster) and the e2e suite (e2e/tests/e2e: servers and sidecars
 # configured by the operator's own rendering, app processes, SIGKILL/SIGSTOP/rollouts/
 # partitions) start several processes per test, and the machine has 2 cores.
-rust-test: build
-	cargo test --workspace -- --test-threads=1
+rust-test: build porcupine
+	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) cargo test --workspace -- --test-threads=1
 
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo

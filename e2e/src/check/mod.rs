@@ -1,0 +1,19 @@
+//! The checkers of the robustness suite: each takes what the fault-injecting workload recorded
+//! and says whether one promise of ZooKeeper held, with the violations as sentences that name
+//! the ops. The workload records and runs; these only judge, and do no I/O except
+//! [`linearizable`], which hands the register histories to porcupine (e2e/porcupine).
+//!
+//! - [`history`]: the recorded client ops the register checkers read.
+//! - [`linearizable`]: every register (znode read and written with versions) is linearizable.
+//! - [`fifo`]: a session's writes take effect in the order it sent them.
+//! - [`watches`]: one-shot watch events arrive once, after their read, before newer data, in
+//!   zxid order, and are not lost.
+//! - [`sessions`]: no session expires while its pings are being answered.
+//! - [`holds`]: no two holders of one lock (through the sidecar) overlap in time.
+
+pub mod fifo;
+pub mod history;
+pub mod holds;
+pub mod linearizable;
+pub mod sessions;
+pub mod watches;
