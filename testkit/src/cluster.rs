@@ -519,6 +519,10 @@ impl Drop for Cluster {
                 tail.into_iter().rev().for_each(|line| eprintln!("{line}"));
             }
         }
+        // Links healed first: the nodes' last packets are not left retrying into a blackhole.
+        if let Some(lab) = &self.lab {
+            lab.heal();
+        }
         for node in self.nodes.values_mut() {
             node.kill9();
         }

@@ -88,8 +88,10 @@ fn sweep() {
             let _ = run("sweep", &["ip", "netns", "delete", name]);
         }
     }
-    for line in output(&["ip", "-o", "link", "show", "type", "bridge"]).lines() {
+    // Bridges and the host ends of veth pairs (`name@peer`).
+    for line in output(&["ip", "-o", "link", "show"]).lines() {
         let name = line.split(':').nth(1).map(str::trim).unwrap_or_default();
+        let name = name.split('@').next().unwrap_or_default();
         if owner(name).is_some_and(|pid| !alive(pid)) {
             let _ = run("sweep", &["ip", "link", "delete", name]);
         }
@@ -257,10 +259,14 @@ impl Lab {
     }
 
     /// Every network fault removed: rules flushed, qdiscs back to the default.
+    /// Never panics (it also runs while a failed test unwinds); a rule it cannot flush is
+    /// reported on stderr.
     pub fn heal(&self) {
         for id in self.ids() {
-            self.iptables(id, &["-F"]);
             let host = self.host(id);
+            if let Err(e) = run("heal", &["ip", "netns", "exec", &host.ns, "iptables", "-w", "-F"]) {
+                eprintln!("lab: {e}");
+            }
             // Deleting the default qdisc fails; that is fine.
             let _ = run("heal", &["ip", "netns", "exec", &host.ns, "tc", "qdisc", "del", "dev", &host.veth, "root"]);
         }
@@ -317,7 +323,12 @@ impl Drop for Lab {
             }
             let _ = std::fs::remove_dir(&dir);
         }
-        for host in self.hosts.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        let hosts = std::mem::take(&mut *self.hosts.lock().unwrap_or_else(|e| e.into_inner()));
+        for host in hosts.values() {
+            // A socket of a killed process still retrying into a blackhole keeps its namespace
+            // (and so the veth pair) alive after the namespace's name is gone: deleting the
+            // host end removes the pair at once.
+            let _ = run("cleanup", &["ip", "link", "delete", &format!("{}v{}", self.tag, host.id)]);
             let _ = run("cleanup", &["ip", "netns", "delete", &host.ns]);
         }
         let _ = run("cleanup", &["ip", "link", "delete", &self.bridge]);
