@@ -179,12 +179,13 @@ func operations(ops []op) ([]porcupine.Operation, error) {
 		default:
 			return nil, fmt.Errorf("op %d: unknown kind %q", o.Id, o.Kind)
 		}
+		// An unknown write may carry a return time: the completion of the first read that saw
+		// its value (values are unique, so it took effect by then).
 		ret := int64(math.MaxInt64)
-		if o.Outcome != "unknown" {
-			if o.Return == nil {
-				return nil, fmt.Errorf("op %d: outcome %q but no return time", o.Id, o.Outcome)
-			}
+		if o.Return != nil {
 			ret = *o.Return
+		} else if o.Outcome != "unknown" {
+			return nil, fmt.Errorf("op %d: outcome %q but no return time", o.Id, o.Outcome)
 		}
 		if ret < o.Call {
 			return nil, fmt.Errorf("op %d: returned at %d before its call at %d", o.Id, ret, o.Call)

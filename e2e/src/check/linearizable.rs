@@ -110,6 +110,15 @@ fn time(op: &Op, index: usize, t: u64) -> Result<i64, String> {
 }
 
 fn tool_input(history: &[Op], initial: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    // When each value was first seen by a read: an unknown write whose value a read returned
+    // took effect before that read completed, which bounds its search (values are unique).
+    let mut seen: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for op in history {
+        if let (Outcome::Read { value: Some(value), .. }, Some(done)) = (&op.outcome, op.completed) {
+            let first = seen.entry((op.call.key(), value.as_str())).or_insert(done);
+            *first = (*first).min(done);
+        }
+    }
     let mut ops = Vec::with_capacity(history.len());
     for (id, op) in history.iter().enumerate() {
         let (kind, value, expect) = match &op.call {
@@ -127,7 +136,12 @@ fn tool_input(history: &[Op], initial: &BTreeMap<String, String>) -> Result<Vec<
         let returned = match op.completed {
             Some(t) => Some(time(op, id, t)?),
             None if definite => return Err(format!("{} has an answer but no completion time", op.describe(id))),
-            None => None,
+            None => match &op.call {
+                Call::Write { key, value, .. } => {
+                    seen.get(&(key.as_str(), value.as_str())).map(|t| time(op, id, *t)).transpose()?
+                }
+                Call::Read { .. } => None,
+            },
         };
         ops.push(ToolOp {
             id,
