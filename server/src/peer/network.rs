@@ -1,10 +1,20 @@
 //! openraft's view of the peer network: each RPC becomes one request on the pipelined link to
 //! the target (see [`crate::peer`]). Transport failures are `Unreachable` (openraft backs off);
 //! an error the peer answered with is a `Network` error.
+//!
+//! Appends are bounded in size and given time by what they carry (issue 12 a): openraft hands
+//! the network up to 300 entries with the heartbeat interval as the deadline (75 ms soft), but a
+//! batch of legal ~1 MiB values, a debug build, an fsync stall or a follower at its CPU limit
+//! needs longer — and a batch that times out is resent whole, times out again, forever. So one
+//! AppendEntries carries at most [`APPEND_BUDGET`] bytes of entries (always at least one; the
+//! rest follow as openraft sees the partial success), and one that carries entries may take
+//! [`APPEND_DEADLINE`]. Heartbeats (no entries) keep the soft deadline: they are how a stalled
+//! link is noticed.
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -14,6 +24,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::entry::RaftEntry;
 use openraft::{AnyError, OptionalSend};
 
 use super::client::PeerClient;
@@ -22,6 +33,32 @@ use super::Peers;
 use crate::raft::TypeConfig;
 
 type C = TypeConfig;
+
+/// The most bytes of encoded entries one AppendEntries carries (beyond its first entry).
+pub const APPEND_BUDGET: usize = 2 << 20;
+/// How long an AppendEntries that carries entries may take: the follower writes and syncs them
+/// before it answers.
+pub const APPEND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How many of `entries`, from the first, fit in [`APPEND_BUDGET`] (at least one when there are
+/// any). An entry that cannot be encoded counts as over the budget; sending it fails later with
+/// the encoding error.
+fn fitting<E: serde::Serialize>(entries: &[E]) -> usize {
+    let mut bytes = 0usize;
+    let mut buffer = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        buffer.clear();
+        let size = match postcard::to_io(entry, &mut buffer) {
+            Ok(_) => buffer.len(),
+            Err(_) => usize::MAX,
+        };
+        bytes = bytes.saturating_add(size);
+        if i > 0 && bytes > APPEND_BUDGET {
+            return i;
+        }
+    }
+    entries.len()
+}
 
 /// The network factory: links come from the shared [`Peers`] pool.
 #[derive(Clone)]
@@ -72,10 +109,19 @@ impl RaftNetworkV2<C> for PeerRpc {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<C>,
+        mut rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        match self.call(PeerRequest::AppendEntries(rpc), &option).await? {
+        let fit = fitting(&rpc.entries);
+        // The last entry sent, when the rest are left for the next request.
+        let sent_up_to = (fit < rpc.entries.len()).then(|| rpc.entries[fit - 1].log_id());
+        rpc.entries.truncate(fit);
+        let deadline = if rpc.entries.is_empty() { option.soft_ttl() } else { option.soft_ttl().max(APPEND_DEADLINE) };
+        let answer = self.link.call(PeerRequest::AppendEntries(rpc), deadline).await;
+        match answer.map_err(|e| RPCError::Unreachable(transport(e)))? {
+            PeerResponse::AppendEntries(Ok(AppendEntriesResponse::Success)) if sent_up_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
+            }
             PeerResponse::AppendEntries(answer) => answer.map_err(|e| RPCError::Network(remote(e))),
             other => Err(RPCError::Network(unexpected(other))),
         }
@@ -124,5 +170,23 @@ impl RaftNetworkV2<C> for PeerRpc {
             PeerResponse::TransferLeader(answer) => answer.map_err(|e| RPCError::Network(remote(e))),
             other => Err(RPCError::Network(unexpected(other))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_carries_at_most_its_budget_but_always_one_entry() {
+        let big = vec![7u8; APPEND_BUDGET];
+        assert_eq!(fitting::<Vec<u8>>(&[]), 0);
+        assert_eq!(fitting(std::slice::from_ref(&big)), 1, "one entry over the budget still goes alone");
+        assert_eq!(fitting(&[big.clone(), big.clone()]), 1);
+        let small = vec![1u8; 1000];
+        assert_eq!(fitting(&vec![small.clone(); 100]), 100);
+        let many = vec![small; 3000];
+        let n = fitting(&many);
+        assert!(n > 1 && n < 3000 && n * 1000 <= APPEND_BUDGET + 1000, "{n} entries of 1000 bytes");
     }
 }
