@@ -65,7 +65,7 @@ pub struct Store {
     pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
     next_seq: AtomicU64,
     applied: tokio::sync::watch::Sender<i64>,
-    closed_sessions: broadcast::Sender<i64>,
+    ended_sessions: broadcast::Sender<i64>,
     session_changes: AtomicU64,
 }
 
@@ -95,7 +95,7 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             applied: tokio::sync::watch::channel(0).0,
-            closed_sessions: broadcast::channel(1024).0,
+            ended_sessions: broadcast::channel(1024).0,
             session_changes: AtomicU64::new(0),
         }
     }
@@ -146,16 +146,24 @@ impl Store {
     pub fn apply(&self, zxid: i64, command: &Command) {
         let applied = {
             let mut tree = self.tree_mut();
-            let applied = tree.apply(zxid, &command.txn);
+            let applied = tree.apply(zxid, command.origin.map(|o| o.server), &command.txn);
             lock(&self.watches).trigger(zxid, &applied.events);
             applied
         };
         if matches!(command.txn.kind, TxnKind::CreateSession { .. } | TxnKind::CloseSession { .. }) {
             self.session_changes.fetch_add(1, Ordering::Relaxed);
         }
-        if let (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) = (&command.txn.kind, &applied.result) {
+        let ended = match (&command.txn.kind, &applied.result) {
+            (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) => Some(*session_id),
+            // The session moved to another server: its connections here are stale.
+            (TxnKind::MoveSession { session_id }, TxnResult::OwnerChanged { owner }) if *owner != self.server_id => {
+                Some(*session_id)
+            }
+            _ => None,
+        };
+        if let Some(session_id) = ended {
             // Nobody listening is fine: no connection to end.
-            let _ = self.closed_sessions.send(*session_id);
+            let _ = self.ended_sessions.send(session_id);
         }
         if let Some(origin) = command.origin.filter(|o| o.server == self.server_id && o.run == self.run) {
             if let Some(tx) = lock(&self.pending).remove(&origin.seq) {
@@ -172,9 +180,17 @@ impl Store {
         self.session_changes.load(Ordering::Relaxed)
     }
 
-    /// Session ids as their close or expiry is applied, so their connections can be ended.
-    pub fn closed_sessions(&self) -> broadcast::Receiver<i64> {
-        self.closed_sessions.subscribe()
+    /// Session ids as their close, expiry or move to another server is applied, so their
+    /// connections here can be ended. By the time a receiver looks, the session may have come
+    /// back (moved here again): [`Store::serves_session`] says whether it did.
+    pub fn ended_sessions(&self) -> broadcast::Receiver<i64> {
+        self.ended_sessions.subscribe()
+    }
+
+    /// Whether this server may serve `session_id`: it exists and is owned here (or its owner is
+    /// not known).
+    pub fn serves_session(&self, session_id: i64) -> bool {
+        self.tree().session(session_id).is_some_and(|s| s.owner == 0 || s.owner == self.server_id)
     }
 
     /// Records that the log advanced to `zxid` without a txn for the tree (blank or membership

@@ -10,6 +10,7 @@
 //! deletes; `ephemeralOwner` is 0 for containers and TTL nodes.
 
 mod acl;
+pub mod legacy;
 mod path;
 mod txn;
 
@@ -176,6 +177,11 @@ pub struct SessionInfo {
     pub timeout_ms: i32,
     /// Paths of the ephemerals it owns.
     pub ephemerals: BTreeSet<String>,
+    /// The server the session is attached to (its Raft id): the one that created it, or the
+    /// last one it moved to. Only that server's writes of the session are applied; 0 when not
+    /// known (a session restored from a snapshot of a version that kept no owners), when any
+    /// server's are, until the session re-attaches somewhere.
+    pub owner: u64,
 }
 
 /// The whole replicated state: znodes, sessions and `last_zxid`. Serialize it for a snapshot.
@@ -204,6 +210,8 @@ struct Ctx<'a> {
     zxid: i64,
     time_ms: i64,
     session_id: i64,
+    /// The server that submitted the write.
+    from: Option<u64>,
     auth: &'a [Id],
 }
 
@@ -261,9 +269,18 @@ impl DataTree {
         tree
     }
 
-    /// Applies one committed log entry. Never panics; every outcome, including a failed write,
-    /// advances `last_zxid` to `zxid`, and a failed write or multi changes nothing else.
-    pub fn apply(&mut self, zxid: i64, txn: &Txn) -> Applied {
+    /// Applies one committed log entry that server `from` submitted (`None`: nobody's, such
+    /// as a txn a previous leader proposed for itself). Never panics; every outcome, including
+    /// a failed write, advances `last_zxid` to `zxid`, and a failed write or multi changes
+    /// nothing else.
+    ///
+    /// Sessions have an owner: creating a session makes `from` its owner, a
+    /// [`TxnKind::MoveSession`] makes `from` the new one, and a write or multi of the session
+    /// that another server submitted fails with `SessionMoved` (ZooKeeper's
+    /// `SessionTracker.checkSession`). Closing is not checked, as in ZooKeeper: the leader
+    /// expires sessions it does not own, and a close is the session's last word wherever it
+    /// was sent.
+    pub fn apply(&mut self, zxid: i64, from: Option<u64>, txn: &Txn) -> Applied {
         let mut events = Vec::new();
         let result = match &txn.kind {
             TxnKind::CreateSession { session_id, password, timeout_ms } => {
@@ -271,17 +288,25 @@ impl DataTree {
                     password: password.clone(),
                     timeout_ms: *timeout_ms,
                     ephemerals: BTreeSet::new(),
+                    owner: from.unwrap_or(0),
                 });
                 TxnResult::SessionCreated
             }
             TxnKind::CloseSession { session_id } => self.close_session(*session_id, zxid, &mut events),
+            TxnKind::MoveSession { session_id } => match (self.sessions.get_mut(session_id), from) {
+                (Some(session), Some(owner)) => {
+                    session.owner = owner;
+                    TxnResult::OwnerChanged { owner }
+                }
+                _ => TxnResult::Noop,
+            },
             TxnKind::Write { session_id, auth, op } => {
-                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, auth };
+                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, from, auth };
                 let mut fx = Effects { events: &mut events, undo: None };
                 TxnResult::Write(self.apply_op(&ctx, op, &mut fx))
             }
             TxnKind::Multi { session_id, auth, ops } => {
-                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, auth };
+                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, from, auth };
                 TxnResult::Multi(self.apply_multi(&ctx, ops, &mut events))
             }
             TxnKind::Reap { nodes } => TxnResult::Reaped(self.reap(nodes, zxid, txn.time_ms, &mut events)),
@@ -360,7 +385,7 @@ impl DataTree {
         if !ttl_ok {
             return Err(ErrorCode::BadArguments);
         }
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         if path.contains('\0') {
             return Err(ErrorCode::BadArguments);
         }
@@ -401,7 +426,7 @@ impl DataTree {
     }
 
     fn delete(&mut self, ctx: &Ctx<'_>, path: &str, version: i32, fx: &mut Effects<'_>) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         if path.contains('\0') || path::is_special(path) {
             return Err(ErrorCode::BadArguments);
         }
@@ -427,7 +452,7 @@ impl DataTree {
         version: i32,
         fx: &mut Effects<'_>,
     ) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::WRITE, ctx.auth) {
@@ -460,7 +485,7 @@ impl DataTree {
         version: i32,
         fx: &mut Effects<'_>,
     ) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let acl = acl::fixup_acl(acl, ctx.auth)?;
         let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
@@ -476,7 +501,7 @@ impl DataTree {
     }
 
     fn check(&self, ctx: &Ctx<'_>, path: &str, version: i32) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::READ, ctx.auth) {
@@ -486,11 +511,13 @@ impl DataTree {
         Ok(OpResult::Checked)
     }
 
-    fn require_session(&self, session_id: i64) -> Result<(), ErrorCode> {
-        if self.sessions.contains_key(&session_id) {
-            Ok(())
-        } else {
-            Err(ErrorCode::SessionExpired)
+    /// The write's session exists (else `SessionExpired`) and the server that submitted the
+    /// write owns it (else `SessionMoved`: the write was sent before the session moved).
+    fn require_session(&self, ctx: &Ctx<'_>) -> Result<(), ErrorCode> {
+        match self.sessions.get(&ctx.session_id) {
+            None => Err(ErrorCode::SessionExpired),
+            Some(session) if session.owner != 0 && ctx.from != Some(session.owner) => Err(ErrorCode::SessionMoved),
+            Some(_) => Ok(()),
         }
     }
 

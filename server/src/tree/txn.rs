@@ -61,6 +61,13 @@ pub enum TxnKind {
     },
     /// Nothing (a leader's first entry, a barrier).
     Noop,
+    /// A client re-attached the session on the server that submitted this txn: that server
+    /// becomes the session's owner, and writes of the session that other servers submit from
+    /// now on fail with `SessionMoved`. (Appended last: earlier log entries decode unchanged.)
+    MoveSession {
+        /// The session.
+        session_id: i64,
+    },
 }
 
 /// One client write operation.
@@ -162,6 +169,24 @@ pub enum TxnResult {
     Reaped(usize),
     /// Nothing happened.
     Noop,
+    /// The session's owner is now `owner` (a [`TxnKind::MoveSession`]; moving an unknown
+    /// session gives [`TxnResult::Noop`]).
+    OwnerChanged {
+        /// The server the session is attached to from now on.
+        owner: u64,
+    },
+}
+
+impl TxnResult {
+    /// Whether the write was refused because its session is owned by another server than the
+    /// one that submitted it: that server's connection of the session is stale.
+    pub fn is_session_moved(&self) -> bool {
+        match self {
+            TxnResult::Write(Err(code)) => *code == ErrorCode::SessionMoved,
+            TxnResult::Multi(Err(codes)) => codes.contains(&ErrorCode::SessionMoved),
+            _ => false,
+        }
+    }
 }
 
 /// The result of one successful [`WriteOp`].

@@ -41,7 +41,6 @@ pub mod code {
     pub const NO_NODE: i32 = -101;
     pub const BAD_VERSION: i32 = -103;
     pub const INVALID_ACL: i32 = -114;
-    pub const SESSION_MOVED: i32 = -118;
     pub const NO_WATCHER: i32 = -121;
     pub const RECONFIG_DISABLED: i32 = -123;
 }
