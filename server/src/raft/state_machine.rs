@@ -19,7 +19,7 @@ use super::log_store::{decode, encode};
 use super::{keys, TypeConfig};
 use crate::metrics;
 use crate::store::Store;
-use crate::tree::legacy::DataTreeV1;
+use crate::tree::legacy::{DataTreeV1, DataTreeV2};
 use crate::tree::DataTree;
 
 type C = TypeConfig;
@@ -49,9 +49,10 @@ pub struct SnapshotBuilder {
 /// snapshot is 4 GiB (one peer frame carries it).
 const SNAPSHOT_MAGIC: [u8; 4] = [0xff; 4];
 
-/// The format [`pack`] writes: 2, sessions with their owner ([`DataTree`] as it is now).
-/// 1: no header, sessions without owner ([`DataTreeV1`]).
-const SNAPSHOT_FORMAT: u8 = 2;
+/// The format [`pack`] writes: 3, znode data that may be null ([`DataTree`] as it is now).
+/// 2: sessions with their owner, no null data ([`DataTreeV2`]). 1: no header, sessions
+/// without owner ([`DataTreeV1`]).
+const SNAPSHOT_FORMAT: u8 = 3;
 
 /// Serializes and compresses a tree: [`SNAPSHOT_MAGIC`], [`SNAPSHOT_FORMAT`], then the
 /// lz4-compressed postcard encoding.
@@ -69,10 +70,14 @@ fn unpack(data: &[u8]) -> io::Result<DataTree> {
         let raw = lz4_flex::decompress_size_prepended(data).map_err(io_err)?;
         return Ok(decode::<DataTreeV1>(&raw)?.into());
     };
-    match rest.split_first() {
-        Some((&SNAPSHOT_FORMAT, body)) => decode(&lz4_flex::decompress_size_prepended(body).map_err(io_err)?),
-        Some((format, _)) => Err(io_err(format!("unknown snapshot format {format}"))),
-        None => Err(io_err("snapshot header without a format")),
+    let (&format, body) = rest.split_first().ok_or_else(|| io_err("snapshot header without a format"))?;
+    if !(2..=SNAPSHOT_FORMAT).contains(&format) {
+        return Err(io_err(format!("unknown snapshot format {format}")));
+    }
+    let raw = lz4_flex::decompress_size_prepended(body).map_err(io_err)?;
+    match format {
+        2 => Ok(decode::<DataTreeV2>(&raw)?.into()),
+        _ => decode(&raw),
     }
 }
 
@@ -213,7 +218,7 @@ mod tests {
         );
         let op = WriteOp::Create {
             path: "/e".into(),
-            data: b"x".to_vec(),
+            data: Some(b"x".to_vec()),
             acl: crate::proto::Acl::open_unsafe(),
             mode: CreateMode::Ephemeral,
             ttl_ms: NO_TTL,
@@ -224,11 +229,33 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_keeps_session_owners() {
-        let tree = tree_with_a_moved_session();
+    fn a_snapshot_keeps_session_owners_and_null_data() {
+        let mut tree = tree_with_a_moved_session();
+        let null = WriteOp::Create {
+            path: "/null".into(),
+            data: None,
+            acl: crate::proto::Acl::open_unsafe(),
+            mode: CreateMode::Persistent,
+            ttl_ms: NO_TTL,
+        };
+        let applied =
+            tree.apply(4, Some(2), &Txn { time_ms: 6, kind: TxnKind::Write { session_id: 9, auth: vec![], op: null } });
+        assert!(matches!(applied.result, TxnResult::Write(Ok(_))), "{applied:?}");
         let restored = unpack(&pack(&tree).expect("pack")).expect("unpack");
         assert_eq!(restored, tree);
         assert_eq!(restored.session(9).map(|s| s.owner), Some(2));
+        assert_eq!(restored.get("/null").map(|n| n.nullable_data()), Some(None));
+        assert_eq!(restored.get("/e").map(|n| n.nullable_data()), Some(Some(&b"x"[..])));
+    }
+
+    /// A format 2 snapshot (owners, no null data) restores with its owners.
+    #[test]
+    fn a_format_2_snapshot_restores() {
+        let tree = tree_with_a_moved_session();
+        let mut v2 = SNAPSHOT_MAGIC.to_vec();
+        v2.push(2);
+        v2.extend(lz4_flex::compress_prepend_size(&encode(&DataTreeV2::from(&tree)).expect("encode")));
+        assert_eq!(unpack(&v2).expect("unpack format 2"), tree);
     }
 
     /// A snapshot written before sessions had owners (format 1, no header) still restores; its
@@ -240,7 +267,7 @@ mod tests {
         let mut restored = unpack(&v1).expect("unpack format 1");
         assert_eq!(restored.session(9).map(|s| s.owner), Some(0));
         assert_eq!(restored.get("/e").and_then(|n| n.ephemeral_owner()), Some(9));
-        let op = WriteOp::SetData { path: "/e".into(), data: b"y".to_vec(), version: -1 };
+        let op = WriteOp::SetData { path: "/e".into(), data: Some(b"y".to_vec()), version: -1 };
         let applied =
             restored.apply(4, Some(3), &Txn { time_ms: 6, kind: TxnKind::Write { session_id: 9, auth: vec![], op } });
         assert!(matches!(applied.result, TxnResult::Write(Ok(_))), "{applied:?}");

@@ -72,7 +72,8 @@ pub enum NodeKind {
 /// One znode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Znode {
-    data: Vec<u8>,
+    /// `None` for null data (length -1 on the wire), which clients tell apart from empty.
+    data: Option<Vec<u8>>,
     acl: Vec<Acl>,
     kind: NodeKind,
     /// The Stat a client sees, kept current on every change.
@@ -83,7 +84,7 @@ pub struct Znode {
 }
 
 impl Znode {
-    fn new(data: Vec<u8>, acl: Vec<Acl>, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
+    fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
         let ephemeral_owner = match kind {
             NodeKind::Ephemeral { owner } => owner,
             _ => 0,
@@ -97,7 +98,7 @@ impl Znode {
             cversion: 0,
             aversion: 0,
             ephemeral_owner,
-            data_length: len_i32(data.len()),
+            data_length: data_len(data.as_deref()),
             num_children: 0,
             pzxid: zxid,
         };
@@ -106,7 +107,7 @@ impl Znode {
 
     /// One of ZooKeeper's built-in nodes: zeroed Stat.
     fn builtin(acl: Vec<Acl>, children: &[&str]) -> Self {
-        let mut node = Znode::new(Vec::new(), acl, NodeKind::Persistent, 0, 0);
+        let mut node = Znode::new(Some(Vec::new()), acl, NodeKind::Persistent, 0, 0);
         node.children = children.iter().map(|c| (*c).to_owned()).collect();
         node.sync_child_stat();
         node
@@ -120,14 +121,19 @@ impl Znode {
         self.stat.cversion = self.child_creates.wrapping_mul(2).wrapping_sub(num_children);
     }
 
-    fn set_data(&mut self, data: Vec<u8>) -> Vec<u8> {
-        self.stat.data_length = len_i32(data.len());
+    fn set_data(&mut self, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        self.stat.data_length = data_len(data.as_deref());
         std::mem::replace(&mut self.data, data)
     }
 
-    /// The data.
+    /// The data; empty when it is null.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        self.data.as_deref().unwrap_or_default()
+    }
+
+    /// The data, `None` when it is null (as getData answers it).
+    pub fn nullable_data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
     }
 
     /// The ACL.
@@ -219,7 +225,7 @@ struct Ctx<'a> {
 enum Undo {
     Created { path: String, parent_creates: i32, parent_pzxid: i64 },
     Deleted { path: String, node: Znode, parent_pzxid: i64 },
-    DataSet { path: String, data: Vec<u8>, version: i32, mzxid: i64, mtime: i64 },
+    DataSet { path: String, data: Option<Vec<u8>>, version: i32, mzxid: i64, mtime: i64 },
     AclSet { path: String, acl: Vec<Acl>, aversion: i32 },
 }
 
@@ -263,7 +269,7 @@ impl DataTree {
             (QUOTA, Znode::builtin(Acl::open_unsafe(), &[])),
             (CONFIG, config),
         ] {
-            tree.data_size += node_size(path, &node.data);
+            tree.data_size += node_size(path, node.data());
             tree.nodes.insert(path.to_owned(), node);
         }
         tree
@@ -362,9 +368,11 @@ impl DataTree {
     /// Validates one op in ZooKeeper's order and, when it passes, performs it.
     fn apply_op(&mut self, ctx: &Ctx<'_>, op: &WriteOp, fx: &mut Effects<'_>) -> Result<OpResult, ErrorCode> {
         match op {
-            WriteOp::Create { path, data, acl, mode, ttl_ms } => self.create(ctx, path, data, acl, *mode, *ttl_ms, fx),
+            WriteOp::Create { path, data, acl, mode, ttl_ms } => {
+                self.create(ctx, path, data.as_deref(), acl, *mode, *ttl_ms, fx)
+            }
             WriteOp::Delete { path, version } => self.delete(ctx, path, *version, fx),
-            WriteOp::SetData { path, data, version } => self.set_data(ctx, path, data, *version, fx),
+            WriteOp::SetData { path, data, version } => self.set_data(ctx, path, data.as_deref(), *version, fx),
             WriteOp::SetAcl { path, acl, version } => self.set_acl(ctx, path, acl, *version, fx),
             WriteOp::Check { path, version } => self.check(ctx, path, *version),
         }
@@ -375,7 +383,7 @@ impl DataTree {
         &mut self,
         ctx: &Ctx<'_>,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         acl: &[Acl],
         mode: CreateMode,
         ttl_ms: i64,
@@ -410,7 +418,7 @@ impl DataTree {
             CreateMode::Container => NodeKind::Container,
             CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl => NodeKind::Ttl { ttl_ms },
         };
-        let node = Znode::new(data.to_vec(), acl, kind, ctx.zxid, ctx.time_ms);
+        let node = Znode::new(data.map(<[u8]>::to_vec), acl, kind, ctx.zxid, ctx.time_ms);
         let stat = node.stat;
         let (parent_path, _) = path::split_parent(&path).ok_or(ErrorCode::BadArguments)?;
         let parent = self.nodes.get_mut(parent_path).ok_or(ErrorCode::NoNode)?;
@@ -448,7 +456,7 @@ impl DataTree {
         &mut self,
         ctx: &Ctx<'_>,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         version: i32,
         fx: &mut Effects<'_>,
     ) -> Result<OpResult, ErrorCode> {
@@ -459,13 +467,14 @@ impl DataTree {
             return Err(ErrorCode::NoAuth);
         }
         let new_version = next_version(node.stat.version, version)?;
-        let old_data = node.set_data(data.to_vec());
+        let old_data = node.set_data(data.map(<[u8]>::to_vec));
         let (old_version, old_mzxid, old_mtime) = (node.stat.version, node.stat.mzxid, node.stat.mtime);
         node.stat.version = new_version;
         node.stat.mzxid = ctx.zxid;
         node.stat.mtime = ctx.time_ms;
         let stat = node.stat;
-        self.data_size = self.data_size.saturating_sub(old_data.len() as u64) + data.len() as u64;
+        let (old_len, new_len) = (old_data.as_ref().map_or(0, Vec::len), node.data().len());
+        self.data_size = self.data_size.saturating_sub(old_len as u64) + new_len as u64;
         fx.undo(|| Undo::DataSet {
             path: path.to_owned(),
             data: old_data,
@@ -578,7 +587,7 @@ impl DataTree {
                 self.ttls.insert(path.to_owned());
             }
         }
-        self.data_size += node_size(path, &node.data);
+        self.data_size += node_size(path, node.data());
         self.nodes.insert(path.to_owned(), node);
     }
 
@@ -605,7 +614,7 @@ impl DataTree {
                 self.ttls.remove(path);
             }
         }
-        self.data_size = self.data_size.saturating_sub(node_size(path, &node.data));
+        self.data_size = self.data_size.saturating_sub(node_size(path, node.data()));
         Some(node)
     }
 
@@ -629,8 +638,8 @@ impl DataTree {
                 }
                 Undo::DataSet { path, data, version, mzxid, mtime } => {
                     if let Some(node) = self.nodes.get_mut(&path) {
-                        let new_len = node.data.len() as u64;
-                        self.data_size = self.data_size.saturating_sub(new_len) + data.len() as u64;
+                        let (new_len, old_len) = (node.data().len(), data.as_ref().map_or(0, Vec::len));
+                        self.data_size = self.data_size.saturating_sub(new_len as u64) + old_len as u64;
                         node.set_data(data);
                         node.stat.version = version;
                         node.stat.mzxid = mzxid;
@@ -769,6 +778,11 @@ fn next_version(current: i32, expected: i32) -> Result<i32, ErrorCode> {
     }
     let next = current.wrapping_add(1);
     Ok(if next == -1 { 0 } else { next })
+}
+
+/// Stat's dataLength: 0 for null data, as ZooKeeper's `DataNode.copyStat` says.
+fn data_len(data: Option<&[u8]>) -> i32 {
+    len_i32(data.map_or(0, <[u8]>::len))
 }
 
 fn len_i32(len: usize) -> i32 {

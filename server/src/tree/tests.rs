@@ -92,11 +92,11 @@ fn create(path: &str, mode: CreateMode) -> WriteOp {
 }
 
 fn create_with(path: &str, data: &[u8], acl: Vec<Acl>, mode: CreateMode) -> WriteOp {
-    WriteOp::Create { path: path.into(), data: data.to_vec(), acl, mode, ttl_ms: NO_TTL }
+    WriteOp::Create { path: path.into(), data: Some(data.to_vec()), acl, mode, ttl_ms: NO_TTL }
 }
 
 fn create_ttl(path: &str, mode: CreateMode, ttl_ms: i64) -> WriteOp {
-    WriteOp::Create { path: path.into(), data: vec![], acl: Acl::open_unsafe(), mode, ttl_ms }
+    WriteOp::Create { path: path.into(), data: Some(vec![]), acl: Acl::open_unsafe(), mode, ttl_ms }
 }
 
 fn delete(path: &str, version: i32) -> WriteOp {
@@ -104,7 +104,7 @@ fn delete(path: &str, version: i32) -> WriteOp {
 }
 
 fn set_data(path: &str, data: &[u8], version: i32) -> WriteOp {
-    WriteOp::SetData { path: path.into(), data: data.to_vec(), version }
+    WriteOp::SetData { path: path.into(), data: Some(data.to_vec()), version }
 }
 
 fn set_acl(path: &str, acl: Vec<Acl>, version: i32) -> WriteOp {
@@ -134,9 +134,9 @@ fn assert_consistent(tree: &DataTree) {
     let mut ttls = BTreeSet::new();
     let mut ephemerals: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     for (path, node) in &tree.nodes {
-        size += (path.len() + node.data.len()) as u64;
+        size += (path.len() + node.data().len()) as u64;
         assert_eq!(node.stat.num_children as usize, node.children.len(), "{path}");
-        assert_eq!(node.stat.data_length as usize, node.data.len(), "{path}");
+        assert_eq!(node.stat.data_length as usize, node.data().len(), "{path}");
         let expected_cversion = node.child_creates.wrapping_mul(2).wrapping_sub(node.children.len() as i32);
         assert_eq!(node.stat.cversion, expected_cversion, "{path}");
         for child in &node.children {
@@ -932,13 +932,17 @@ fn random_txn(rng: &mut Lcg) -> TxnKind {
     let op = |rng: &mut Lcg| match rng.next(5) {
         0 => WriteOp::Create {
             path: path(rng),
-            data: vec![1; rng.next(4)],
+            data: (rng.next(5) > 0).then(|| vec![1; rng.next(4)]),
             acl: acls[rng.next(acls.len())].clone(),
             mode: MODES[rng.next(MODES.len())],
             ttl_ms: [-1, 0, 5, 50][rng.next(4)],
         },
         1 => WriteOp::Delete { path: path(rng), version: version(rng) },
-        2 => WriteOp::SetData { path: path(rng), data: vec![2; rng.next(4)], version: version(rng) },
+        2 => WriteOp::SetData {
+            path: path(rng),
+            data: (rng.next(5) > 0).then(|| vec![2; rng.next(4)]),
+            version: version(rng),
+        },
         3 => WriteOp::SetAcl { path: path(rng), acl: acls[rng.next(acls.len())].clone(), version: version(rng) },
         _ => WriteOp::Check { path: path(rng), version: version(rng) },
     };
@@ -1071,4 +1075,37 @@ fn closes_and_re_creates_from_the_old_owner_do_not_move_the_session_back() {
     assert!(f.tree.get("/e").is_some());
     assert_eq!(f.run_from(Some(3), TxnKind::CloseSession { session_id: S }).result, TxnResult::SessionClosed);
     assert!(f.tree.get("/e").is_none() && f.tree.session(S).is_none());
+}
+
+// ---- null data ----
+
+/// Null data (length -1 on the wire) is kept apart from empty data: create and setData keep
+/// it, Stat says dataLength 0 for it (as ZooKeeper's `DataNode.copyStat`), and a failed multi
+/// restores it.
+#[test]
+fn null_data_is_kept_apart_from_empty() {
+    let mut f = Fixture::new();
+    let null_create = WriteOp::Create {
+        path: "/n".into(),
+        data: None,
+        acl: Acl::open_unsafe(),
+        mode: CreateMode::Persistent,
+        ttl_ms: NO_TTL,
+    };
+    f.write(null_create).expect("create with null data");
+    f.create("/e", CreateMode::Persistent);
+    let node =
+        |f: &Fixture, p: &str| f.tree.get(p).map(|n| (n.nullable_data().map(<[u8]>::to_vec), n.stat().data_length));
+    assert_eq!(node(&f, "/n"), Some((None, 0)));
+    assert_eq!(node(&f, "/e"), Some((Some(vec![]), 0)));
+
+    f.write(WriteOp::SetData { path: "/e".into(), data: None, version: -1 }).expect("set null");
+    assert_eq!(node(&f, "/e"), Some((None, 0)));
+    f.write(set_data("/n", b"ab", -1)).expect("set data");
+    assert_eq!(node(&f, "/n"), Some((Some(b"ab".to_vec()), 2)));
+
+    // A failed multi puts the null back.
+    let (result, _) = f.multi(vec![set_data("/e", b"x", -1), set_data("/missing", b"y", -1)]);
+    assert!(result.is_err());
+    assert_eq!(node(&f, "/e"), Some((None, 0)));
 }

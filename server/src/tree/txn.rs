@@ -77,8 +77,8 @@ pub enum WriteOp {
     Create {
         /// The path; for sequential modes, the prefix the counter is appended to.
         path: String,
-        /// The data.
-        data: Vec<u8>,
+        /// The data; `None` for null, kept apart from empty.
+        data: Option<Vec<u8>>,
         /// The ACL as the client sent it (`auth` entries are expanded on apply).
         acl: Vec<Acl>,
         /// The mode.
@@ -97,8 +97,8 @@ pub enum WriteOp {
     SetData {
         /// The path.
         path: String,
-        /// The new data.
-        data: Vec<u8>,
+        /// The new data; `None` for null.
+        data: Option<Vec<u8>>,
         /// The expected data version, or -1 for any.
         version: i32,
     },
