@@ -20,7 +20,8 @@ use watch::WatchManager;
 
 /// Which server submitted a write, in which run of its process, and its sequence number there,
 /// so the submitting server can hand the applied result to the waiting client when the entry is
-/// applied locally. An entry submitted before a restart and applied after it matches no write
+/// applied locally. The server is also what the tree checks a session's ownership against
+/// (a write from a server that does not own its session fails with SessionMoved). An entry submitted before a restart and applied after it matches no write
 /// of the new run: the run differs even though the sequence numbers start again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {

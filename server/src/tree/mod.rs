@@ -1,6 +1,6 @@
 //! The data tree: the replicated state machine's pure core. It owns the znodes (data, Stat, ACL,
-//! children), the session table with each session's ephemerals, the container and TTL indexes,
-//! sequential counters and `last_zxid`. [`DataTree::apply`] is deterministic — no clock, no
+//! children), the session table with each session's ephemerals and owner server, the container
+//! and TTL indexes, sequential counters and `last_zxid`. [`DataTree::apply`] is deterministic — no clock, no
 //! randomness, no I/O — and validates every write the way ZooKeeper 3.9's `PrepRequestProcessor`
 //! does, so all replicas compute the same results. Delivering watch events, session expiry and
 //! durability are left to `zk/` and `raft/`.

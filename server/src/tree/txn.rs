@@ -21,7 +21,8 @@ pub struct Txn {
 /// What a [`Txn`] does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnKind {
-    /// Register a session. Re-creating an id that already exists leaves it untouched.
+    /// Register a session, owned by the server that submitted the txn. Re-creating an id that
+    /// already exists leaves it untouched (its owner too).
     CreateSession {
         /// The id the leader chose.
         session_id: i64,
