@@ -22,7 +22,7 @@ use crate::http::{http, metric, HttpAnswer};
 use crate::lab::Lab;
 use crate::net::{free_addrs, PeerNet};
 use crate::process::Process;
-use crate::wait::{wait_for, wait_for_within, Bounded, WAIT};
+use crate::wait::{poll_for, wait_for, wait_for_within, Bounded, WAIT};
 
 /// What a launcher needs to know to make one node's command line.
 #[derive(Debug, Clone)]
@@ -168,6 +168,26 @@ impl Node {
         if let Some(process) = &self.process {
             process.signal(signal);
         }
+    }
+
+    /// SIGSTOP, then waits until the kernel reports the process stopped (state `T`), so
+    /// nothing the test does afterwards can be seen by the node before it is thawed.
+    pub async fn freeze(&self) {
+        let Some(pid) = self.process.as_ref().and_then(Process::pid) else { return };
+        self.signal(Signal::SIGSTOP);
+        let stopped = poll_for(WAIT, || async move {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The state is the first field after the parenthesised command name.
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
+            (state == "T").then_some(())
+        })
+        .await;
+        assert!(stopped.is_some(), "node {} did not stop within {WAIT:?}", self.id);
+    }
+
+    /// SIGCONT: a frozen node runs on.
+    pub fn thaw(&self) {
+        self.signal(Signal::SIGCONT);
     }
 
     /// `GET /v1/cluster`; `None` when the node does not answer.

@@ -3,9 +3,9 @@
 //! [`write_frame`] for the 4-byte length prefix. Records themselves live in their own files.
 //!
 //! Jute is big-endian. Buffers and strings are an `i32` length then the bytes; vectors are an `i32`
-//! count then the elements; `-1` means null, which decodes as empty (Paddock never distinguishes
-//! null from empty). A boolean is one byte, any non-zero value is true (as Java's
-//! `DataInput.readBoolean`).
+//! count then the elements; `-1` means null. Znode data keeps null apart from empty, as ZooKeeper
+//! does and its clients see ([`Reader::read_optional_buffer`]); everywhere else null decodes as
+//! empty. A boolean is one byte, any non-zero value is true (as Java's `DataInput.readBoolean`).
 
 use super::DecodeError;
 
@@ -101,6 +101,14 @@ impl<'a> Reader<'a> {
         self.read_bytes().map(<[u8]>::to_vec)
     }
 
+    /// Reads a `buffer` that may be null (`None`), as znode data may.
+    pub fn read_optional_buffer(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.read_len()? {
+            None => Ok(None),
+            Some(len) => self.take(len).map(|bytes| Some(bytes.to_vec())),
+        }
+    }
+
     /// Reads a `ustring`; null decodes as empty. Invalid UTF-8 is rejected rather than replaced,
     /// so a path can never silently change on its way into the tree.
     pub fn read_string(&mut self) -> Result<String, DecodeError> {
@@ -140,6 +148,8 @@ pub trait Writer {
     fn write_bool(&mut self, v: bool);
     /// Appends a `buffer` (length then bytes).
     fn write_buffer(&mut self, v: &[u8]);
+    /// Appends a `buffer` that may be null (length -1).
+    fn write_optional_buffer(&mut self, v: Option<&[u8]>);
     /// Appends a `ustring` (length then UTF-8 bytes).
     fn write_string(&mut self, v: &str);
     /// Appends one record.
@@ -170,6 +180,13 @@ impl Writer for Vec<u8> {
     fn write_buffer(&mut self, v: &[u8]) {
         self.write_i32(wire_len(v.len()));
         self.extend_from_slice(v);
+    }
+
+    fn write_optional_buffer(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => self.write_buffer(v),
+            None => self.write_i32(NULL_LEN),
+        }
     }
 
     fn write_string(&mut self, v: &str) {
@@ -248,6 +265,20 @@ mod tests {
         assert_eq!(r.read_buffer(), Ok(vec![]));
         assert_eq!(r.read_buffer(), Ok(vec![0, 255]));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn optional_buffers_keep_null_apart_from_empty() {
+        for value in [None, Some(vec![]), Some(b"ab".to_vec())] {
+            let mut out = Vec::new();
+            out.write_optional_buffer(value.as_deref());
+            let mut r = Reader::new(&out);
+            assert_eq!(r.read_optional_buffer(), Ok(value));
+            assert!(r.is_empty());
+        }
+        assert_eq!(Reader::new(&(-1i32).to_be_bytes()).read_optional_buffer(), Ok(None));
+        assert_eq!(Reader::new(&(-2i32).to_be_bytes()).read_optional_buffer(), Err(DecodeError::BadLength(-2)));
+        assert!(Reader::new(&5i32.to_be_bytes()).read_optional_buffer().is_err(), "truncated");
     }
 
     #[test]

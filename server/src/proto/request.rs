@@ -16,8 +16,8 @@ pub enum Request {
     Create {
         /// The node path (for sequential modes, the prefix).
         path: String,
-        /// Initial data.
-        data: Vec<u8>,
+        /// Initial data; `None` for null (length -1), which reads back as null.
+        data: Option<Vec<u8>>,
         /// Initial ACL.
         acl: Vec<Acl>,
         /// The create flags.
@@ -50,8 +50,8 @@ pub enum Request {
     SetData {
         /// The node path.
         path: String,
-        /// The new data.
-        data: Vec<u8>,
+        /// The new data; `None` for null (length -1).
+        data: Option<Vec<u8>>,
         /// Expected data version, -1 for any.
         version: i32,
     },
@@ -191,7 +191,7 @@ impl Request {
         Ok(match op {
             Op::Create | Op::Create2 | Op::CreateContainer | Op::CreateTtl => Request::Create {
                 path: r.read_string()?,
-                data: r.read_buffer()?,
+                data: r.read_optional_buffer()?,
                 acl: r.read_vec()?,
                 mode: CreateMode::from_flag(r.read_i32()?)?,
                 ttl_ms: if op == Op::CreateTtl { r.read_i64()? } else { -1 },
@@ -199,7 +199,9 @@ impl Request {
             Op::Delete => Request::Delete { path: r.read_string()?, version: r.read_i32()? },
             Op::Exists => Request::Exists { path: r.read_string()?, watch: r.read_bool()? },
             Op::GetData => Request::GetData { path: r.read_string()?, watch: r.read_bool()? },
-            Op::SetData => Request::SetData { path: r.read_string()?, data: r.read_buffer()?, version: r.read_i32()? },
+            Op::SetData => {
+                Request::SetData { path: r.read_string()?, data: r.read_optional_buffer()?, version: r.read_i32()? }
+            }
             Op::GetAcl => Request::GetAcl { path: r.read_string()? },
             Op::SetAcl => Request::SetAcl { path: r.read_string()?, acl: r.read_vec()?, version: r.read_i32()? },
             Op::GetChildren | Op::GetChildren2 => {
@@ -249,7 +251,7 @@ impl Request {
         match self {
             Request::Create { path, data, acl, mode, ttl_ms } => {
                 out.write_string(path);
-                out.write_buffer(data);
+                out.write_optional_buffer(data.as_deref());
                 out.write_vec(acl);
                 out.write_i32(mode.flag());
                 if op == OpCode::CreateTtl {
@@ -268,7 +270,7 @@ impl Request {
             }
             Request::SetData { path, data, version } => {
                 out.write_string(path);
-                out.write_buffer(data);
+                out.write_optional_buffer(data.as_deref());
                 out.write_i32(*version);
             }
             Request::GetAcl { path }
@@ -359,7 +361,13 @@ pub(crate) mod tests {
     }
 
     fn create(mode: CreateMode, ttl_ms: i64) -> Request {
-        Request::Create { path: "/app/lock-".to_owned(), data: b"payload".to_vec(), acl: digest_acl(), mode, ttl_ms }
+        Request::Create {
+            path: "/app/lock-".to_owned(),
+            data: Some(b"payload".to_vec()),
+            acl: digest_acl(),
+            mode,
+            ttl_ms,
+        }
     }
 
     /// One representative request for every client opcode (the dispatch table's tests use it
@@ -375,7 +383,7 @@ pub(crate) mod tests {
             (OpCode::Delete, Request::Delete { path: path(), version: 3 }),
             (OpCode::Exists, Request::Exists { path: path(), watch: true }),
             (OpCode::GetData, Request::GetData { path: path(), watch: false }),
-            (OpCode::SetData, Request::SetData { path: path(), data: vec![0, 1], version: -1 }),
+            (OpCode::SetData, Request::SetData { path: path(), data: Some(vec![0, 1]), version: -1 }),
             (OpCode::GetAcl, Request::GetAcl { path: path() }),
             (OpCode::SetAcl, Request::SetAcl { path: path(), acl: digest_acl(), version: 2 }),
             (OpCode::GetChildren, Request::GetChildren { path: path(), watch: true }),
@@ -389,7 +397,7 @@ pub(crate) mod tests {
                     (OpCode::Check, Request::Check { path: "/a".to_owned(), version: 1 }),
                     (OpCode::Create, create(CreateMode::Persistent, -1)),
                     (OpCode::CreateTtl, create(CreateMode::PersistentSequentialWithTtl, 5)),
-                    (OpCode::SetData, Request::SetData { path: path(), data: vec![], version: 0 }),
+                    (OpCode::SetData, Request::SetData { path: path(), data: None, version: 0 }),
                     (OpCode::Delete, Request::Delete { path: path(), version: -1 }),
                 ]),
             ),
@@ -502,7 +510,7 @@ pub(crate) mod tests {
     fn create_layout_matches_zookeeper() {
         let request = Request::Create {
             path: "/a".to_owned(),
-            data: vec![9],
+            data: Some(vec![9]),
             acl: Acl::open_unsafe(),
             mode: CreateMode::Ephemeral,
             ttl_ms: -1,
@@ -514,7 +522,7 @@ pub(crate) mod tests {
 
         let ttl = Request::Create {
             path: "/a".to_owned(),
-            data: vec![9],
+            data: Some(vec![9]),
             acl: Acl::open_unsafe(),
             mode: CreateMode::PersistentWithTtl,
             ttl_ms: 1000,
@@ -525,7 +533,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn null_fields_decode_as_empty() {
+    fn null_data_stays_null_and_other_null_fields_decode_as_empty() {
         // create(path, null data, null acl, persistent) as a Java client may send it.
         let mut body = Vec::new();
         body.write_string("/n");
@@ -536,7 +544,7 @@ pub(crate) mod tests {
             Request::decode(OpCode::Create, &body),
             Ok(Request::Create {
                 path: "/n".to_owned(),
-                data: vec![],
+                data: None,
                 acl: vec![],
                 mode: CreateMode::Persistent,
                 ttl_ms: -1,

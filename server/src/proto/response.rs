@@ -75,8 +75,8 @@ pub enum MultiResult {
     Check,
     /// A getData in a multiRead (type 4).
     GetData {
-        /// The data.
-        data: Vec<u8>,
+        /// The data; `None` for a node whose data is null.
+        data: Option<Vec<u8>>,
         /// The node's Stat.
         stat: Stat,
     },
@@ -120,7 +120,7 @@ impl MultiResult {
             MultiResult::Delete | MultiResult::Check => {}
             MultiResult::SetData { stat } => out.write_record(stat),
             MultiResult::GetData { data, stat } => {
-                out.write_buffer(data);
+                out.write_optional_buffer(data.as_deref());
                 out.write_record(stat);
             }
             MultiResult::GetChildren { children } => out.write_vec(children),
@@ -138,7 +138,7 @@ impl MultiResult {
             OpCode::Delete => MultiResult::Delete,
             OpCode::SetData => MultiResult::SetData { stat: r.read()? },
             OpCode::Check => MultiResult::Check,
-            OpCode::GetData => MultiResult::GetData { data: r.read_buffer()?, stat: r.read()? },
+            OpCode::GetData => MultiResult::GetData { data: r.read_optional_buffer()?, stat: r.read()? },
             OpCode::GetChildren => MultiResult::GetChildren { children: r.read_vec()? },
             OpCode::Error => MultiResult::Error(
                 ErrorCode::from_code(r.read_i32()?)
@@ -168,8 +168,8 @@ pub enum Response {
     Stat(Stat),
     /// getData and reconfig (`GetDataResponse`).
     GetData {
-        /// The data.
-        data: Vec<u8>,
+        /// The data; `None` for a node whose data is null.
+        data: Option<Vec<u8>>,
         /// The node's Stat.
         stat: Stat,
     },
@@ -233,7 +233,7 @@ impl Response {
             }
             Response::Stat(stat) => out.write_record(stat),
             Response::GetData { data, stat } => {
-                out.write_buffer(data);
+                out.write_optional_buffer(data.as_deref());
                 out.write_record(stat);
             }
             Response::GetAcl { acl, stat } => {
@@ -272,7 +272,7 @@ impl Response {
                 Response::Create2 { path: r.read_string()?, stat: r.read()? }
             }
             Op::Exists | Op::SetData | Op::SetAcl | Op::Check => Response::Stat(r.read()?),
-            Op::GetData | Op::Reconfig => Response::GetData { data: r.read_buffer()?, stat: r.read()? },
+            Op::GetData | Op::Reconfig => Response::GetData { data: r.read_optional_buffer()?, stat: r.read()? },
             Op::GetAcl => Response::GetAcl { acl: r.read_vec()?, stat: r.read()? },
             Op::GetChildren => Response::GetChildren { children: r.read_vec()? },
             Op::GetChildren2 => Response::GetChildren2 { children: r.read_vec()?, stat: r.read()? },
@@ -348,7 +348,7 @@ mod tests {
             (OpCode::CreateTtl, Response::Create2 { path: "/t".to_owned(), stat: stat(6) }),
             (OpCode::Exists, Response::Stat(stat(7))),
             (OpCode::SetData, Response::Stat(stat(8))),
-            (OpCode::GetData, Response::GetData { data: b"v".to_vec(), stat: stat(9) }),
+            (OpCode::GetData, Response::GetData { data: Some(b"v".to_vec()), stat: stat(9) }),
             (
                 OpCode::GetAcl,
                 Response::GetAcl { acl: vec![Acl { perms: 1, id: Id::new("ip", "10.0.0.1") }], stat: stat(10) },
@@ -379,7 +379,7 @@ mod tests {
             (
                 OpCode::MultiRead,
                 Response::MultiRead(vec![
-                    MultiResult::GetData { data: vec![], stat: stat(14) },
+                    MultiResult::GetData { data: None, stat: stat(14) },
                     MultiResult::Error(ErrorCode::NoNode),
                     MultiResult::GetChildren { children: names.clone() },
                 ]),
@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn get_data_reply_frame() {
         let mut frame = Vec::new();
-        let response = Response::GetData { data: b"hi".to_vec(), stat: stat(1) };
+        let response = Response::GetData { data: Some(b"hi".to_vec()), stat: stat(1) };
         encode_reply(&ReplyHeader::ok(1, 2), Some(&response), &mut frame);
         assert_eq!(frame.len(), 4 + 16 + 4 + 2 + 68);
         assert_eq!(&frame[..4], &90i32.to_be_bytes());

@@ -19,6 +19,7 @@ use super::log_store::{decode, encode};
 use super::{keys, TypeConfig};
 use crate::metrics;
 use crate::store::Store;
+use crate::tree::legacy::{DataTreeV1, DataTreeV2};
 use crate::tree::DataTree;
 
 type C = TypeConfig;
@@ -43,15 +44,41 @@ pub struct SnapshotBuilder {
     meta: SnapshotMetaOf<C>,
 }
 
-/// Serializes and compresses a tree.
+/// A snapshot of format 2 or later starts with these bytes and a format number. Format 1 (no
+/// header) started with its lz4 block's uncompressed size, which is never `u32::MAX`: no
+/// snapshot is 4 GiB (one peer frame carries it).
+const SNAPSHOT_MAGIC: [u8; 4] = [0xff; 4];
+
+/// The format [`pack`] writes: 3, znode data that may be null ([`DataTree`] as it is now).
+/// 2: sessions with their owner, no null data ([`DataTreeV2`]). 1: no header, sessions
+/// without owner ([`DataTreeV1`]).
+const SNAPSHOT_FORMAT: u8 = 3;
+
+/// Serializes and compresses a tree: [`SNAPSHOT_MAGIC`], [`SNAPSHOT_FORMAT`], then the
+/// lz4-compressed postcard encoding.
 fn pack(tree: &DataTree) -> io::Result<Vec<u8>> {
-    Ok(lz4_flex::compress_prepend_size(&encode(tree)?))
+    let mut data = SNAPSHOT_MAGIC.to_vec();
+    data.push(SNAPSHOT_FORMAT);
+    data.extend(lz4_flex::compress_prepend_size(&encode(tree)?));
+    Ok(data)
 }
 
-/// The inverse of [`pack`]; a corrupt snapshot is an error, not a panic.
+/// The inverse of [`pack`], reading every earlier format too; a corrupt snapshot or an unknown
+/// format is an error, not a panic.
 fn unpack(data: &[u8]) -> io::Result<DataTree> {
-    let raw = lz4_flex::decompress_size_prepended(data).map_err(io_err)?;
-    decode(&raw)
+    let Some(rest) = data.strip_prefix(&SNAPSHOT_MAGIC) else {
+        let raw = lz4_flex::decompress_size_prepended(data).map_err(io_err)?;
+        return Ok(decode::<DataTreeV1>(&raw)?.into());
+    };
+    let (&format, body) = rest.split_first().ok_or_else(|| io_err("snapshot header without a format"))?;
+    if !(2..=SNAPSHOT_FORMAT).contains(&format) {
+        return Err(io_err(format!("unknown snapshot format {format}")));
+    }
+    let raw = lz4_flex::decompress_size_prepended(body).map_err(io_err)?;
+    match format {
+        2 => Ok(decode::<DataTreeV2>(&raw)?.into()),
+        _ => decode(&raw),
+    }
 }
 
 fn save_snapshot(db: &DB, meta: &SnapshotMetaOf<C>, data: &[u8]) -> io::Result<()> {
@@ -170,5 +197,88 @@ impl RaftStateMachine<C> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
         Ok(load_snapshot(&self.db)?.map(|(meta, snapshot)| SnapshotOf::<C, Vec<u8>> { meta, snapshot }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::CreateMode;
+    use crate::tree::{Txn, TxnKind, TxnResult, WriteOp, NO_TTL};
+
+    /// A tree with a session created on server 1 and moved to server 2, holding an ephemeral.
+    fn tree_with_a_moved_session() -> DataTree {
+        let mut tree = DataTree::new();
+        let txn = |kind| Txn { time_ms: 5, kind };
+        let create = TxnKind::CreateSession { session_id: 9, password: vec![1; 16], timeout_ms: 4000 };
+        tree.apply(1, Some(1), &txn(create));
+        assert_eq!(
+            tree.apply(2, Some(2), &txn(TxnKind::MoveSession { session_id: 9 })).result,
+            TxnResult::OwnerChanged { owner: 2 }
+        );
+        let op = WriteOp::Create {
+            path: "/e".into(),
+            data: Some(b"x".to_vec()),
+            acl: crate::proto::Acl::open_unsafe(),
+            mode: CreateMode::Ephemeral,
+            ttl_ms: NO_TTL,
+        };
+        let applied = tree.apply(3, Some(2), &txn(TxnKind::Write { session_id: 9, auth: vec![], op }));
+        assert!(matches!(applied.result, TxnResult::Write(Ok(_))), "{applied:?}");
+        tree
+    }
+
+    #[test]
+    fn a_snapshot_keeps_session_owners_and_null_data() {
+        let mut tree = tree_with_a_moved_session();
+        let null = WriteOp::Create {
+            path: "/null".into(),
+            data: None,
+            acl: crate::proto::Acl::open_unsafe(),
+            mode: CreateMode::Persistent,
+            ttl_ms: NO_TTL,
+        };
+        let applied =
+            tree.apply(4, Some(2), &Txn { time_ms: 6, kind: TxnKind::Write { session_id: 9, auth: vec![], op: null } });
+        assert!(matches!(applied.result, TxnResult::Write(Ok(_))), "{applied:?}");
+        let restored = unpack(&pack(&tree).expect("pack")).expect("unpack");
+        assert_eq!(restored, tree);
+        assert_eq!(restored.session(9).map(|s| s.owner), Some(2));
+        assert_eq!(restored.get("/null").map(|n| n.nullable_data()), Some(None));
+        assert_eq!(restored.get("/e").map(|n| n.nullable_data()), Some(Some(&b"x"[..])));
+    }
+
+    /// A format 2 snapshot (owners, no null data) restores with its owners.
+    #[test]
+    fn a_format_2_snapshot_restores() {
+        let tree = tree_with_a_moved_session();
+        let mut v2 = SNAPSHOT_MAGIC.to_vec();
+        v2.push(2);
+        v2.extend(lz4_flex::compress_prepend_size(&encode(&DataTreeV2::from(&tree)).expect("encode")));
+        assert_eq!(unpack(&v2).expect("unpack format 2"), tree);
+    }
+
+    /// A snapshot written before sessions had owners (format 1, no header) still restores; its
+    /// sessions' owners are unknown (0), so every server's writes of them are applied.
+    #[test]
+    fn a_format_1_snapshot_restores_with_unknown_owners() {
+        let tree = tree_with_a_moved_session();
+        let v1 = lz4_flex::compress_prepend_size(&encode(&DataTreeV1::from(&tree)).expect("encode"));
+        let mut restored = unpack(&v1).expect("unpack format 1");
+        assert_eq!(restored.session(9).map(|s| s.owner), Some(0));
+        assert_eq!(restored.get("/e").and_then(|n| n.ephemeral_owner()), Some(9));
+        let op = WriteOp::SetData { path: "/e".into(), data: Some(b"y".to_vec()), version: -1 };
+        let applied =
+            restored.apply(4, Some(3), &Txn { time_ms: 6, kind: TxnKind::Write { session_id: 9, auth: vec![], op } });
+        assert!(matches!(applied.result, TxnResult::Write(Ok(_))), "{applied:?}");
+    }
+
+    #[test]
+    fn an_unknown_snapshot_format_is_an_error() {
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.push(SNAPSHOT_FORMAT + 1);
+        assert!(unpack(&data).is_err());
+        assert!(unpack(&SNAPSHOT_MAGIC).is_err());
+        assert!(unpack(&[1, 2]).is_err());
     }
 }

@@ -14,12 +14,14 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::tree::legacy::TxnV1;
 use crate::tree::{DataTree, Txn, TxnKind, TxnResult};
 use watch::WatchManager;
 
 /// Which server submitted a write, in which run of its process, and its sequence number there,
 /// so the submitting server can hand the applied result to the waiting client when the entry is
-/// applied locally. An entry submitted before a restart and applied after it matches no write
+/// applied locally. The server is also what the tree checks a session's ownership against
+/// (a write from a server that does not own its session fails with SessionMoved). An entry submitted before a restart and applied after it matches no write
 /// of the new run: the run differs even though the sequence numbers start again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
@@ -33,12 +35,62 @@ pub struct Origin {
 
 /// What one Raft log entry asks of the applied state: one txn for the data tree, and who waits
 /// for its result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Encoded as the tuple `(format, origin, txn)` with [`COMMAND_FORMAT`] first. Format 1 had no
+/// format number: it began with `origin`, whose encoding starts with 0 (`None`) or 1 (`Some`),
+/// so a first element of 0 or 1 is read as a format 1 command ([`TxnV1`]), which log entries
+/// written by earlier versions are.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Command {
-    /// Who waits for the result; `None` for server-initiated txns nobody waits on.
+    /// Who submitted the txn and waits for its result; `None` for txns nobody waits on.
     pub origin: Option<Origin>,
     /// The txn itself, stamped with the leader's time.
     pub txn: Txn,
+}
+
+/// The command format written now: 2, create and setData data that may be null.
+const COMMAND_FORMAT: u8 = 2;
+
+impl Serialize for Command {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (COMMAND_FORMAT, &self.origin, &self.txn).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Formats;
+
+        impl<'de> serde::de::Visitor<'de> for Formats {
+            type Value = Command;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command: its format, origin and txn")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+                use serde::de::Error;
+                let format: u8 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let (origin, txn) = match format {
+                    // Format 1: the first byte was the origin's `None` / `Some` tag.
+                    0 => (None, seq.next_element::<TxnV1>()?.map(Txn::from)),
+                    1 => {
+                        let origin: Origin = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                        (Some(origin), seq.next_element::<TxnV1>()?.map(Txn::from))
+                    }
+                    COMMAND_FORMAT => {
+                        let origin = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                        (origin, seq.next_element()?)
+                    }
+                    other => return Err(A::Error::custom(format!("unknown command format {other}"))),
+                };
+                let txn = txn.ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                Ok(Command { origin, txn })
+            }
+        }
+
+        deserializer.deserialize_tuple(3, Formats)
+    }
 }
 
 impl fmt::Display for Command {
@@ -65,7 +117,7 @@ pub struct Store {
     pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
     next_seq: AtomicU64,
     applied: tokio::sync::watch::Sender<i64>,
-    closed_sessions: broadcast::Sender<i64>,
+    ended_sessions: broadcast::Sender<i64>,
     session_changes: AtomicU64,
 }
 
@@ -95,7 +147,7 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             applied: tokio::sync::watch::channel(0).0,
-            closed_sessions: broadcast::channel(1024).0,
+            ended_sessions: broadcast::channel(1024).0,
             session_changes: AtomicU64::new(0),
         }
     }
@@ -146,16 +198,24 @@ impl Store {
     pub fn apply(&self, zxid: i64, command: &Command) {
         let applied = {
             let mut tree = self.tree_mut();
-            let applied = tree.apply(zxid, &command.txn);
+            let applied = tree.apply(zxid, command.origin.map(|o| o.server), &command.txn);
             lock(&self.watches).trigger(zxid, &applied.events);
             applied
         };
         if matches!(command.txn.kind, TxnKind::CreateSession { .. } | TxnKind::CloseSession { .. }) {
             self.session_changes.fetch_add(1, Ordering::Relaxed);
         }
-        if let (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) = (&command.txn.kind, &applied.result) {
+        let ended = match (&command.txn.kind, &applied.result) {
+            (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) => Some(*session_id),
+            // The session moved to another server: its connections here are stale.
+            (TxnKind::MoveSession { session_id }, TxnResult::OwnerChanged { owner }) if *owner != self.server_id => {
+                Some(*session_id)
+            }
+            _ => None,
+        };
+        if let Some(session_id) = ended {
             // Nobody listening is fine: no connection to end.
-            let _ = self.closed_sessions.send(*session_id);
+            let _ = self.ended_sessions.send(session_id);
         }
         if let Some(origin) = command.origin.filter(|o| o.server == self.server_id && o.run == self.run) {
             if let Some(tx) = lock(&self.pending).remove(&origin.seq) {
@@ -172,9 +232,17 @@ impl Store {
         self.session_changes.load(Ordering::Relaxed)
     }
 
-    /// Session ids as their close or expiry is applied, so their connections can be ended.
-    pub fn closed_sessions(&self) -> broadcast::Receiver<i64> {
-        self.closed_sessions.subscribe()
+    /// Session ids as their close, expiry or move to another server is applied, so their
+    /// connections here can be ended. By the time a receiver looks, the session may have come
+    /// back (moved here again): [`Store::serves_session`] says whether it did.
+    pub fn ended_sessions(&self) -> broadcast::Receiver<i64> {
+        self.ended_sessions.subscribe()
+    }
+
+    /// Whether this server may serve `session_id`: it exists and is owned here (or its owner is
+    /// not known).
+    pub fn serves_session(&self, session_id: i64) -> bool {
+        self.tree().session(session_id).is_some_and(|s| s.owner == 0 || s.owner == self.server_id)
     }
 
     /// Records that the log advanced to `zxid` without a txn for the tree (blank or membership
@@ -216,6 +284,44 @@ mod tests {
 
     fn close(session_id: i64, origin: Origin) -> Command {
         Command { origin: Some(origin), txn: Txn { time_ms: 0, kind: TxnKind::CloseSession { session_id } } }
+    }
+
+    /// Log entries hold commands: every format must decode to the same command.
+    #[test]
+    fn commands_round_trip_and_format_1_commands_still_decode() {
+        use crate::tree::WriteOp;
+        let origin = Origin { server: 2, run: 77, seq: 5 };
+        let set = |data: Option<&[u8]>| Txn {
+            time_ms: 9,
+            kind: TxnKind::Write {
+                session_id: 3,
+                auth: vec![],
+                op: WriteOp::SetData { path: "/a".into(), data: data.map(<[u8]>::to_vec), version: -1 },
+            },
+        };
+        for command in [
+            Command { origin: Some(origin), txn: set(None) },
+            Command { origin: Some(origin), txn: set(Some(b"")) },
+            Command { origin: None, txn: Txn { time_ms: 1, kind: TxnKind::Noop } },
+        ] {
+            let bytes = postcard::to_stdvec(&command).expect("encode");
+            assert_eq!(bytes[0], COMMAND_FORMAT);
+            assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decode"), command);
+        }
+
+        // Format 1, as earlier versions wrote it: the struct, origin first, no format number.
+        #[derive(Serialize)]
+        struct CommandV1 {
+            origin: Option<Origin>,
+            txn: TxnV1,
+        }
+        for (origin, txn) in [(Some(origin), set(Some(b"v"))), (None, Txn { time_ms: 1, kind: TxnKind::Noop })] {
+            let v1 = CommandV1 { origin, txn: TxnV1::try_from(&txn).expect("format 1 has no null data") };
+            let bytes = postcard::to_stdvec(&v1).expect("encode format 1");
+            assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decode format 1"), Command { origin, txn });
+        }
+        assert!(postcard::from_bytes::<Command>(&[COMMAND_FORMAT + 1, 0]).is_err(), "an unknown format");
+        assert!(postcard::from_bytes::<Command>(&[]).is_err());
     }
 
     #[test]

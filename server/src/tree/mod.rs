@@ -1,6 +1,6 @@
 //! The data tree: the replicated state machine's pure core. It owns the znodes (data, Stat, ACL,
-//! children), the session table with each session's ephemerals, the container and TTL indexes,
-//! sequential counters and `last_zxid`. [`DataTree::apply`] is deterministic — no clock, no
+//! children), the session table with each session's ephemerals and owner server, the container
+//! and TTL indexes, sequential counters and `last_zxid`. [`DataTree::apply`] is deterministic — no clock, no
 //! randomness, no I/O — and validates every write the way ZooKeeper 3.9's `PrepRequestProcessor`
 //! does, so all replicas compute the same results. Delivering watch events, session expiry and
 //! durability are left to `zk/` and `raft/`.
@@ -10,6 +10,7 @@
 //! deletes; `ephemeralOwner` is 0 for containers and TTL nodes.
 
 mod acl;
+pub mod legacy;
 mod path;
 mod txn;
 
@@ -71,7 +72,8 @@ pub enum NodeKind {
 /// One znode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Znode {
-    data: Vec<u8>,
+    /// `None` for null data (length -1 on the wire), which clients tell apart from empty.
+    data: Option<Vec<u8>>,
     acl: Vec<Acl>,
     kind: NodeKind,
     /// The Stat a client sees, kept current on every change.
@@ -82,7 +84,7 @@ pub struct Znode {
 }
 
 impl Znode {
-    fn new(data: Vec<u8>, acl: Vec<Acl>, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
+    fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
         let ephemeral_owner = match kind {
             NodeKind::Ephemeral { owner } => owner,
             _ => 0,
@@ -96,7 +98,7 @@ impl Znode {
             cversion: 0,
             aversion: 0,
             ephemeral_owner,
-            data_length: len_i32(data.len()),
+            data_length: data_len(data.as_deref()),
             num_children: 0,
             pzxid: zxid,
         };
@@ -105,7 +107,7 @@ impl Znode {
 
     /// One of ZooKeeper's built-in nodes: zeroed Stat.
     fn builtin(acl: Vec<Acl>, children: &[&str]) -> Self {
-        let mut node = Znode::new(Vec::new(), acl, NodeKind::Persistent, 0, 0);
+        let mut node = Znode::new(Some(Vec::new()), acl, NodeKind::Persistent, 0, 0);
         node.children = children.iter().map(|c| (*c).to_owned()).collect();
         node.sync_child_stat();
         node
@@ -119,14 +121,19 @@ impl Znode {
         self.stat.cversion = self.child_creates.wrapping_mul(2).wrapping_sub(num_children);
     }
 
-    fn set_data(&mut self, data: Vec<u8>) -> Vec<u8> {
-        self.stat.data_length = len_i32(data.len());
+    fn set_data(&mut self, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        self.stat.data_length = data_len(data.as_deref());
         std::mem::replace(&mut self.data, data)
     }
 
-    /// The data.
+    /// The data; empty when it is null.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        self.data.as_deref().unwrap_or_default()
+    }
+
+    /// The data, `None` when it is null (as getData answers it).
+    pub fn nullable_data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
     }
 
     /// The ACL.
@@ -176,6 +183,11 @@ pub struct SessionInfo {
     pub timeout_ms: i32,
     /// Paths of the ephemerals it owns.
     pub ephemerals: BTreeSet<String>,
+    /// The server the session is attached to (its Raft id): the one that created it, or the
+    /// last one it moved to. Only that server's writes of the session are applied; 0 when not
+    /// known (a session restored from a snapshot of a version that kept no owners), when any
+    /// server's are, until the session re-attaches somewhere.
+    pub owner: u64,
 }
 
 /// The whole replicated state: znodes, sessions and `last_zxid`. Serialize it for a snapshot.
@@ -204,6 +216,8 @@ struct Ctx<'a> {
     zxid: i64,
     time_ms: i64,
     session_id: i64,
+    /// The server that submitted the write.
+    from: Option<u64>,
     auth: &'a [Id],
 }
 
@@ -211,7 +225,7 @@ struct Ctx<'a> {
 enum Undo {
     Created { path: String, parent_creates: i32, parent_pzxid: i64 },
     Deleted { path: String, node: Znode, parent_pzxid: i64 },
-    DataSet { path: String, data: Vec<u8>, version: i32, mzxid: i64, mtime: i64 },
+    DataSet { path: String, data: Option<Vec<u8>>, version: i32, mzxid: i64, mtime: i64 },
     AclSet { path: String, acl: Vec<Acl>, aversion: i32 },
 }
 
@@ -255,15 +269,24 @@ impl DataTree {
             (QUOTA, Znode::builtin(Acl::open_unsafe(), &[])),
             (CONFIG, config),
         ] {
-            tree.data_size += node_size(path, &node.data);
+            tree.data_size += node_size(path, node.data());
             tree.nodes.insert(path.to_owned(), node);
         }
         tree
     }
 
-    /// Applies one committed log entry. Never panics; every outcome, including a failed write,
-    /// advances `last_zxid` to `zxid`, and a failed write or multi changes nothing else.
-    pub fn apply(&mut self, zxid: i64, txn: &Txn) -> Applied {
+    /// Applies one committed log entry that server `from` submitted (`None`: nobody's, such
+    /// as a txn a previous leader proposed for itself). Never panics; every outcome, including
+    /// a failed write, advances `last_zxid` to `zxid`, and a failed write or multi changes
+    /// nothing else.
+    ///
+    /// Sessions have an owner: creating a session makes `from` its owner, a
+    /// [`TxnKind::MoveSession`] makes `from` the new one, and a write or multi of the session
+    /// that another server submitted fails with `SessionMoved` (ZooKeeper's
+    /// `SessionTracker.checkSession`). Closing is not checked, as in ZooKeeper: the leader
+    /// expires sessions it does not own, and a close is the session's last word wherever it
+    /// was sent.
+    pub fn apply(&mut self, zxid: i64, from: Option<u64>, txn: &Txn) -> Applied {
         let mut events = Vec::new();
         let result = match &txn.kind {
             TxnKind::CreateSession { session_id, password, timeout_ms } => {
@@ -271,17 +294,25 @@ impl DataTree {
                     password: password.clone(),
                     timeout_ms: *timeout_ms,
                     ephemerals: BTreeSet::new(),
+                    owner: from.unwrap_or(0),
                 });
                 TxnResult::SessionCreated
             }
             TxnKind::CloseSession { session_id } => self.close_session(*session_id, zxid, &mut events),
+            TxnKind::MoveSession { session_id } => match (self.sessions.get_mut(session_id), from) {
+                (Some(session), Some(owner)) => {
+                    session.owner = owner;
+                    TxnResult::OwnerChanged { owner }
+                }
+                _ => TxnResult::Noop,
+            },
             TxnKind::Write { session_id, auth, op } => {
-                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, auth };
+                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, from, auth };
                 let mut fx = Effects { events: &mut events, undo: None };
                 TxnResult::Write(self.apply_op(&ctx, op, &mut fx))
             }
             TxnKind::Multi { session_id, auth, ops } => {
-                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, auth };
+                let ctx = Ctx { zxid, time_ms: txn.time_ms, session_id: *session_id, from, auth };
                 TxnResult::Multi(self.apply_multi(&ctx, ops, &mut events))
             }
             TxnKind::Reap { nodes } => TxnResult::Reaped(self.reap(nodes, zxid, txn.time_ms, &mut events)),
@@ -337,9 +368,11 @@ impl DataTree {
     /// Validates one op in ZooKeeper's order and, when it passes, performs it.
     fn apply_op(&mut self, ctx: &Ctx<'_>, op: &WriteOp, fx: &mut Effects<'_>) -> Result<OpResult, ErrorCode> {
         match op {
-            WriteOp::Create { path, data, acl, mode, ttl_ms } => self.create(ctx, path, data, acl, *mode, *ttl_ms, fx),
+            WriteOp::Create { path, data, acl, mode, ttl_ms } => {
+                self.create(ctx, path, data.as_deref(), acl, *mode, *ttl_ms, fx)
+            }
             WriteOp::Delete { path, version } => self.delete(ctx, path, *version, fx),
-            WriteOp::SetData { path, data, version } => self.set_data(ctx, path, data, *version, fx),
+            WriteOp::SetData { path, data, version } => self.set_data(ctx, path, data.as_deref(), *version, fx),
             WriteOp::SetAcl { path, acl, version } => self.set_acl(ctx, path, acl, *version, fx),
             WriteOp::Check { path, version } => self.check(ctx, path, *version),
         }
@@ -350,7 +383,7 @@ impl DataTree {
         &mut self,
         ctx: &Ctx<'_>,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         acl: &[Acl],
         mode: CreateMode,
         ttl_ms: i64,
@@ -360,7 +393,7 @@ impl DataTree {
         if !ttl_ok {
             return Err(ErrorCode::BadArguments);
         }
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         if path.contains('\0') {
             return Err(ErrorCode::BadArguments);
         }
@@ -385,7 +418,7 @@ impl DataTree {
             CreateMode::Container => NodeKind::Container,
             CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl => NodeKind::Ttl { ttl_ms },
         };
-        let node = Znode::new(data.to_vec(), acl, kind, ctx.zxid, ctx.time_ms);
+        let node = Znode::new(data.map(<[u8]>::to_vec), acl, kind, ctx.zxid, ctx.time_ms);
         let stat = node.stat;
         let (parent_path, _) = path::split_parent(&path).ok_or(ErrorCode::BadArguments)?;
         let parent = self.nodes.get_mut(parent_path).ok_or(ErrorCode::NoNode)?;
@@ -401,7 +434,7 @@ impl DataTree {
     }
 
     fn delete(&mut self, ctx: &Ctx<'_>, path: &str, version: i32, fx: &mut Effects<'_>) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         if path.contains('\0') || path::is_special(path) {
             return Err(ErrorCode::BadArguments);
         }
@@ -423,24 +456,25 @@ impl DataTree {
         &mut self,
         ctx: &Ctx<'_>,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         version: i32,
         fx: &mut Effects<'_>,
     ) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::WRITE, ctx.auth) {
             return Err(ErrorCode::NoAuth);
         }
         let new_version = next_version(node.stat.version, version)?;
-        let old_data = node.set_data(data.to_vec());
+        let old_data = node.set_data(data.map(<[u8]>::to_vec));
         let (old_version, old_mzxid, old_mtime) = (node.stat.version, node.stat.mzxid, node.stat.mtime);
         node.stat.version = new_version;
         node.stat.mzxid = ctx.zxid;
         node.stat.mtime = ctx.time_ms;
         let stat = node.stat;
-        self.data_size = self.data_size.saturating_sub(old_data.len() as u64) + data.len() as u64;
+        let (old_len, new_len) = (old_data.as_ref().map_or(0, Vec::len), node.data().len());
+        self.data_size = self.data_size.saturating_sub(old_len as u64) + new_len as u64;
         fx.undo(|| Undo::DataSet {
             path: path.to_owned(),
             data: old_data,
@@ -460,7 +494,7 @@ impl DataTree {
         version: i32,
         fx: &mut Effects<'_>,
     ) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let acl = acl::fixup_acl(acl, ctx.auth)?;
         let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
@@ -476,7 +510,7 @@ impl DataTree {
     }
 
     fn check(&self, ctx: &Ctx<'_>, path: &str, version: i32) -> Result<OpResult, ErrorCode> {
-        self.require_session(ctx.session_id)?;
+        self.require_session(ctx)?;
         validate_path(path)?;
         let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::READ, ctx.auth) {
@@ -486,11 +520,13 @@ impl DataTree {
         Ok(OpResult::Checked)
     }
 
-    fn require_session(&self, session_id: i64) -> Result<(), ErrorCode> {
-        if self.sessions.contains_key(&session_id) {
-            Ok(())
-        } else {
-            Err(ErrorCode::SessionExpired)
+    /// The write's session exists (else `SessionExpired`) and the server that submitted the
+    /// write owns it (else `SessionMoved`: the write was sent before the session moved).
+    fn require_session(&self, ctx: &Ctx<'_>) -> Result<(), ErrorCode> {
+        match self.sessions.get(&ctx.session_id) {
+            None => Err(ErrorCode::SessionExpired),
+            Some(session) if session.owner != 0 && ctx.from != Some(session.owner) => Err(ErrorCode::SessionMoved),
+            Some(_) => Ok(()),
         }
     }
 
@@ -551,7 +587,7 @@ impl DataTree {
                 self.ttls.insert(path.to_owned());
             }
         }
-        self.data_size += node_size(path, &node.data);
+        self.data_size += node_size(path, node.data());
         self.nodes.insert(path.to_owned(), node);
     }
 
@@ -578,7 +614,7 @@ impl DataTree {
                 self.ttls.remove(path);
             }
         }
-        self.data_size = self.data_size.saturating_sub(node_size(path, &node.data));
+        self.data_size = self.data_size.saturating_sub(node_size(path, node.data()));
         Some(node)
     }
 
@@ -602,8 +638,8 @@ impl DataTree {
                 }
                 Undo::DataSet { path, data, version, mzxid, mtime } => {
                     if let Some(node) = self.nodes.get_mut(&path) {
-                        let new_len = node.data.len() as u64;
-                        self.data_size = self.data_size.saturating_sub(new_len) + data.len() as u64;
+                        let (new_len, old_len) = (node.data().len(), data.as_ref().map_or(0, Vec::len));
+                        self.data_size = self.data_size.saturating_sub(new_len as u64) + old_len as u64;
                         node.set_data(data);
                         node.stat.version = version;
                         node.stat.mzxid = mzxid;
@@ -742,6 +778,11 @@ fn next_version(current: i32, expected: i32) -> Result<i32, ErrorCode> {
     }
     let next = current.wrapping_add(1);
     Ok(if next == -1 { 0 } else { next })
+}
+
+/// Stat's dataLength: 0 for null data, as ZooKeeper's `DataNode.copyStat` says.
+fn data_len(data: Option<&[u8]>) -> i32 {
+    len_i32(data.map_or(0, <[u8]>::len))
 }
 
 fn len_i32(len: usize) -> i32 {

@@ -8,6 +8,8 @@ use crate::proto::{perms, Acl, CreateMode, ErrorCode, EventType, Id, Stat};
 const S: i64 = 0x1000;
 const S2: i64 = 0x2000;
 const UNKNOWN: i64 = 0x9999;
+/// The server the fixture's txns come from: it creates, and so owns, the sessions.
+const HERE: Option<u64> = Some(1);
 
 /// A tree with sessions `S` and `S2`, and a clock: each txn gets the next zxid and 10 ms more.
 struct Fixture {
@@ -27,9 +29,13 @@ impl Fixture {
     }
 
     fn run(&mut self, kind: TxnKind) -> Applied {
+        self.run_from(HERE, kind)
+    }
+
+    fn run_from(&mut self, from: Option<u64>, kind: TxnKind) -> Applied {
         self.zxid += 1;
         self.time += 10;
-        let applied = self.tree.apply(self.zxid, &Txn { time_ms: self.time, kind });
+        let applied = self.tree.apply(self.zxid, from, &Txn { time_ms: self.time, kind });
         assert_eq!(self.tree.last_zxid(), self.zxid);
         assert_consistent(&self.tree);
         applied
@@ -86,11 +92,11 @@ fn create(path: &str, mode: CreateMode) -> WriteOp {
 }
 
 fn create_with(path: &str, data: &[u8], acl: Vec<Acl>, mode: CreateMode) -> WriteOp {
-    WriteOp::Create { path: path.into(), data: data.to_vec(), acl, mode, ttl_ms: NO_TTL }
+    WriteOp::Create { path: path.into(), data: Some(data.to_vec()), acl, mode, ttl_ms: NO_TTL }
 }
 
 fn create_ttl(path: &str, mode: CreateMode, ttl_ms: i64) -> WriteOp {
-    WriteOp::Create { path: path.into(), data: vec![], acl: Acl::open_unsafe(), mode, ttl_ms }
+    WriteOp::Create { path: path.into(), data: Some(vec![]), acl: Acl::open_unsafe(), mode, ttl_ms }
 }
 
 fn delete(path: &str, version: i32) -> WriteOp {
@@ -98,7 +104,7 @@ fn delete(path: &str, version: i32) -> WriteOp {
 }
 
 fn set_data(path: &str, data: &[u8], version: i32) -> WriteOp {
-    WriteOp::SetData { path: path.into(), data: data.to_vec(), version }
+    WriteOp::SetData { path: path.into(), data: Some(data.to_vec()), version }
 }
 
 fn set_acl(path: &str, acl: Vec<Acl>, version: i32) -> WriteOp {
@@ -128,9 +134,9 @@ fn assert_consistent(tree: &DataTree) {
     let mut ttls = BTreeSet::new();
     let mut ephemerals: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     for (path, node) in &tree.nodes {
-        size += (path.len() + node.data.len()) as u64;
+        size += (path.len() + node.data().len()) as u64;
         assert_eq!(node.stat.num_children as usize, node.children.len(), "{path}");
-        assert_eq!(node.stat.data_length as usize, node.data.len(), "{path}");
+        assert_eq!(node.stat.data_length as usize, node.data().len(), "{path}");
         let expected_cversion = node.child_creates.wrapping_mul(2).wrapping_sub(node.children.len() as i32);
         assert_eq!(node.stat.cversion, expected_cversion, "{path}");
         for child in &node.children {
@@ -703,14 +709,14 @@ fn create_session_registers_once() {
 #[test]
 fn every_txn_advances_last_zxid() {
     let mut tree = DataTree::new();
-    let applied = tree.apply(5, &Txn { time_ms: 1, kind: TxnKind::Noop });
+    let applied = tree.apply(5, HERE, &Txn { time_ms: 1, kind: TxnKind::Noop });
     assert_eq!(applied, Applied { result: TxnResult::Noop, events: vec![] });
     assert_eq!(tree.last_zxid(), 5);
     let op = create("/a", CreateMode::Persistent);
-    let applied = tree.apply(6, &Txn { time_ms: 1, kind: TxnKind::Write { session_id: 1, auth: vec![], op } });
+    let applied = tree.apply(6, HERE, &Txn { time_ms: 1, kind: TxnKind::Write { session_id: 1, auth: vec![], op } });
     assert_eq!(applied.result, TxnResult::Write(Err(ErrorCode::SessionExpired)));
     assert_eq!(tree.last_zxid(), 6);
-    tree.apply(7, &Txn { time_ms: 1, kind: TxnKind::Reap { nodes: vec![] } });
+    tree.apply(7, HERE, &Txn { time_ms: 1, kind: TxnKind::Reap { nodes: vec![] } });
     assert_eq!(tree.last_zxid(), 7);
 }
 
@@ -781,10 +787,10 @@ fn ttl_nodes_expire_when_childless_and_unmodified() {
     // Apply re-checks against the txn's own time.
     let early = Txn { time_ms: touched + 50, kind: TxnKind::Reap { nodes: candidates.clone() } };
     f.zxid += 1;
-    assert_eq!(f.tree.apply(f.zxid, &early).result, TxnResult::Reaped(0));
+    assert_eq!(f.tree.apply(f.zxid, HERE, &early).result, TxnResult::Reaped(0));
     let late = Txn { time_ms: touched + 101, kind: TxnKind::Reap { nodes: candidates } };
     f.zxid += 1;
-    let applied = f.tree.apply(f.zxid, &late);
+    let applied = f.tree.apply(f.zxid, HERE, &late);
     assert_eq!(applied.result, TxnResult::Reaped(1));
     assert_eq!(applied.events, vec![ev("/t", EventType::NodeDeleted), ev("/", EventType::NodeChildrenChanged)]);
     assert_consistent(&f.tree);
@@ -926,13 +932,17 @@ fn random_txn(rng: &mut Lcg) -> TxnKind {
     let op = |rng: &mut Lcg| match rng.next(5) {
         0 => WriteOp::Create {
             path: path(rng),
-            data: vec![1; rng.next(4)],
+            data: (rng.next(5) > 0).then(|| vec![1; rng.next(4)]),
             acl: acls[rng.next(acls.len())].clone(),
             mode: MODES[rng.next(MODES.len())],
             ttl_ms: [-1, 0, 5, 50][rng.next(4)],
         },
         1 => WriteOp::Delete { path: path(rng), version: version(rng) },
-        2 => WriteOp::SetData { path: path(rng), data: vec![2; rng.next(4)], version: version(rng) },
+        2 => WriteOp::SetData {
+            path: path(rng),
+            data: (rng.next(5) > 0).then(|| vec![2; rng.next(4)]),
+            version: version(rng),
+        },
         3 => WriteOp::SetAcl { path: path(rng), acl: acls[rng.next(acls.len())].clone(), version: version(rng) },
         _ => WriteOp::Check { path: path(rng), version: version(rng) },
     };
@@ -971,8 +981,8 @@ fn random_txns_keep_the_tree_consistent_and_deterministic() {
         let time_ms = zxid * 7;
         let txn = Txn { time_ms, kind };
         let mut before = a.clone();
-        let ra = a.apply(zxid, &txn);
-        let rb = b.apply(zxid, &txn);
+        let ra = a.apply(zxid, HERE, &txn);
+        let rb = b.apply(zxid, HERE, &txn);
         assert_eq!(ra, rb);
         if matches!(ra.result, TxnResult::Multi(Err(_)) | TxnResult::Write(Err(_))) {
             failures += 1;
@@ -981,8 +991,8 @@ fn random_txns_keep_the_tree_consistent_and_deterministic() {
         }
         if zxid % 10 == 0 {
             let candidates = a.reap_candidates(time_ms + 100);
-            a.apply(zxid, &Txn { time_ms: time_ms + 100, kind: TxnKind::Reap { nodes: candidates.clone() } });
-            b.apply(zxid, &Txn { time_ms: time_ms + 100, kind: TxnKind::Reap { nodes: candidates } });
+            a.apply(zxid, HERE, &Txn { time_ms: time_ms + 100, kind: TxnKind::Reap { nodes: candidates.clone() } });
+            b.apply(zxid, HERE, &Txn { time_ms: time_ms + 100, kind: TxnKind::Reap { nodes: candidates } });
         }
         assert_consistent(&a);
     }
@@ -991,4 +1001,111 @@ fn random_txns_keep_the_tree_consistent_and_deterministic() {
     assert!(failures > 100, "the generator should exercise failures too");
     let back: DataTree = postcard::from_bytes(&postcard::to_allocvec(&a).expect("ser")).expect("de");
     assert_eq!(back, a);
+}
+
+// ---- session ownership (SessionMoved) ----
+
+#[test]
+fn a_session_is_owned_by_the_server_that_created_it() {
+    let mut f = Fixture::new();
+    assert_eq!(f.tree.session(S).map(|s| s.owner), Some(1));
+    f.create("/a", CreateMode::Persistent);
+    let before = f.tree.clone();
+    let applied = f.run_from(Some(2), TxnKind::Write { session_id: S, auth: vec![], op: set_data("/a", b"x", -1) });
+    assert_eq!(applied.result, TxnResult::Write(Err(ErrorCode::SessionMoved)));
+    assert!(applied.result.is_session_moved());
+    assert!(applied.events.is_empty());
+    assert_eq!(f.tree.get("/a").map(|n| n.data().to_vec()), before.get("/a").map(|n| n.data().to_vec()));
+    let applied = f.run_from(None, TxnKind::Write { session_id: S, auth: vec![], op: set_data("/a", b"x", -1) });
+    assert_eq!(applied.result, TxnResult::Write(Err(ErrorCode::SessionMoved)), "a write nobody submitted");
+}
+
+/// Issue 12 d: once the session moved, a write the old server still submits is refused and
+/// changes nothing, while the new owner's writes apply.
+#[test]
+fn after_a_move_only_the_new_owners_writes_apply() {
+    let mut f = Fixture::new();
+    f.create("/a", CreateMode::Persistent);
+    let moved = f.run_from(Some(2), TxnKind::MoveSession { session_id: S });
+    assert_eq!(moved.result, TxnResult::OwnerChanged { owner: 2 });
+    assert_eq!(f.tree.session(S).map(|s| s.owner), Some(2));
+
+    let v2 = f.run_from(Some(2), TxnKind::Write { session_id: S, auth: vec![], op: set_data("/a", b"v2", -1) });
+    assert!(matches!(v2.result, TxnResult::Write(Ok(_))), "{v2:?}");
+    let mut before = f.tree.clone();
+    let v1 = f.run_from(Some(1), TxnKind::Write { session_id: S, auth: vec![], op: set_data("/a", b"v1", -1) });
+    assert_eq!(v1.result, TxnResult::Write(Err(ErrorCode::SessionMoved)));
+    before.last_zxid = f.zxid;
+    assert_eq!(f.tree, before, "the stale write changed the tree");
+
+    let ops = vec![set_data("/a", b"v1", -1), create("/b", CreateMode::Persistent)];
+    let multi = f.run_from(Some(1), TxnKind::Multi { session_id: S, auth: vec![], ops });
+    assert_eq!(multi.result, TxnResult::Multi(Err(vec![ErrorCode::SessionMoved, ErrorCode::RuntimeInconsistency])));
+    assert!(multi.result.is_session_moved());
+    assert!(f.tree.get("/b").is_none());
+    assert_eq!(f.tree.get("/a").map(|n| n.data().to_vec()), Some(b"v2".to_vec()));
+
+    // Another session's writes are not affected.
+    let other = f.run_from(Some(1), TxnKind::Write { session_id: S2, auth: vec![], op: set_data("/a", b"s2", -1) });
+    assert!(matches!(other.result, TxnResult::Write(Ok(_))), "{other:?}");
+}
+
+#[test]
+fn moving_an_unknown_session_changes_nothing() {
+    let mut f = Fixture::new();
+    let mut before = f.tree.clone();
+    assert_eq!(f.run_from(Some(2), TxnKind::MoveSession { session_id: UNKNOWN }).result, TxnResult::Noop);
+    assert_eq!(f.run(TxnKind::MoveSession { session_id: S }).result, TxnResult::OwnerChanged { owner: 1 });
+    assert_eq!(f.run_from(None, TxnKind::MoveSession { session_id: S }).result, TxnResult::Noop);
+    before.last_zxid = f.zxid;
+    assert_eq!(f.tree, before);
+}
+
+/// A close is not owner-checked (the leader expires sessions it does not own; a close is the
+/// session's last word), and a close or re-create never moves the session back.
+#[test]
+fn closes_and_re_creates_from_the_old_owner_do_not_move_the_session_back() {
+    let mut f = Fixture::new();
+    f.run_from(Some(2), TxnKind::MoveSession { session_id: S });
+    let again = TxnKind::CreateSession { session_id: S, password: vec![7; 16], timeout_ms: 30_000 };
+    assert_eq!(f.run_from(Some(1), again).result, TxnResult::SessionCreated);
+    assert_eq!(f.tree.session(S).map(|s| s.owner), Some(2));
+    f.write_as(S, &[], create("/e", CreateMode::Ephemeral)).expect_err("server 1 no longer owns S");
+    f.run_from(Some(2), TxnKind::Write { session_id: S, auth: vec![], op: create("/e", CreateMode::Ephemeral) });
+    assert!(f.tree.get("/e").is_some());
+    assert_eq!(f.run_from(Some(3), TxnKind::CloseSession { session_id: S }).result, TxnResult::SessionClosed);
+    assert!(f.tree.get("/e").is_none() && f.tree.session(S).is_none());
+}
+
+// ---- null data ----
+
+/// Null data (length -1 on the wire) is kept apart from empty data: create and setData keep
+/// it, Stat says dataLength 0 for it (as ZooKeeper's `DataNode.copyStat`), and a failed multi
+/// restores it.
+#[test]
+fn null_data_is_kept_apart_from_empty() {
+    let mut f = Fixture::new();
+    let null_create = WriteOp::Create {
+        path: "/n".into(),
+        data: None,
+        acl: Acl::open_unsafe(),
+        mode: CreateMode::Persistent,
+        ttl_ms: NO_TTL,
+    };
+    f.write(null_create).expect("create with null data");
+    f.create("/e", CreateMode::Persistent);
+    let node =
+        |f: &Fixture, p: &str| f.tree.get(p).map(|n| (n.nullable_data().map(<[u8]>::to_vec), n.stat().data_length));
+    assert_eq!(node(&f, "/n"), Some((None, 0)));
+    assert_eq!(node(&f, "/e"), Some((Some(vec![]), 0)));
+
+    f.write(WriteOp::SetData { path: "/e".into(), data: None, version: -1 }).expect("set null");
+    assert_eq!(node(&f, "/e"), Some((None, 0)));
+    f.write(set_data("/n", b"ab", -1)).expect("set data");
+    assert_eq!(node(&f, "/n"), Some((Some(b"ab".to_vec()), 2)));
+
+    // A failed multi puts the null back.
+    let (result, _) = f.multi(vec![set_data("/e", b"x", -1), set_data("/missing", b"y", -1)]);
+    assert!(result.is_err());
+    assert_eq!(node(&f, "/e"), Some((None, 0)));
 }

@@ -21,7 +21,8 @@ pub struct Txn {
 /// What a [`Txn`] does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnKind {
-    /// Register a session. Re-creating an id that already exists leaves it untouched.
+    /// Register a session, owned by the server that submitted the txn. Re-creating an id that
+    /// already exists leaves it untouched (its owner too).
     CreateSession {
         /// The id the leader chose.
         session_id: i64,
@@ -61,6 +62,13 @@ pub enum TxnKind {
     },
     /// Nothing (a leader's first entry, a barrier).
     Noop,
+    /// A client re-attached the session on the server that submitted this txn: that server
+    /// becomes the session's owner, and writes of the session that other servers submit from
+    /// now on fail with `SessionMoved`. (Appended last: earlier log entries decode unchanged.)
+    MoveSession {
+        /// The session.
+        session_id: i64,
+    },
 }
 
 /// One client write operation.
@@ -70,8 +78,8 @@ pub enum WriteOp {
     Create {
         /// The path; for sequential modes, the prefix the counter is appended to.
         path: String,
-        /// The data.
-        data: Vec<u8>,
+        /// The data; `None` for null, kept apart from empty.
+        data: Option<Vec<u8>>,
         /// The ACL as the client sent it (`auth` entries are expanded on apply).
         acl: Vec<Acl>,
         /// The mode.
@@ -90,8 +98,8 @@ pub enum WriteOp {
     SetData {
         /// The path.
         path: String,
-        /// The new data.
-        data: Vec<u8>,
+        /// The new data; `None` for null.
+        data: Option<Vec<u8>>,
         /// The expected data version, or -1 for any.
         version: i32,
     },
@@ -162,6 +170,24 @@ pub enum TxnResult {
     Reaped(usize),
     /// Nothing happened.
     Noop,
+    /// The session's owner is now `owner` (a [`TxnKind::MoveSession`]; moving an unknown
+    /// session gives [`TxnResult::Noop`]).
+    OwnerChanged {
+        /// The server the session is attached to from now on.
+        owner: u64,
+    },
+}
+
+impl TxnResult {
+    /// Whether the write was refused because its session is owned by another server than the
+    /// one that submitted it: that server's connection of the session is stale.
+    pub fn is_session_moved(&self) -> bool {
+        match self {
+            TxnResult::Write(Err(code)) => *code == ErrorCode::SessionMoved,
+            TxnResult::Multi(Err(codes)) => codes.contains(&ErrorCode::SessionMoved),
+            _ => false,
+        }
+    }
 }
 
 /// The result of one successful [`WriteOp`].

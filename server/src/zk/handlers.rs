@@ -65,7 +65,7 @@ pub fn read(view: &mut ReadView<'_>, caller: &Caller<'_>, op: OpCode, request: R
             checked_path(&path)?;
             let (data, stat) = {
                 let node = view.tree.get(&path).ok_or(ErrorCode::NoNode)?;
-                (node.data().to_vec(), node.stat())
+                (node.nullable_data().map(<[u8]>::to_vec), node.stat())
             };
             require(view, &path, perms::READ, caller)?;
             if watch {

@@ -1,7 +1,8 @@
 //! The client port's own state: the server it serves from, its open connections and the source
 //! of new session ids. It also follows the server: when contact with the cluster is lost every
-//! connection ends, and when a session's close or expiry is applied its connections end, so
-//! their clients move on (and learn of an expiry when they reconnect, as with ZooKeeper).
+//! connection ends, and when a session's close, expiry or move to another server is applied its
+//! connections here end, so their clients move on (and learn of an expiry when they reconnect,
+//! as with ZooKeeper).
 
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ impl ClientPort {
     /// Ends connections the server can no longer serve, until it shuts down.
     pub async fn follow_server(self: Arc<Self>) {
         let mut losses = self.server.contact.losses();
-        let mut closed = self.server.store.closed_sessions();
+        let mut ended = self.server.store.ended_sessions();
         loop {
             tokio::select! {
                 _ = self.server.shutdown.cancelled() => return,
@@ -43,8 +44,12 @@ impl ClientPort {
                     }
                     self.connections.kill_all();
                 }
-                next = closed.recv() => match next {
-                    Ok(session_id) => self.connections.kill_session(session_id),
+                next = ended.recv() => match next {
+                    // A session that moved away and back since is served here again.
+                    Ok(session_id) if !self.server.store.serves_session(session_id) => {
+                        self.connections.kill_session(session_id);
+                    }
+                    Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return,
                 },

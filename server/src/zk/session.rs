@@ -8,7 +8,7 @@ use rand::RngCore;
 
 use crate::proto::connect::{ConnectRequest, ConnectResponse};
 use crate::server::Server;
-use crate::tree::TxnKind;
+use crate::tree::{TxnKind, TxnResult};
 
 /// What a handshake settled on: the answer to send, and the session the connection serves from
 /// then on (`None`: the client was turned away, after the answer if there is one).
@@ -21,29 +21,34 @@ pub struct Settled {
 
 /// Settles a client's ConnectRequest, as ZooKeeper does: refuse while out of touch with the
 /// cluster or behind the client's last seen zxid (it moves on); create a session (through the
-/// log) for id 0; resume a known session whose password matches; answer timeout 0 / session 0
-/// for an unknown or expired one.
+/// log) for id 0; resume a known session whose password matches, moving it here through the
+/// log first when another server owns it (see [`TxnKind::MoveSession`]); answer timeout 0 /
+/// session 0 for an unknown or expired one.
 pub async fn handshake(server: &Server, ids: &SessionIds, request: &ConnectRequest) -> Settled {
-    let refused = Settled { response: None, session: None };
+    settle(server, ids, request).await.unwrap_or(Settled { response: None, session: None })
+}
+
+/// [`handshake`]; `None` when the client is turned away without an answer.
+async fn settle(server: &Server, ids: &SessionIds, request: &ConnectRequest) -> Option<Settled> {
     let requested = Duration::from_millis(request.timeout_ms.max(0) as u64);
     // Out of touch with the cluster (an election, a partition): give it a moment, then turn the
     // client away so it tries another server.
     if !server.contact.wait_serving((requested / 2).min(Duration::from_secs(2))).await {
-        return refused;
+        return None;
     }
     let applied = server.store.tree().last_zxid();
     if request.last_zxid_seen > applied {
         // The client has seen a newer state than ours; ZooKeeper refuses so that it moves on
         // to a server that has caught up.
         tracing::info!(client_zxid = request.last_zxid_seen, applied, "refusing session from the future");
-        return refused;
+        return None;
     }
     let timeout = requested.clamp(server.config.min_session_timeout(), server.config.max_session_timeout());
     let settled = if request.session_id == 0 {
         // During an election, hold the new session (not refuse it) until a leader is known,
         // within the client's own timeout.
         if !server.writes.wait_for_leader(timeout.min(server.config.max_session_timeout())).await {
-            return refused;
+            return None;
         }
         let session_id = ids.next_id();
         let password = SessionIds::password();
@@ -63,14 +68,23 @@ pub async fn handshake(server: &Server, ids: &SessionIds, request: &ConnectReque
                 Some((session_id, password, timeout))
             }
             // No quorum: ZooKeeper closes the socket and the client tries another server.
-            Err(_) => return refused,
+            Err(_) => return None,
         }
     } else {
-        let known = server.store.tree().session(request.session_id).map(|s| (s.password.clone(), s.timeout_ms));
+        let known =
+            server.store.tree().session(request.session_id).map(|s| (s.password.clone(), s.timeout_ms, s.owner));
         match known {
-            Some((password, timeout_ms)) if password == request.password => {
-                server.touch(request.session_id);
-                Some((request.session_id, password, Duration::from_millis(timeout_ms.max(0) as u64)))
+            Some((password, timeout_ms, owner)) if password == request.password => {
+                let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+                // Attached elsewhere before: move the session here through the log before
+                // answering, so every write of it still on its way from the old server is
+                // ordered after the move, and refused (SessionMoved) instead of landing after
+                // the writes the client sends here.
+                let owned = owner == server.config.id || move_here(server, request.session_id, timeout).await?;
+                owned.then(|| {
+                    server.touch(request.session_id);
+                    (request.session_id, password, timeout)
+                })
             }
             _ => None,
         }
@@ -83,7 +97,24 @@ pub async fn handshake(server: &Server, ids: &SessionIds, request: &ConnectReque
         password,
         read_only: request.read_only.map(|_| false),
     };
-    Settled { response: Some(response), session: (session_id != 0).then_some((session_id, timeout)) }
+    Some(Settled { response: Some(response), session: (session_id != 0).then_some((session_id, timeout)) })
+}
+
+/// Makes this server the owner of `session_id` (one log write, [`TxnKind::MoveSession`]):
+/// `Some(true)` once the move is applied here, `Some(false)` when the session is gone (closed
+/// or expired meanwhile), `None` when the move could not be made (no leader or no quorum: the
+/// client tries another server).
+async fn move_here(server: &Server, session_id: i64, timeout: Duration) -> Option<bool> {
+    if !server.writes.wait_for_leader(timeout.min(server.config.max_session_timeout())).await {
+        return None;
+    }
+    match server.writes.write(TxnKind::MoveSession { session_id }).await {
+        Ok(outcome) => Some(matches!(outcome.result, TxnResult::OwnerChanged { .. })),
+        Err(e) => {
+            tracing::debug!(session_id, "could not move the session here: {e}");
+            None
+        }
+    }
 }
 
 /// Makes session ids and passwords (on the leader; the txn carries them to every replica).

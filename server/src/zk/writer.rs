@@ -214,6 +214,14 @@ async fn resolve(
         }
         Slot::Write { xid, op, sub_ops, pending, started } => {
             let (result, zxid) = match await_write(pending, notifications, w).await? {
+                Ok(outcome) if outcome.result.is_session_moved() => {
+                    // The session moved to another server after this write was sent: this
+                    // connection is stale. ZooKeeper closes it without an answer (its
+                    // ZOOKEEPER-710), and so does this server; the client is elsewhere.
+                    tracing::debug!(session_id, "write refused: the session moved; closing the connection");
+                    end = true;
+                    (Err(ErrorCode::SessionMoved), outcome.zxid)
+                }
                 Ok(outcome) => (handlers::write_response(op, &sub_ops, outcome.result), outcome.zxid),
                 Err(code) => {
                     // Raft refused the write: the client must reconnect (elsewhere).

@@ -130,6 +130,19 @@ def test_makepath_and_empty_data(zk):
     assert zk.exists("/mp") is None
 
 
+def test_null_data_reads_back_as_none(zk):
+    # kazoo sends None as length -1 and reads -1 back as None; b"" stays b"" (issue 12 l).
+    zk.create("/null", None)
+    data, stat = zk.get("/null")
+    assert data is None and stat.dataLength == 0
+    zk.create("/empty", b"")
+    assert zk.get("/empty")[0] == b""
+    zk.set("/empty", None)
+    assert zk.get("/empty")[0] is None
+    zk.set("/null", b"")
+    assert zk.get("/null")[0] == b""
+
+
 def test_zookeeper_system_nodes(zk):
     assert zk.exists("/zookeeper") is not None
     assert "quota" in zk.get_children("/zookeeper")

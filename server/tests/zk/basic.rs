@@ -297,3 +297,65 @@ async fn reconfig_is_disabled() {
     assert_eq!(reply.err, code::RECONFIG_DISABLED);
     assert_eq!(raw.request(op::EXISTS, &Jute::new().str("/").bool(false).bytes()).await.err, code::OK);
 }
+
+/// A getData reply's data length as sent (-1 for null) and the Stat's dataLength.
+async fn data_length(raw: &mut RawConn, path: &str) -> (i32, i32) {
+    let reply = raw.request(op::GET_DATA, &Jute::new().str(path).bool(false).bytes()).await;
+    assert_eq!(reply.err, code::OK, "getData {path}");
+    let mut r = raw::Reader(&reply.body);
+    let len = r.i32();
+    if len > 0 {
+        r.0 = &r.0[len as usize..];
+    }
+    // Stat: czxid, mzxid, ctime, mtime (8 bytes each), version, cversion, aversion (4 each),
+    // ephemeralOwner (8), then dataLength.
+    r.0 = &r.0[8 * 4 + 4 * 3 + 8..];
+    (len, r.i32())
+}
+
+/// Null data (length -1 on the wire) stays null, apart from empty data, as in ZooKeeper, whose
+/// clients (kazoo, aiozk) tell the two apart (issue 12 l): through create, setData, multi and
+/// multiRead. A null node's Stat says dataLength 0, as ZooKeeper's does.
+#[tokio::test]
+async fn null_data_reads_back_as_null_and_empty_data_as_empty() {
+    const MULTI_READ: i32 = 22;
+    let server = TestServer::start().await;
+    let mut raw = RawConn::connect(server.client_addr).await;
+    let null_create = |path: &str| Jute::new().str(path).i32(-1).open_acl().i32(0).bytes();
+
+    assert_eq!(raw.request(op::CREATE, &null_create("/null")).await.err, code::OK);
+    assert_eq!(raw.request(op::CREATE, &raw::create_body("/empty", b"", 0)).await.err, code::OK);
+    assert_eq!(data_length(&mut raw, "/null").await, (-1, 0), "created with null data");
+    assert_eq!(data_length(&mut raw, "/empty").await, (0, 0), "created with empty data");
+
+    // setData with null, and with empty data on a null node.
+    assert_eq!(raw.request(op::CREATE, &raw::create_body("/set", b"x", 0)).await.err, code::OK);
+    let set_null = Jute::new().str("/set").i32(-1).i32(-1).bytes();
+    assert_eq!(raw.request(op::SET_DATA, &set_null).await.err, code::OK);
+    assert_eq!(data_length(&mut raw, "/set").await, (-1, 0), "set to null data");
+    let set_empty = Jute::new().str("/null").buf(b"").i32(-1).bytes();
+    assert_eq!(raw.request(op::SET_DATA, &set_empty).await.err, code::OK);
+    assert_eq!(data_length(&mut raw, "/null").await, (0, 0), "set from null to empty data");
+
+    // Inside a multi, and read back through multiRead.
+    let multi = raw::multi_body(&[(op::CREATE, null_create("/multi-null"))]);
+    let reply = raw.request(op::MULTI, &multi).await;
+    assert_eq!((reply.err, raw::multi_results(&reply.body)), (code::OK, vec![(op::CREATE, 0)]));
+    assert_eq!(data_length(&mut raw, "/multi-null").await, (-1, 0), "created with null data in a multi");
+    let reads = raw::multi_body(&[
+        (op::GET_DATA, Jute::new().str("/multi-null").bool(false).bytes()),
+        (op::GET_DATA, Jute::new().str("/empty").bool(false).bytes()),
+    ]);
+    let reply = raw.request(MULTI_READ, &reads).await;
+    assert_eq!(reply.err, code::OK);
+    let mut r = raw::Reader(&reply.body);
+    let mut lengths = Vec::new();
+    for _ in 0..2 {
+        let (ty, done, err) = (r.i32(), r.bool(), r.i32());
+        assert_eq!((ty, done, err), (op::GET_DATA, false, 0), "multiRead result header");
+        let len = r.i32();
+        r.0 = &r.0[len.max(0) as usize + 68..];
+        lengths.push(len);
+    }
+    assert_eq!(lengths, [-1, 0], "multiRead's getData results");
+}
