@@ -143,6 +143,7 @@ impl Server {
             raft: self.raft.clone(),
             peers: self.peers.clone(),
             sessions: self.sessions.clone(),
+            contact: self.contact.clone(),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Frame, PeerRequest, PeerResponse};
 use super::Peers;
+use crate::contact::Contact;
 use crate::liveness::SessionTracker;
 use crate::raft::{Raft, TypeConfig};
 
@@ -30,6 +31,8 @@ pub struct PeerService {
     pub peers: Arc<Peers>,
     /// Leader-side session liveness, which forwarded touches feed.
     pub sessions: Arc<SessionTracker>,
+    /// Whether this server may serve: as leader, whether a quorum acknowledged it lately.
+    pub contact: Arc<Contact>,
 }
 
 impl PeerService {
@@ -180,6 +183,13 @@ async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse>
         }
         PeerRequest::TransferLeader(rpc) => {
             PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))
+        }
+        // Only a leader a quorum still follows takes touches: its answer is how a follower
+        // knows it is in touch with the cluster. A stale leader (openraft does not step one
+        // down when it loses its quorum) that answered would keep the followers on its side
+        // of a partition serving while the majority expires their sessions (issue 12 b).
+        PeerRequest::Touch(_) if !(raft.is_leader() && server.contact.is_serving()) => {
+            PeerResponse::Refused("not a leader a quorum follows".into())
         }
         PeerRequest::Touch(sessions) => {
             let now = std::time::Instant::now();
