@@ -1109,3 +1109,15 @@ fn null_data_is_kept_apart_from_empty() {
     assert!(result.is_err());
     assert_eq!(node(&f, "/e"), Some((None, 0)));
 }
+
+/// Data fields are encoded with serde_bytes (one byte string, fast in debug builds); postcard
+/// writes exactly what it wrote for the plain field, so logs and snapshots written before read
+/// the same.
+#[test]
+fn byte_string_data_is_encoded_as_the_plain_field_was() {
+    for data in [None, Some(Vec::new()), Some(vec![0u8, 1, 255]), Some(vec![7u8; 300])] {
+        let plain = postcard::to_allocvec(&data).expect("encode");
+        let bytes = postcard::to_allocvec(&data.clone().map(serde_bytes::ByteBuf::from)).expect("encode");
+        assert_eq!(plain, bytes, "{data:?}");
+    }
+}

@@ -79,6 +79,7 @@ pub enum WriteOp {
         /// The path; for sequential modes, the prefix the counter is appended to.
         path: String,
         /// The data; `None` for null, kept apart from empty.
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
         /// The ACL as the client sent it (`auth` entries are expanded on apply).
         acl: Vec<Acl>,
@@ -99,6 +100,7 @@ pub enum WriteOp {
         /// The path.
         path: String,
         /// The new data; `None` for null.
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
         /// The expected data version, or -1 for any.
         version: i32,
