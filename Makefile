@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
 
 
-.PHONY: run test deps system-deps python-deps rocksdb porcupine build fmt-check imports-check clippy rust-test kazoo-test chart-test bench
+.PHONY: run test deps system-deps python-deps rocksdb porcupine build fmt-check imports-check clippy rust-test kazoo-test chart-test bench soak
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 # The same cargo command as `make test` builds with, so neither rebuilds after the other.
@@ -78,6 +78,14 @@ clippy: rocksdb
 # partitions) start several processes per test, and the machine has 2 cores.
 rust-test: build porcupine
 	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) cargo test --workspace -- --test-threads=1
+
+## soak: the robustness suite's faults in turn on one cluster for DURATION (default 30m), every round's history checked; the table goes to $(CACHE)/soak-report.md
+# The same cargo command as rust-test (nothing recompiles); only the soak test runs.
+DURATION ?= 30m
+soak: build porcupine
+	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) PADDOCK_SOAK_DURATION=$(DURATION) PADDOCK_SOAK_REPORT=$(CACHE)/soak-report.md \
+		cargo test --workspace -- --test-threads=1 --ignored --exact soak::soak --nocapture
+	@cat $(CACHE)/soak-report.md
 
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo

@@ -70,11 +70,12 @@ impl Dice {
 }
 
 impl Traffic {
-    /// Creates `keys` registers and starts `clients` clients over every server of `cluster`.
-    pub async fn start(cluster: &Cluster, clients: u32, keys: usize) -> Traffic {
+    /// Creates `keys` registers (named `<prefix>r<k>`: each round of a soak has its own) and
+    /// starts `clients` clients over every server of `cluster`.
+    pub async fn start(cluster: &Cluster, clients: u32, keys: usize, prefix: &str) -> Traffic {
         let ids = cluster.ids();
         let setup = connect(&cluster.connect_all(), SESSION).await.expect("setup client");
-        let keys: Vec<String> = (0..keys).map(|k| format!("r{k}")).collect();
+        let keys: Vec<String> = (0..keys).map(|k| format!("{prefix}r{k}")).collect();
         ensure(&setup, ROOT).await;
         for key in &keys {
             ensure(&setup, &register(key)).await;

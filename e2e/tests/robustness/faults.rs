@@ -1,0 +1,153 @@
+//! The faults the suite injects, each one step that breaks something while the workload runs,
+//! waits until the workload made progress through it (a degraded cluster is slow, not stopped),
+//! and heals it. Scenarios run one each; the soak runs them in turn on one cluster.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{Cluster, SESSION, WAIT};
+use crate::traffic::Traffic;
+
+/// Completed operations the workload must reach during a fault.
+pub const PROGRESS: usize = 150;
+/// How long the workload may take for [`PROGRESS`] while a fault lasts.
+pub const FAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL of the leader, a new leader, the old one restarted; then a follower SIGKILLed
+    /// and restarted at once.
+    KillLeaderThenFollower,
+    /// A follower SIGSTOPped for longer than a session timeout, then SIGCONTed.
+    PauseFollower,
+    /// Every packet between the leader and the others dropped (a blackhole, not a close).
+    IsolateLeader,
+    /// The leader and one follower cut from each other; both still reach the third server.
+    AsymmetricCut,
+    /// 10% of the packets between every two servers dropped.
+    LossyLinks,
+    /// The leader at a tenth of a CPU (a Kubernetes CPU limit: a CFS quota).
+    LeaderCpuQuota,
+    /// The leader's link limited to 256 kbit/s.
+    SlowLeaderLink,
+    /// A follower cut off while the others go past several snapshots, then let back.
+    LaggingFollower,
+}
+
+impl Fault {
+    /// Every fault, in the order the soak runs them.
+    pub const ALL: [Fault; 8] = [
+        Fault::KillLeaderThenFollower,
+        Fault::PauseFollower,
+        Fault::IsolateLeader,
+        Fault::AsymmetricCut,
+        Fault::LossyLinks,
+        Fault::LeaderCpuQuota,
+        Fault::SlowLeaderLink,
+        Fault::LaggingFollower,
+    ];
+
+    /// Server flags the fault needs to bite (a snapshot point it gets past).
+    pub const SNAPSHOT_FLAGS: [&'static str; 2] = ["--snapshot-every", "100"];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillLeaderThenFollower => "kill",
+            Fault::PauseFollower => "pause",
+            Fault::IsolateLeader => "isolated-leader",
+            Fault::AsymmetricCut => "asymmetric",
+            Fault::LossyLinks => "lossy",
+            Fault::LeaderCpuQuota => "cpu-quota",
+            Fault::SlowLeaderLink => "slow-link",
+            Fault::LaggingFollower => "lagging",
+        }
+    }
+
+    /// Injects the fault, waits for the workload to get through it, heals it.
+    pub async fn run(self, cluster: &mut Cluster, traffic: &Traffic) {
+        match self {
+            Fault::KillLeaderThenFollower => {
+                let leader = cluster.leader().await;
+                cluster.node_mut(leader).kill9();
+                let rest = cluster.running();
+                cluster.wait_leader(&rest, None).await;
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.node_mut(leader).start().await;
+                let follower = follower(cluster).await;
+                cluster.node_mut(follower).restart().await;
+            }
+            Fault::PauseFollower => {
+                let paused = follower(cluster).await;
+                cluster.node(paused).signal(Signal::SIGSTOP);
+                // Its clients move to the others within their session timeout.
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
+                cluster.node(paused).signal(Signal::SIGCONT);
+            }
+            Fault::IsolateLeader => {
+                let leader = cluster.leader().await;
+                cluster.lab().partition(&[leader]);
+                let rest: Vec<u64> = cluster.running().into_iter().filter(|id| *id != leader).collect();
+                cluster.wait_leader(&rest, Some(leader)).await;
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.lab().heal();
+            }
+            Fault::AsymmetricCut => {
+                let leader = cluster.leader().await;
+                let cut = follower(cluster).await;
+                cluster.lab().blackhole(leader, cut);
+                traffic.wait_progress(2 * PROGRESS, FAULT_WAIT).await;
+                cluster.lab().heal();
+            }
+            Fault::LossyLinks => {
+                let ids = cluster.ids();
+                for (i, a) in ids.iter().enumerate() {
+                    for b in &ids[i + 1..] {
+                        cluster.lab().lossy(*a, *b, 0.1);
+                    }
+                }
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.lab().heal();
+            }
+            Fault::LeaderCpuQuota => {
+                let leader = cluster.leader().await;
+                let pid = cluster.node(leader).pid().expect("the leader runs");
+                cluster.lab().limit_cpu(leader, pid, 100);
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.lab().unlimit(pid);
+            }
+            Fault::SlowLeaderLink => {
+                let leader = cluster.leader().await;
+                cluster.lab().slow(leader, 256);
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.lab().heal();
+            }
+            Fault::LaggingFollower => {
+                let lagging = follower(cluster).await;
+                cluster.lab().partition(&[lagging]);
+                // Well past two snapshots: the leader's log no longer holds what it lacks.
+                traffic.wait_progress(3 * PROGRESS, FAULT_WAIT).await;
+                cluster.lab().heal();
+                let all = cluster.ids();
+                cluster.wait_caught_up(lagging, &all).await;
+            }
+        }
+    }
+}
+
+/// A follower of the current leader.
+pub async fn follower(cluster: &Cluster) -> u64 {
+    let leader = cluster.leader().await;
+    cluster.running().into_iter().find(|id| *id != leader).expect("a follower")
+}
+
+/// After a fault: every server answers as one cluster again, and the workload goes on.
+pub async fn healed(cluster: &Cluster, traffic: &Traffic) {
+    let all = cluster.running();
+    cluster.wait_leader(&all, None).await;
+    cluster.wait_ready(&all).await;
+    traffic.wait_progress(PROGRESS, WAIT).await;
+}
