@@ -203,6 +203,30 @@ impl RaftStateMachine<C> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hole g: openraft builds snapshots in a task of its own; a build that copied the tree at
+    /// index 10 and finishes after a snapshot at index 20 was installed must not replace it —
+    /// openraft purges the log up to 20, and a server whose stored snapshot says 10 could then
+    /// never restart.
+    #[tokio::test]
+    async fn an_older_build_does_not_replace_a_newer_installed_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::raft::open_db(dir.path()).expect("db");
+        let mut sm = StateMachine::open(Arc::new(Store::new(1)), db.clone()).expect("state machine");
+        sm.last_applied = Some(openraft::testing::log_id::<C>(1, 1, 10));
+        let mut builder = sm.get_snapshot_builder().await;
+        let newer = SnapshotMetaOf::<C> {
+            last_log_id: Some(openraft::testing::log_id::<C>(2, 2, 20)),
+            last_membership: Default::default(),
+        };
+        sm.install_snapshot(&newer, pack(&DataTree::default()).expect("pack")).await.expect("install");
+        builder.build_snapshot().await.expect("build");
+        let (stored, _) = load_snapshot(&db).expect("load").expect("a snapshot");
+        assert_eq!(stored.last_log_id, newer.last_log_id, "the older build replaced the installed snapshot");
+        drop(sm);
+        let reopened = StateMachine::open(Arc::new(Store::new(1)), db).expect("reopen");
+        assert_eq!(reopened.last_applied, newer.last_log_id);
+    }
     use crate::proto::CreateMode;
     use crate::tree::{Txn, TxnKind, TxnResult, WriteOp, NO_TTL};
 
