@@ -5,7 +5,7 @@
 //! openraft re-applies the committed log after it (the log store keeps the committed id).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
@@ -34,6 +34,8 @@ pub struct StateMachine {
     db: Arc<DB>,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
+    /// Held while a snapshot is stored (see [`save_snapshot`]); shared with the builders.
+    saving: Arc<Mutex<()>>,
 }
 
 /// Builds a snapshot from a copy of the tree taken when the builder was made, so building
@@ -42,6 +44,7 @@ pub struct SnapshotBuilder {
     tree: DataTree,
     db: Arc<DB>,
     meta: SnapshotMetaOf<C>,
+    saving: Arc<Mutex<()>>,
 }
 
 /// A snapshot of format 2 or later starts with these bytes and a format number. Format 1 (no
@@ -81,14 +84,32 @@ fn unpack(data: &[u8]) -> io::Result<DataTree> {
     }
 }
 
-fn save_snapshot(db: &DB, meta: &SnapshotMetaOf<C>, data: &[u8]) -> io::Result<()> {
+/// Stores a snapshot — unless the stored one is newer: openraft builds snapshots in a task of
+/// its own, and a build that copied the tree before a newer snapshot was installed finishes
+/// after it (openraft ignores the older one; the log behind the newer one may already be
+/// purged, so storing the older would leave a server that cannot restart). `saving` makes the
+/// look and the write one step. Returns whether it stored.
+fn save_snapshot(db: &DB, saving: &Mutex<()>, meta: &SnapshotMetaOf<C>, data: &[u8]) -> io::Result<bool> {
+    let _one_at_a_time = saving.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(stored) = load_snapshot_meta(db)? {
+        if stored.last_log_id > meta.last_log_id {
+            tracing::info!(stored = ?stored.last_log_id, built = ?meta.last_log_id, "kept the newer stored snapshot");
+            return Ok(false);
+        }
+    }
     let cf = db.cf_handle(keys::CF_SNAPSHOT).ok_or_else(|| io_err("snapshot column family missing"))?;
     let mut batch = rocksdb::WriteBatch::default();
     batch.put_cf(cf, keys::SNAPSHOT_DATA, data);
     batch.put_cf(cf, keys::SNAPSHOT_META, encode(meta)?);
     db.write(batch).map_err(io_err)?;
     // The log is purged behind a snapshot, so the snapshot must be durable first.
-    db.flush_wal(true).map_err(io_err)
+    db.flush_wal(true).map_err(io_err)?;
+    Ok(true)
+}
+
+fn load_snapshot_meta(db: &DB) -> io::Result<Option<SnapshotMetaOf<C>>> {
+    let cf = db.cf_handle(keys::CF_SNAPSHOT).ok_or_else(|| io_err("snapshot column family missing"))?;
+    db.get_cf(cf, keys::SNAPSHOT_META).map_err(io_err)?.map(|meta| decode(&meta)).transpose()
 }
 
 fn load_snapshot(db: &DB) -> io::Result<Option<(SnapshotMetaOf<C>, Vec<u8>)>> {
@@ -108,7 +129,7 @@ fn zxid_of(log_id: &Option<LogIdOf<C>>) -> i64 {
 impl StateMachine {
     /// Opens the state machine, restoring the tree from the newest snapshot in `db`.
     pub fn open(store: Arc<Store>, db: Arc<DB>) -> io::Result<Self> {
-        let mut sm = Self { store, db, last_applied: None, membership: Default::default() };
+        let mut sm = Self { store, db, last_applied: None, membership: Default::default(), saving: Arc::default() };
         if let Some((meta, data)) = load_snapshot(&sm.db)? {
             sm.restore(&meta, &data)?;
         }
@@ -134,10 +155,11 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
         let tree = std::mem::take(&mut self.tree);
         let db = self.db.clone();
         let meta = self.meta.clone();
+        let saving = self.saving.clone();
         // Serializing a large tree is CPU work: keep it off the async workers.
         let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
             let data = pack(&tree)?;
-            save_snapshot(&db, &meta, &data)?;
+            save_snapshot(&db, &saving, &meta, &data)?;
             Ok(data)
         })
         .await
@@ -185,6 +207,7 @@ impl RaftStateMachine<C> for StateMachine {
             tree: self.store.clone_tree(),
             db: self.db.clone(),
             meta: SnapshotMetaOf::<C> { last_log_id: self.last_applied, last_membership: self.membership.clone() },
+            saving: self.saving.clone(),
         }
     }
 
@@ -192,7 +215,10 @@ impl RaftStateMachine<C> for StateMachine {
         self.restore(meta, &snapshot)?;
         let db = self.db.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || save_snapshot(&db, &meta, &snapshot)).await.map_err(io_err)?
+        let saving = self.saving.clone();
+        tokio::task::spawn_blocking(move || save_snapshot(&db, &saving, &meta, &snapshot).map(|_| ()))
+            .await
+            .map_err(io_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
