@@ -2,7 +2,8 @@
 //! long as asked, every fault of [`Fault::ALL`] in turn, one round each. Each round has its own
 //! registers and history, judged at its end (so porcupine's search stays bounded however long
 //! the soak runs); the first anomaly fails the soak. A markdown table of the rounds goes to
-//! `PADDOCK_SOAK_REPORT` (docs/reliability.md holds the last 30-minute run).
+//! `PADDOCK_SOAK_REPORT` (docs/reliability.md holds the last 30-minute run);
+//! `PADDOCK_SOAK_FAULTS=isolated-leader,kill` runs only those faults.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -36,13 +37,23 @@ async fn soak() {
     let asked = std::env::var("PADDOCK_SOAK_DURATION").unwrap_or_else(|_| "30m".into());
     let duration =
         parse_duration(&asked).unwrap_or_else(|| panic!("PADDOCK_SOAK_DURATION={asked:?}: say 30m, 90s or 1h"));
+    // PADDOCK_SOAK_FAULTS=kill,lossy runs only those (names as in the report).
+    let faults: Vec<Fault> = match std::env::var("PADDOCK_SOAK_FAULTS") {
+        Ok(names) => names
+            .split(',')
+            .map(|name| {
+                Fault::ALL.into_iter().find(|f| f.name() == name.trim()).unwrap_or_else(|| panic!("no fault {name:?}"))
+            })
+            .collect(),
+        Err(_) => Fault::ALL.to_vec(),
+    };
     let mut cluster = start_cluster(3, &Fault::SNAPSHOT_FLAGS).await;
     let began = Instant::now();
     let mut table =
         String::from("| round | fault | operations | unknown outcome | anomalies |\n|---|---|---|---|---|\n");
     let (mut rounds, mut total_ops) = (0usize, 0usize);
     while began.elapsed() < duration {
-        let fault = Fault::ALL[rounds % Fault::ALL.len()];
+        let fault = faults[rounds % faults.len()];
         let traffic = Traffic::start(&cluster, CLIENTS, KEYS, &format!("s{rounds}")).await;
         traffic.wait_progress(PROGRESS, WAIT).await;
         fault.run(&mut cluster, &traffic).await;
