@@ -106,3 +106,34 @@ async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_
     // Once the link is back, the cut-off sidecar gets a session again.
     holder.ready().await;
 }
+
+#[tokio::test]
+async fn a_keepalive_answers_suspended_with_the_deadline_then_not_found_after_it() {
+    let server = Server::start().await;
+    let blackhole = Proxy::start(server.client_addr).await;
+    let s = Sidecar::start(&server, &blackhole.addr.to_string(), "pod-a", &["--session-timeout-ms", "2000"]).await;
+    let granted = s.call(Method::POST, "/v1/leases", Some(serde_json::json!({"ttl_ms": 30000}))).await;
+    let id = granted.body["id"].as_str().expect("lease id").to_owned();
+    let keepalive = format!("/v1/leases/{id}/keepalive");
+    assert_eq!(s.call(Method::POST, &keepalive, None).await.status, hyper::StatusCode::OK);
+
+    blackhole.stall();
+    let suspended = crate::harness::wait_for("a keepalive refused as suspended", || async {
+        let reply = s.call(Method::POST, &keepalive, None).await;
+        (reply.status != hyper::StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert_eq!(suspended.status, hyper::StatusCode::SERVICE_UNAVAILABLE, "{:?}", suspended.body);
+    assert_eq!(suspended.body["error"]["code"], "suspended", "{:?}", suspended.body);
+    let deadline = suspended.body["error"]["valid_until_ms"].as_u64().expect("valid_until_ms");
+    assert!(suspended.body["error"]["valid_for_ms"].as_u64().is_some_and(|left| left <= 2000));
+    let gone = crate::harness::wait_for("a keepalive answering the lease is gone", || async {
+        let reply = s.call(Method::POST, &keepalive, None).await;
+        (reply.status != hyper::StatusCode::SERVICE_UNAVAILABLE).then_some((now_ms(), reply))
+    })
+    .await;
+    assert_eq!(gone.1.status, hyper::StatusCode::NOT_FOUND, "{:?}", gone.1.body);
+    assert!(gone.0 >= deadline, "the lease was said gone at {} before its deadline {deadline}", gone.0);
+    blackhole.restore();
+    s.ready().await;
+}
