@@ -39,6 +39,15 @@ pub enum Error {
     /// There is no ZooKeeper session right now (connecting, suspended or expired); retry.
     #[error("{0}")]
     NoSession(String),
+    /// The session is suspended: holds are valid only until `valid_until` (a lease's keepalive,
+    /// a lease-bound hold whose request waited); the body says until when.
+    #[error("{message}")]
+    Suspended {
+        /// What was suspended.
+        message: String,
+        /// The hold deadline ([`crate::deadline`]).
+        valid_until: std::time::Instant,
+    },
     /// The sidecar is shutting down and takes no new holds.
     #[error("sidecar is draining")]
     Draining,
@@ -65,7 +74,7 @@ impl Error {
             Error::BadVersion(_) | Error::NotClaimed(_) => StatusCode::PRECONDITION_FAILED,
             Error::BadInput(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::NoSession(_) | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoSession(_) | Error::Suspended { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Zookeeper(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +93,7 @@ impl Error {
             Error::BadInput(_) => "bad_input",
             Error::TooLarge(_) => "too_large",
             Error::NoSession(_) => "no_session",
+            Error::Suspended { .. } => "suspended",
             Error::Draining => "draining",
             Error::NoRoute(_) => "no_route",
             Error::MethodNotAllowed => "method_not_allowed",
@@ -132,7 +142,13 @@ pub fn error_body(code: &str, message: &str) -> serde_json::Value {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = error_body(self.code(), &self.to_string());
+        let mut body = error_body(self.code(), &self.to_string());
+        if let Error::Suspended { valid_until, .. } = &self {
+            let (valid_until_ms, valid_for_ms) =
+                crate::deadline::as_seen(*valid_until, std::time::Instant::now(), std::time::SystemTime::now());
+            body["error"]["valid_until_ms"] = json!(valid_until_ms);
+            body["error"]["valid_for_ms"] = json!(valid_for_ms);
+        }
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

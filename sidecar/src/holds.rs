@@ -418,8 +418,8 @@ impl Hold {
             };
             let heard = self.announced.load(Ordering::Relaxed);
             match change {
-                SessionChange::Suspended if heard => self.emit(change.event()).await?,
-                SessionChange::Suspended => {}
+                SessionChange::Suspended(_) if heard => self.emit(change.event()).await?,
+                SessionChange::Suspended(_) => {}
                 SessionChange::Reconnected => {
                     if heard {
                         self.emit(change.event()).await?;
@@ -564,8 +564,12 @@ impl Hold {
             if delete {
                 delete_own(&self.client, self.follower.status_mut(), generation, path).await;
             }
-            // Orphans of our retried creates that landed late go with the hold.
-            if let Some((dir, prefix)) = path.rsplit_once('/').and_then(|(dir, name)| Some((dir, tag_prefix(name)?))) {
+            // Orphans of our retried creates that landed late go with the hold (with a lost
+            // session they are gone already, and its client may never answer again).
+            let lost = matches!(interrupt, Interrupt::Lost(_));
+            if let Some((dir, prefix)) =
+                path.rsplit_once('/').filter(|_| !lost).and_then(|(dir, name)| Some((dir, tag_prefix(name)?)))
+            {
                 let orphans = self.client.list_children(dir).await.unwrap_or_default();
                 for orphan in orphans.iter().filter(|c| c.starts_with(prefix) && znode::join(dir, c) != path) {
                     delete_own(&self.client, self.follower.status_mut(), generation, &znode::join(dir, orphan)).await;

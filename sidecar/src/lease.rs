@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::session::{self, SessionHandle};
+use crate::session::{self, SessionHandle, SessionState};
 
 /// Shortest and longest TTL a lease may have.
 pub const TTL_RANGE: (u64, u64) = (500, 300_000);
@@ -120,10 +120,30 @@ impl Leases {
         Ok(id)
     }
 
-    /// Renews lease `id` for another TTL; its TTL in milliseconds.
+    /// Renews lease `id` for another TTL; its TTL in milliseconds. While the session is
+    /// suspended the lease is renewed all the same (the app is alive) but the answer is 503
+    /// `suspended` with the hold deadline: the lease's holds may be gone by then. Once the
+    /// session is lost (its deadline passed, or it expired) the lease is unknown: 404.
     pub fn keep_alive(&self, id: &str) -> Result<u64> {
+        let status = self.session.status();
         let leases = lock(&self.inner);
         let lease = leases.get(id).ok_or_else(|| unknown(id))?;
+        if status.generation != lease.generation {
+            return Err(unknown(id));
+        }
+        match status.state {
+            SessionState::Connected => {}
+            SessionState::Suspended => {
+                lease.deadline.send_replace(Instant::now() + lease.ttl);
+                let valid_until = status.valid_until.unwrap_or_else(std::time::Instant::now);
+                return Err(Error::Suspended {
+                    message: format!("lease {id} was renewed, but the session is suspended: its holds are valid only until the deadline"),
+                    valid_until,
+                });
+            }
+            // The session is being replaced; the lease ends with it.
+            SessionState::Connecting | SessionState::Lost | SessionState::Closed => return Err(unknown(id)),
+        }
         lease.deadline.send_replace(Instant::now() + lease.ttl);
         Ok(lease.ttl.as_millis() as u64)
     }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod holds;
 pub mod identity;

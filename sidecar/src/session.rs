@@ -4,11 +4,18 @@
 //! old generation are gone and their owners must notice. Recipes and handlers never connect
 //! themselves; they take the current client from [`SessionHandle`].
 //!
+//! The session also measures how long the pod's holds are certainly valid ([`crate::deadline`]):
+//! it probes the cluster with a cheap read every tenth of the session timeout and remembers when
+//! the last answered probe was sent. Silence for a third of the timeout (a blackholed link shows
+//! no error) suspends the session as a lost connection does; silence up to the hold deadline
+//! ends it: its holds are reported lost and a new session is made, even while the cluster is
+//! still unreachable.
+//!
 //! Also here: the calls that outlive one connection of the session (waiting for it to be back,
 //! deleting a znode of ours across connection losses, re-adding a persistent watch) and making
 //! paths. What a recipe does with them is the recipe's business.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -17,6 +24,7 @@ use zookeeper_client::{
     Acls, AddWatchMode, Client, CreateMode, CreateOptions, PersistentWatcher, SessionState as ZkState,
 };
 
+use crate::deadline::Heard;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -70,18 +78,27 @@ pub struct SessionStatus {
     pub generation: u64,
     /// The chrooted client while the session lives (connected or suspended).
     pub client: Option<Client>,
+    /// While suspended: until when the session's holds are valid (see [`crate::deadline`]).
+    pub valid_until: Option<Instant>,
 }
 
 /// Cheap, cloneable read side of the session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     status: watch::Receiver<SessionStatus>,
+    heard: watch::Receiver<Option<Heard>>,
 }
 
 impl SessionHandle {
     /// The current status.
     pub fn status(&self) -> SessionStatus {
         self.status.borrow().clone()
+    }
+
+    /// Until when the current session's holds are valid, by the last answer heard from the
+    /// cluster (`None` without a session).
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.heard.borrow().map(Heard::valid_until)
     }
 
     /// A receiver to follow status changes.
@@ -167,20 +184,44 @@ pub struct Session {
     namespace: String,
     timeout: Duration,
     status: watch::Sender<SessionStatus>,
+    heard: watch::Sender<Option<Heard>>,
     metrics: Metrics,
+}
+
+/// Why a session's run ended.
+enum Ended {
+    /// It expired (or zookeeper-client gave up on it).
+    Lost,
+    /// The sidecar is closing it.
+    Closing,
 }
 
 impl Session {
     /// A session for `cluster`, chrooted to `/<namespace>`; nothing connects until [`Session::run`].
     pub fn new(cluster: String, namespace: String, timeout: Duration, metrics: Metrics) -> (Session, SessionHandle) {
-        let (status, rx) =
-            watch::channel(SessionStatus { state: SessionState::Connecting, generation: 0, client: None });
-        (Session { cluster, namespace, timeout, status, metrics }, SessionHandle { status: rx })
+        let (status, rx) = watch::channel(SessionStatus {
+            state: SessionState::Connecting,
+            generation: 0,
+            client: None,
+            valid_until: None,
+        });
+        let (heard, heard_rx) = watch::channel(None);
+        (Session { cluster, namespace, timeout, status, heard, metrics }, SessionHandle { status: rx, heard: heard_rx })
     }
 
     fn publish(&self, state: SessionState, generation: u64, client: Option<Client>) {
+        self.publish_until(state, generation, client, None);
+    }
+
+    fn publish_until(
+        &self,
+        state: SessionState,
+        generation: u64,
+        client: Option<Client>,
+        valid_until: Option<Instant>,
+    ) {
         self.metrics.session_state.set(state.gauge());
-        self.status.send_replace(SessionStatus { state, generation, client });
+        self.status.send_replace(SessionStatus { state, generation, client, valid_until });
     }
 
     /// Keeps a session until `close` is cancelled, then closes it explicitly so the pod's
@@ -189,60 +230,112 @@ impl Session {
     pub async fn run(self, close: CancellationToken) {
         let mut generation = 0;
         loop {
-            let client = tokio::select! {
-                client = self.connect() => client,
+            let (client, heard) = tokio::select! {
+                connected = self.connect() => connected,
                 _ = close.cancelled() => {
                     self.publish(SessionState::Closed, generation, None);
                     return;
                 }
             };
             generation += 1;
-            tracing::info!(session = %client.session_id(), generation, "zookeeper session established");
-            let mut watcher = client.state_watcher();
-            self.publish(SessionState::Connected, generation, Some(client.clone()));
-            loop {
-                tokio::select! {
-                    state = watcher.changed() => match state {
-                        ZkState::Disconnected => {
-                            tracing::warn!("connection to the cluster lost; session suspended");
-                            self.publish(SessionState::Suspended, generation, Some(client.clone()));
-                        }
-                        ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
-                            tracing::info!("reconnected to the cluster");
-                            self.publish(SessionState::Connected, generation, Some(client.clone()));
-                        }
-                        ZkState::Expired | ZkState::AuthFailed | ZkState::Closed => {
-                            tracing::warn!(?state, "zookeeper session lost");
-                            self.metrics.sessions_lost.inc();
-                            self.publish(SessionState::Lost, generation, None);
-                            break;
-                        }
-                    },
-                    _ = close.cancelled() => {
-                        self.publish(SessionState::Closed, generation, None);
-                        drop(client);
-                        // Dropping the last client sends closeSession; wait (bounded) until the
-                        // server has answered it.
-                        let closed = async {
-                            while !watcher.changed().await.is_terminated() {}
-                        };
-                        if tokio::time::timeout(Duration::from_secs(3), closed).await.is_err() {
-                            tracing::warn!("session did not close within 3s; it will expire instead");
-                        } else {
-                            tracing::info!("zookeeper session closed");
-                        }
-                        return;
+            tracing::info!(session = %client.session_id(), generation, timeout = ?heard.timeout, "zookeeper session established");
+            let ended = self.follow(&client, generation, heard, &close).await;
+            self.heard.send_replace(None);
+            match ended {
+                Ended::Lost => {
+                    self.metrics.sessions_lost.inc();
+                    self.publish(SessionState::Lost, generation, None);
+                }
+                Ended::Closing => {
+                    self.publish(SessionState::Closed, generation, None);
+                    let mut watcher = client.state_watcher();
+                    drop(client);
+                    // Dropping the last client sends closeSession; wait (bounded) until the
+                    // server has answered it.
+                    let closed = async { while !watcher.changed().await.is_terminated() {} };
+                    if tokio::time::timeout(Duration::from_secs(3), closed).await.is_err() {
+                        tracing::warn!("session did not close within 3s; it will expire instead");
+                    } else {
+                        tracing::info!("zookeeper session closed");
                     }
+                    return;
                 }
             }
         }
     }
 
-    async fn connect(&self) -> Client {
+    /// Follows one session (`generation`, last heard as `heard`) until it is lost or closing:
+    /// publishes connected and suspended, probes it, and gives it up at its hold deadline.
+    async fn follow(&self, client: &Client, generation: u64, mut heard: Heard, close: &CancellationToken) -> Ended {
+        let mut watcher = client.state_watcher();
+        self.heard.send_replace(Some(heard));
+        let (probed_tx, mut probed) = watch::channel(heard);
+        let probe = AbortOnDrop(tokio::spawn(probe(client.clone(), probed_tx)));
+        // Whether zookeeper-client has a connection (it may not know yet that it is silent).
+        let mut linked = true;
+        let mut shown = None;
+        let ended = loop {
+            heard = heard.latest(*probed.borrow_and_update());
+            self.heard.send_if_modified(|was| {
+                let changed = *was != Some(heard);
+                *was = Some(heard);
+                changed
+            });
+            let now = Instant::now();
+            let fresh = linked && now < heard.suspect_at();
+            if !fresh && now >= heard.valid_until() {
+                tracing::warn!(
+                    "no answer from the cluster until the hold deadline; the session's holds are lost and a new \
+                     session is made"
+                );
+                break Ended::Lost;
+            }
+            let state = if fresh { SessionState::Connected } else { SessionState::Suspended };
+            if shown != Some(state) {
+                match state {
+                    SessionState::Connected if shown.is_some() => tracing::info!("reconnected to the cluster"),
+                    SessionState::Suspended if linked => {
+                        tracing::warn!(
+                            "no answer from the cluster for a third of the session timeout; session suspended"
+                        )
+                    }
+                    SessionState::Suspended => tracing::warn!("connection to the cluster lost; session suspended"),
+                    _ => {}
+                }
+                let valid_until = (state == SessionState::Suspended).then(|| heard.valid_until());
+                self.publish_until(state, generation, Some(client.clone()), valid_until);
+                shown = Some(state);
+            }
+            let wake = if fresh { heard.suspect_at() } else { heard.valid_until() };
+            tokio::select! {
+                state = watcher.changed() => match state {
+                    ZkState::Disconnected => linked = false,
+                    ZkState::SyncConnected => linked = true,
+                    // A read-only server answers without the leader hearing of it: no proof.
+                    ZkState::ConnectedReadOnly => linked = false,
+                    ZkState::Expired | ZkState::AuthFailed | ZkState::Closed => {
+                        tracing::warn!(?state, "zookeeper session lost");
+                        break Ended::Lost;
+                    }
+                },
+                changed = probed.changed() => if changed.is_err() {
+                    // The probe never ends on its own; without it nothing proves the session
+                    // alive any more, and the deadline ends it.
+                    linked = false;
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = close.cancelled() => break Ended::Closing,
+            }
+        };
+        drop(probe);
+        ended
+    }
+
+    async fn connect(&self) -> (Client, Heard) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.try_connect().await {
-                Ok(client) => return client,
+                Ok(connected) => return connected,
                 Err(e) => {
                     tracing::warn!(cluster = %self.cluster, error = %e, "cannot establish a zookeeper session; retrying");
                     tokio::time::sleep(backoff).await;
@@ -252,15 +345,47 @@ impl Session {
         }
     }
 
-    async fn try_connect(&self) -> Result<Client, zookeeper_client::Error> {
+    /// A new session, and when it was first heard from: the send time of the create of the
+    /// namespace znode, whose answer proves the session alive (the handshake's own send time is
+    /// zookeeper-client's, and earlier still).
+    async fn try_connect(&self) -> Result<(Client, Heard), zookeeper_client::Error> {
         let root =
             Client::connector().with_session_timeout(self.timeout).with_fail_eagerly().connect(&self.cluster).await?;
         let chroot = format!("/{}", self.namespace);
+        let sent = Instant::now();
         match root.create(&chroot, &[], &PERSISTENT).await {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
-        root.chroot(chroot).map_err(|_| zookeeper_client::Error::BadArguments(&"bad namespace"))
+        let heard = Heard { at: sent, timeout: root.session_timeout() };
+        let client = root.chroot(chroot).map_err(|_| zookeeper_client::Error::BadArguments(&"bad namespace"))?;
+        Ok((client, heard))
+    }
+}
+
+/// Aborts the task when dropped: the probe must not outlive its session (its clone of the
+/// client would keep the session from closing).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Probes the session: a cheap read (the namespace root's stat) every
+/// [`crate::deadline::probe_interval`], one at a time; each answer reports its request's send
+/// time into `heard`. Never ends on its own.
+async fn probe(client: Client, heard: watch::Sender<Heard>) {
+    let timeout = client.session_timeout();
+    let interval = crate::deadline::probe_interval(timeout);
+    loop {
+        let sent = Instant::now();
+        // Bounded, so that a request lost with its connection does not stop the probing.
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, client.check_stat("/")).await {
+            heard.send_modify(|last| *last = last.latest(Heard { at: sent, timeout }));
+        }
+        tokio::time::sleep_until((sent + interval).into()).await;
     }
 }
 

@@ -3,10 +3,12 @@
 //! up on a stream. A stream's task notices the app going away (the response body dropped, i.e.
 //! the connection closed) through [`EventSink::closed`]; that is what binds a hold to the app's
 //! connection. A hold bound to a lease instead reports into a latest-state sink
-//! ([`EventSink::latest`]) that the requests about it read. What the events say is each task's
-//! business.
+//! ([`EventSink::latest`]) that the requests about it read: it keeps the hold's latest event,
+//! with a suspension (and its deadline) on top while the session is suspended. What the events
+//! say is each task's business.
 
 use std::convert::Infallible;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -27,8 +29,10 @@ const BUFFER: usize = 64;
 pub enum EventSink {
     /// Every event, in order, to the app's open connection.
     Stream(mpsc::Sender<Value>),
-    /// Only the latest event that says where the hold stands (session events are left out: they
-    /// say nothing about the hold). Requests of a lease-bound hold read it.
+    /// Only the latest event that says where the hold stands. A `suspended` event is kept on
+    /// top of it (`{"type": "suspended", ..., "hold": EVENT}`) until `reconnected` puts the
+    /// hold's event back; a final event (`lost`, `released`, `error`) replaces both. Requests
+    /// of a lease-bound hold read it.
     Latest {
         /// The latest event.
         tx: watch::Sender<Value>,
@@ -37,8 +41,30 @@ pub enum EventSink {
     },
 }
 
-/// Events a [`EventSink::Latest`] does not keep.
-const SESSION_EVENTS: [&str; 2] = ["suspended", "reconnected"];
+/// Events after which a hold is over.
+pub const FINAL_EVENTS: [&str; 3] = ["released", "lost", "error"];
+
+/// What a latest-state sink holds after `event`, given what it held (`was`).
+fn latest_after(was: &Value, event: Value) -> Value {
+    let suspended = was["type"] == "suspended";
+    let hold = if suspended { &was["hold"] } else { was };
+    match event["type"].as_str().unwrap_or_default() {
+        "suspended" => {
+            let mut event = event;
+            event["hold"] = hold.clone();
+            event
+        }
+        "reconnected" => hold.clone(),
+        kind if FINAL_EVENTS.contains(&kind) => event,
+        // A hold's own news while suspended stays under the suspension.
+        _ if suspended => {
+            let mut was = was.clone();
+            was["hold"] = event;
+            was
+        }
+        _ => event,
+    }
+}
 
 impl EventSink {
     /// A latest-state sink and the receiver of the request waiting on it. The sink counts as
@@ -65,9 +91,7 @@ impl EventSink {
         match self {
             EventSink::Stream(tx) => tx.send(event).await.is_ok(),
             EventSink::Latest { tx, .. } => {
-                if !event["type"].as_str().is_some_and(|kind| SESSION_EVENTS.contains(&kind)) {
-                    tx.send_replace(event);
-                }
+                tx.send_modify(|latest| *latest = latest_after(latest, event));
                 true
             }
         }
@@ -132,8 +156,8 @@ pub async fn stream_response(ready: oneshot::Receiver<Result<()>>, stream: Event
 /// A session change as a stream reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionChange {
-    /// Connection lost; holds may still be valid.
-    Suspended,
+    /// Connection lost (or silent); holds are valid until the deadline, at the latest.
+    Suspended(Instant),
     /// Connection back, same session: holds are intact.
     Reconnected,
     /// The session (and every hold of it) is gone.
@@ -146,7 +170,11 @@ impl SessionChange {
     /// The event line for this change.
     pub fn event(self) -> Value {
         match self {
-            SessionChange::Suspended => json!({"type": "suspended"}),
+            SessionChange::Suspended(valid_until) => {
+                let (valid_until_ms, valid_for_ms) =
+                    crate::deadline::as_seen(valid_until, Instant::now(), SystemTime::now());
+                json!({"type": "suspended", "valid_until_ms": valid_until_ms, "valid_for_ms": valid_for_ms})
+            }
             SessionChange::Reconnected => json!({"type": "reconnected"}),
             SessionChange::Lost => json!({"type": "lost", "reason": "session expired"}),
             SessionChange::Closed => json!({"type": "lost", "reason": "session closed"}),
@@ -185,9 +213,9 @@ impl SessionFollower {
             if self.status.changed().await.is_err() {
                 return SessionChange::Closed;
             }
-            let (state, generation) = {
+            let (state, generation, valid_until) = {
                 let now = self.status.borrow_and_update();
-                (now.state, now.generation)
+                (now.state, now.generation, now.valid_until)
             };
             if generation != self.generation {
                 return SessionChange::Lost;
@@ -195,7 +223,8 @@ impl SessionFollower {
             match state {
                 SessionState::Suspended if !self.suspended => {
                     self.suspended = true;
-                    return SessionChange::Suspended;
+                    // Published with every suspension; without one, the hold is over now.
+                    return SessionChange::Suspended(valid_until.unwrap_or_else(Instant::now));
                 }
                 SessionState::Connected if self.suspended => {
                     self.suspended = false;
@@ -214,13 +243,34 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_latest_sink_keeps_the_last_hold_event_only() {
+    async fn a_latest_sink_keeps_the_last_hold_event_and_a_suspension_on_top() {
         let (sink, status) = EventSink::latest();
         assert!(sink.send(json!({"type": "waiting"})).await);
         assert!(sink.send(json!({"type": "acquired", "token": 7})).await);
-        assert!(sink.send(SessionChange::Suspended.event()).await);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(sink.send(SessionChange::Suspended(deadline).event()).await);
+        let suspended = status.borrow().clone();
+        assert_eq!(suspended["type"], json!("suspended"), "a suspension is never dropped: {suspended}");
+        assert!(suspended["valid_for_ms"].as_u64().is_some_and(|left| left <= 5000));
+        assert!(suspended["valid_until_ms"].as_u64().is_some());
+        assert_eq!(suspended["hold"], json!({"type": "acquired", "token": 7}));
         assert!(sink.send(SessionChange::Reconnected.event()).await);
         assert_eq!(*status.borrow(), json!({"type": "acquired", "token": 7}));
+
+        assert!(sink.send(SessionChange::Suspended(deadline).event()).await);
+        assert!(sink.send(SessionChange::Lost.event()).await);
+        assert_eq!(*status.borrow(), json!({"type": "lost", "reason": "session expired"}), "nor is a loss");
+    }
+
+    #[tokio::test]
+    async fn a_hold_event_while_suspended_stays_under_the_suspension() {
+        let (sink, status) = EventSink::latest();
+        assert!(sink.send(json!({"type": "waiting"})).await);
+        assert!(sink.send(SessionChange::Suspended(Instant::now()).event()).await);
+        assert!(sink.send(json!({"type": "acquired", "token": 9})).await);
+        assert_eq!(status.borrow()["type"], json!("suspended"));
+        assert!(sink.send(SessionChange::Reconnected.event()).await);
+        assert_eq!(*status.borrow(), json!({"type": "acquired", "token": 9}));
     }
 
     #[tokio::test]

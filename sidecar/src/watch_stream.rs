@@ -7,6 +7,7 @@
 //! the streams. What the lines say is the watched thing's business ([`Watched`]).
 
 use std::future::Future;
+use std::time::Instant;
 
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -15,7 +16,7 @@ use zookeeper_client::{AddWatchMode, Client, EventType, SessionState as ZkState,
 
 use crate::error::{Error, Result};
 use crate::holds::Holds;
-use crate::session;
+use crate::session::{self, SessionHandle};
 use crate::stream::{self, stream_response, EventSink, SessionChange};
 
 /// What a watch stream watches, and what its lines say.
@@ -48,16 +49,17 @@ pub trait Watched: Send + 'static {
 
 /// Answers a watch request with the stream of `watched`, run as one of `holds`' streams so that
 /// the drain ends it.
-pub async fn respond(holds: &Holds, client: Client, watched: impl Watched) -> Response {
+pub async fn respond(holds: &Holds, session: &SessionHandle, client: Client, watched: impl Watched) -> Response {
     let (sink, events) = stream::channel();
     let (ready, answered) = oneshot::channel();
     let stop = holds.streams_closed();
-    holds.spawn_stream(run(client, watched, sink, ready, stop));
+    holds.spawn_stream(run(client, session.clone(), watched, sink, ready, stop));
     stream_response(answered, events).await
 }
 
 async fn run(
     client: Client,
+    session: SessionHandle,
     mut watched: impl Watched,
     events: EventSink,
     ready: oneshot::Sender<Result<()>>,
@@ -91,7 +93,10 @@ async fn run(
         };
         let lines = match event.event_type {
             EventType::Session => match event.session_state {
-                ZkState::Disconnected => vec![SessionChange::Suspended.event()],
+                ZkState::Disconnected => {
+                    let valid_until = session.valid_until().unwrap_or_else(Instant::now);
+                    vec![SessionChange::Suspended(valid_until).event()]
+                }
                 ZkState::SyncConnected | ZkState::ConnectedReadOnly => {
                     let mut lines = vec![SessionChange::Reconnected.event()];
                     let rewatched = session::rewatch(&client, &path, mode, &mut watcher).await;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use paddock_contract::peer::{Hello, MAX_HELLO};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -17,12 +18,24 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
 }
 
 /// A loopback TCP proxy to one target; [`Proxy::cut`] drops every connection and refuses new
-/// ones until [`Proxy::restore`].
+/// ones, [`Proxy::stall`] blackholes them (no byte goes either way, nothing is closed, new
+/// connections are accepted and stall too), until [`Proxy::restore`].
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
-    open: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`Proxy`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Bytes flow.
+    Open,
+    /// Bytes wait, sockets stay open: a blackhole, as a dead switch or a dropped route makes.
+    Stalled,
+    /// Connections are dropped and refused.
+    Cut,
 }
 
 impl Proxy {
@@ -35,33 +48,64 @@ impl Proxy {
     /// A proxy to `target` listening on `listener`.
     pub fn serve(listener: TcpListener, target: SocketAddr) -> Proxy {
         let addr = listener.local_addr().expect("proxy address");
-        let (open, open_rx) = watch::channel(true);
+        let (mode, mode_rx) = watch::channel(Mode::Open);
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*open_rx.borrow() {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *mode_rx.borrow() == Mode::Cut {
                     continue;
                 }
-                let mut open_rx = open_rx.clone();
+                let mut mode_rx = mode_rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_target, to_target) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = open_rx.wait_for(|open| !*open) => {}
+                        _ = forward(from_client, to_target, mode_rx.clone()) => {}
+                        _ = forward(from_target, to_client, mode_rx.clone()) => {}
+                        _ = mode_rx.wait_for(|mode| *mode == Mode::Cut) => {}
                     }
                 });
             }
         });
-        Proxy { addr, open, task }
+        Proxy { addr, mode, task }
     }
 
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
     }
 
-    /// Lets connections through again.
+    /// Stops forwarding bytes both ways without closing anything: both ends see a silent peer.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stalled);
+    }
+
+    /// Lets connections through again (a stalled one goes on where it stopped).
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.mode.send_replace(Mode::Open);
+    }
+}
+
+/// Copies `from` to `to` while the proxy is open; while it stalls, neither reads nor writes (so
+/// the senders' buffers fill up, as behind a blackhole). Ends when either side closes.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if mode.wait_for(|mode| *mode == Mode::Open).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Stop reading the moment the link stalls.
+            _ = mode.wait_for(|mode| *mode != Mode::Open) => continue,
+        };
+        // Bytes read just before a stall are held until the link is open again.
+        if mode.wait_for(|mode| *mode == Mode::Open).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

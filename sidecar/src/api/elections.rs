@@ -57,7 +57,7 @@ pub async fn observe(State(state): State<AppState>, params: Params, flags: Flags
     let name = params.name("name", "election name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
-        return Ok(watch_stream::respond(&state.holds, client, LeaderWatch::new(name)).await);
+        return Ok(watch_stream::respond(&state.holds, &state.session, client, LeaderWatch::new(name)).await);
     }
     let (leader, candidates) =
         election::observe(&client, &election_dir(&name)).await.map_err(|e| Error::from_zk(e, &name))?;

@@ -19,7 +19,7 @@ pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) ->
     let name = params.name("group", "group name")?;
     let (client, _) = state.session.client()?;
     if flags.flag("watch")? {
-        return Ok(watch_stream::respond(&state.holds, client, MembersWatch::new(name)).await);
+        return Ok(watch_stream::respond(&state.holds, &state.session, client, MembersWatch::new(name)).await);
     }
     let members = group::members(&client, &name).await.map_err(|e| Error::from_zk(e, &name))?;
     let members: Vec<_> = members.into_iter().map(|(_, _, member)| member).collect();

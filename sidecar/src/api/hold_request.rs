@@ -19,7 +19,7 @@ use super::state::Shared;
 use crate::error::{Error, Result};
 use crate::holds::{Hold, LeaseBinding, Release};
 use crate::lease::{hold_key, LeaseHold};
-use crate::stream::{self, stream_response, EventSink, SessionFollower};
+use crate::stream::{self, stream_response, EventSink, SessionFollower, FINAL_EVENTS};
 use crate::znode;
 
 /// What a lock, campaign or claim request says besides its route's own flags.
@@ -207,9 +207,6 @@ pub fn wait_ms(flags: &Flags) -> Result<Duration> {
     }
 }
 
-/// Events after which a hold is over.
-const FINAL_EVENTS: [&str; 3] = ["released", "lost", "error"];
-
 /// Waits until a lease-bound hold's latest event is one of `goal` or final, or, once `wait` has
 /// passed, until it says anything at all (a hold's first event comes right after it is set up).
 /// An ended task without a final event reads as `{"type": "ended"}`.
@@ -238,6 +235,21 @@ pub async fn await_status(status: &mut watch::Receiver<Value>, wait: Duration, g
 pub fn ended_error(what: &str, seen: &Value) -> Error {
     let reason = seen["reason"].as_str().unwrap_or("ended");
     match seen["type"].as_str() {
+        Some("suspended") => {
+            // The deadline in Unix ms: `valid_for_ms` was counted when the suspension began.
+            let until_ms = seen["valid_until_ms"].as_u64().unwrap_or(0);
+            let now_ms = crate::deadline::as_seen(
+                std::time::Instant::now(),
+                std::time::Instant::now(),
+                std::time::SystemTime::now(),
+            )
+            .0;
+            let left = std::time::Duration::from_millis(until_ms.saturating_sub(now_ms));
+            Error::Suspended {
+                message: format!("the session is suspended; the {what} is valid only until the deadline"),
+                valid_until: std::time::Instant::now() + left,
+            }
+        }
         Some("released") if reason == "shutdown" => Error::Draining,
         Some("released") if reason == "lease ended" => Error::NotFound(format!("the lease ended; so did the {what}")),
         Some("released") if reason == "resigned" => {
@@ -292,6 +304,7 @@ mod tests {
             (json!({"type": "lost", "reason": "znode deleted"}), "no_session"),
             (json!({"type": "error", "message": "boom"}), "zookeeper"),
             (json!({"type": "ended"}), "no_session"),
+            (json!({"type": "suspended", "valid_for_ms": 900, "hold": {"type": "acquired"}}), "suspended"),
         ];
         for (seen, code) in cases {
             assert_eq!(ended_error("lock", &seen).code(), code, "{seen}");

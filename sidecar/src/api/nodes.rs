@@ -60,7 +60,7 @@ pub async fn get(State(state): State<AppState>, params: Params, flags: Flags) ->
     }
     let (client, _) = state.session.client()?;
     if watch {
-        return Ok(watch_stream::respond(&state.holds, client, NodeWatch { path, recursive }).await);
+        return Ok(watch_stream::respond(&state.holds, &state.session, client, NodeWatch { path, recursive }).await);
     }
     if children {
         let (mut names, stat) = client.get_children(&path).await.map_err(|e| Error::from_zk(e, &path))?;

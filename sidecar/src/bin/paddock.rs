@@ -1,11 +1,12 @@
 //! `paddock`: the command line for the sidecar's socket. `lock` and `elect` run a command while
-//! holding a lock or leadership, and stop it when the hold is lost; `get`, `put`, `ls`, `watch`
-//! and `members` read and write the namespace.
+//! holding a lock or leadership, and stop it when the hold is lost, or, while the session is
+//! suspended, before the hold's deadline passes; `get`, `put`, `ls`, `watch` and `members` read
+//! and write the namespace.
 
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use hyper::{Method, StatusCode};
@@ -15,11 +16,35 @@ use paddock_sidecar::client::{ClientError, EventLines, SocketClient};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
 
 /// Exit code when the lock or leadership was lost while the command ran.
 const EXIT_LOST: u8 = 75;
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// While suspended with `left` until the hold's deadline: SIGTERM once half of it has passed
+/// without a `reconnected` (a leader failover is usually over by then, and then the command
+/// goes on), SIGKILL at a tenth of it before the deadline, so the command is gone in time.
+#[derive(Debug, Clone, Copy)]
+struct Suspension {
+    term_at: Instant,
+    kill_at: Instant,
+}
+
+impl Suspension {
+    /// The suspension a `suspended` event (received now) describes. Of its two ways to say the
+    /// deadline, the earlier counts: `valid_for_ms` was counted when the sidecar sent it.
+    fn from_event(event: &Value) -> Suspension {
+        let now = Instant::now();
+        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let by_clock = event["valid_until_ms"].as_u64().map(|until| until.saturating_sub(wall_ms));
+        let by_count = event["valid_for_ms"].as_u64();
+        // A sidecar that says no deadline gives the command none either.
+        let left = Duration::from_millis(by_clock.into_iter().chain(by_count).min().unwrap_or(0));
+        Suspension { term_at: now + left / 2, kill_at: now + left - left / 10 }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "paddock", version, about = "Talk to the paddock sidecar of this pod")]
@@ -273,47 +298,93 @@ async fn hold_and_run(
         Ok(child) => child,
         Err(e) => return Ok(fail(format!("cannot run {program}: {e}"))),
     };
+    // Set while the session is suspended; `terminated` once CMD got SIGTERM for it.
+    let mut suspension: Option<Suspension> = None;
+    let mut terminated = false;
     loop {
+        let kill_at = suspension.map(|s| s.kill_at);
         tokio::select! {
             status = child.wait() => {
+                if terminated {
+                    return Ok(ExitCode::from(EXIT_LOST));
+                }
                 let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
                 return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
             }
+            _ = sleep_until_some(suspension.map(|s| s.term_at)), if !terminated => {
+                eprintln!("paddock: {name} may be lost soon (the session is suspended); stopping {program}");
+                signal_child(&child, Signal::SIGTERM);
+                terminated = true;
+            }
+            _ = sleep_until_some(kill_at), if terminated => {
+                eprintln!("paddock: {name}: {program} did not stop before the hold's deadline; killing it");
+                let _ = child.kill().await;
+                return Ok(ExitCode::from(EXIT_LOST));
+            }
             event = stream.next() => {
                 let ended = match event {
-                    Ok(Some(event)) => match event.get("type").and_then(Value::as_str) {
-                        Some("lost" | "released" | "error") => Some(event.to_string()),
-                        _ => {
-                            eprintln!("paddock: {name}: {event}");
-                            None
+                    Ok(Some(event)) => {
+                        let kind = event.get("type").and_then(Value::as_str);
+                        match kind {
+                            Some("lost" | "released" | "error") => Some(event.to_string()),
+                            _ => {
+                                eprintln!("paddock: {name}: {event}");
+                                match kind {
+                                    // A later suspension never moves an earlier deadline out.
+                                    Some("suspended") if suspension.is_none() => {
+                                        suspension = Some(Suspension::from_event(&event));
+                                    }
+                                    // Once told to stop, CMD stops: it may have let go already.
+                                    Some("reconnected") if !terminated => suspension = None,
+                                    _ => {}
+                                }
+                                None
+                            }
                         }
-                    },
+                    }
                     Ok(None) => Some("the sidecar ended the stream".to_owned()),
                     Err(e) => Some(e.to_string()),
                 };
                 if let Some(why) = ended {
                     eprintln!("paddock: {name} lost ({why}); stopping {program}");
-                    stop(&mut child).await;
+                    stop(&mut child, kill_at).await;
                     return Ok(ExitCode::from(EXIT_LOST));
                 }
             }
             _ = terminate.recv() => {
-                stop(&mut child).await;
+                stop(&mut child, kill_at).await;
                 return Ok(ExitCode::FAILURE);
             }
             _ = interrupt.recv() => {
-                stop(&mut child).await;
+                stop(&mut child, kill_at).await;
                 return Ok(ExitCode::FAILURE);
             }
         }
     }
 }
 
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`].
-async fn stop(child: &mut Child) {
+/// Sleeps until `at`; for ever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_child(child: &Child, signal: Signal) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_GRACE`], or at `kill_at` (a suspended hold's
+/// deadline, less a margin) if that comes first.
+async fn stop(child: &mut Child, kill_at: Option<Instant>) {
+    if child.id().is_some() {
+        signal_child(child, Signal::SIGTERM);
+        let grace = Instant::now() + STOP_GRACE;
+        let until = kill_at.map_or(grace, |at| at.min(grace));
+        if tokio::time::timeout_at(until, child.wait()).await.is_ok() {
             return;
         }
     }

@@ -57,3 +57,44 @@ async fn cli_reads_writes_and_runs_commands_under_a_lock() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cli_stops_its_command_before_a_blackholed_holds_deadline() {
+    let server = Server::start().await;
+    let blackhole = crate::harness::Proxy::start(server.client_addr).await;
+    let s = Sidecar::start(&server, &blackhole.addr.to_string(), "pod-a", &["--session-timeout-ms", "2000"]).await;
+    let started = server.dir().join("started");
+    // A command that ignores SIGTERM: only the SIGKILL before the deadline stops it.
+    let script = format!("trap '' TERM; touch {}; while :; do sleep 0.05; done", started.display());
+    let mut cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .args(["lock", "deploy", "--", "sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("paddock runs");
+    eventually("the command runs under the lock", || async { started.exists() }).await;
+
+    blackhole.stall();
+    let status = cli.wait().bounded().await.expect("paddock exits");
+    let exited_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    blackhole.restore();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut cli.stderr.take().expect("stderr"), &mut stderr)
+        .await
+        .expect("stderr read");
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    let deadline = stderr
+        .lines()
+        .filter_map(|line| line.split_once(": {").map(|(_, event)| format!("{{{event}")))
+        .filter_map(|event| serde_json::from_str::<serde_json::Value>(&event).ok())
+        .find(|event| event["type"] == "suspended")
+        .and_then(|event| event["valid_until_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no suspended event with a deadline: {stderr}"));
+    // paddock exits only once its command is dead; both are seen here no earlier than they were.
+    assert!(
+        exited_at < u128::from(deadline),
+        "the command outlived the deadline {deadline} (exit at {exited_at}): {stderr}"
+    );
+}

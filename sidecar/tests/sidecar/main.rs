@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod deadlines;
 mod elections;
 mod failover;
 mod groups;
