@@ -10,6 +10,7 @@ mod harness;
 #[allow(dead_code)]
 mod raw;
 
+mod boot;
 mod catch_up;
 mod failover;
 mod isolation;
