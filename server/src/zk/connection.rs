@@ -156,6 +156,12 @@ async fn run(
     stats.session_id.store(session_id, Ordering::Relaxed);
     stats.timeout_ms.store(timeout.as_millis() as i64, Ordering::Relaxed);
     port.connections.bind_session(conn, session_id);
+    // The session may have ended (expired, moved) between the handshake and the bind, when the
+    // client port's sweep could not see this connection's session yet; it sees it from here on.
+    if !server.store.serves_session(session_id) {
+        let _ = write_half.shutdown().await;
+        return Ok(());
+    }
 
     let (notify_tx, notify_rx) = mpsc::unbounded_channel();
     server.store.watches().attach(conn, notify_tx);

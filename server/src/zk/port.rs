@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use crate::server::Server;
 use crate::store::Store;
 use crate::write::now_ms;
@@ -57,12 +55,12 @@ impl ClientPort {
 async fn end_connections_of_ended_sessions(store: &Store, connections: &Connections) {
     let mut ended = store.ended_sessions();
     loop {
-        match ended.recv().await {
-            // A session that moved away and back since is served here again.
-            Ok(session_id) if !store.serves_session(session_id) => connections.kill_session(session_id),
-            Ok(_) => continue,
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
+        // The counter says only that some session ended: every connection's session is checked
+        // against the tree, so a burst of ends is one pass and none is skipped. A session that
+        // moved away and back since is served here again and keeps its connection.
+        connections.end_sessions_where(|session_id| !store.serves_session(session_id));
+        if ended.changed().await.is_err() {
+            return;
         }
     }
 }
