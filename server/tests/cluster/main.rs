@@ -12,6 +12,7 @@ mod raw;
 
 mod boot;
 mod catch_up;
+mod clock;
 mod failover;
 mod isolation;
 mod membership;
