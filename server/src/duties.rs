@@ -18,7 +18,8 @@ use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
 use crate::tree::TxnKind;
-use crate::write::{now_ms, WritePath};
+use crate::clock::now_ms;
+use crate::write::WritePath;
 
 /// What the duties work with, and their timing.
 pub struct Duties {

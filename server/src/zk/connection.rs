@@ -25,7 +25,6 @@ use crate::proto::response::Response;
 use crate::proto::{ErrorCode, Id, OpCode};
 use crate::store::watch::ConnId;
 use crate::tree::{Txn, TxnKind};
-use crate::write::now_ms;
 
 use super::connections::ConnStats;
 use super::dispatch::{self, Action, Caller};
@@ -233,13 +232,13 @@ async fn run(
                 break Ok(());
             }
             Action::Close => {
-                let txn = Txn { time_ms: now_ms(), kind: TxnKind::CloseSession { session_id } };
+                let txn = Txn::unstamped(TxnKind::CloseSession { session_id });
                 let pending = server.writes.propose(txn).await.ok();
                 let _ = slots_tx.send(Slot::Close { xid, pending }).await;
                 break Ok(());
             }
             Action::Sync { path } => Slot::Sync { xid, path, barrier: server.writes.sync_barrier(), started },
-            Action::Write { kind, sub_ops } => match server.writes.propose(Txn { time_ms: now_ms(), kind }).await {
+            Action::Write { kind, sub_ops } => match server.writes.propose(Txn::unstamped(kind)).await {
                 Ok(pending) => Slot::Write { xid, op, sub_ops, pending, started },
                 Err(e) => Slot::Immediate { xid, op, result: Err(write_error_code(e)), started },
             },

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::server::Server;
 use crate::store::Store;
-use crate::write::now_ms;
+use crate::clock::now_ms;
 
 use super::connections::Connections;
 use super::session::SessionIds;
