@@ -10,6 +10,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::contact::Contact;
 use crate::liveness::{SessionTracker, Touches};
 use crate::metrics;
@@ -18,7 +19,6 @@ use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
 use crate::tree::TxnKind;
-use crate::clock::now_ms;
 use crate::write::WritePath;
 
 /// What the duties work with, and their timing.

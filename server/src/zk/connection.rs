@@ -170,13 +170,20 @@ async fn run(
 
     let mut auth = Arc::new(vec![Id::new("ip", peer.ip().to_string())]);
     let kill = port.connections.kill_signal(conn);
+    // A silent client's connection ends when its session does (the leader expires it; the
+    // client port then ends the connection, after the expiry's watch events are queued on
+    // it), so the client reads those events before the close, as from ZooKeeper. Closing on
+    // a timer of the session timeout raced the expiry and dropped the connection's watches
+    // before the expiry fired them (issue 12 m). This limit is only a backstop, past the
+    // expiry even when a leader change gave the session a fresh timeout.
+    let idle_limit = timeout * 3;
     let outcome = loop {
         let frame = tokio::select! {
             _ = kill.cancelled() => break Ok(()),
-            frame = tokio::time::timeout(timeout, read_frame(&mut reader, server.config.max_buffer)) => match frame {
+            frame = tokio::time::timeout(idle_limit, read_frame(&mut reader, server.config.max_buffer)) => match frame {
                 Ok(Ok(frame)) => frame,
                 Ok(Err(e)) => break Err(e),
-                Err(_) => break Err(ConnectionError::Idle(timeout)),
+                Err(_) => break Err(ConnectionError::Idle(idle_limit)),
             },
         };
         let started = Instant::now();

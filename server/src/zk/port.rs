@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_ms;
 use crate::server::Server;
 use crate::store::Store;
-use crate::clock::now_ms;
 
 use super::connections::Connections;
 use super::session::SessionIds;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{http, Bounded};
-use crate::raw::{self, Connect, Handshake, Reader, RawConn};
+use crate::raw::{self, Connect, Handshake, RawConn, Reader};
 
 /// Sends a ConnectRequest and reads the answer: `None` when the server closed the connection
 /// without one.
@@ -37,7 +37,8 @@ async fn a_server_restarted_out_of_touch_serves_nobody_from_its_first_moment() {
     assert_ne!(session, 0, "node {restarted} refused a new session");
     let created = first.request(raw::op::CREATE, &raw::create_body("/boot", b"", 0)).await;
     assert_eq!(created.err, raw::code::OK, "create through node {restarted}");
-    let resume = Connect { timeout_ms: 4000, session_id: session, password: first.handshake.password.clone(), ..connect };
+    let resume =
+        Connect { timeout_ms: 4000, session_id: session, password: first.handshake.password.clone(), ..connect };
     drop(first);
 
     // The others hang; `restarted` starts again and can reach nobody.

@@ -75,5 +75,8 @@ async fn writes_through_a_follower_with_a_skewed_clock_carry_the_leaders_time() 
         .unwrap_or_else(|_| panic!("the TTL node made through node {SKEWED} was not reaped within {:?}", ttl * 6));
     let lived = made.elapsed();
     assert_eq!(event.event_type, EventType::NodeDeleted);
-    assert!(lived >= ttl - Duration::from_millis(500), "the TTL node was reaped after {lived:?}, before its TTL {ttl:?}");
+    assert!(
+        lived >= ttl - Duration::from_millis(500),
+        "the TTL node was reaped after {lived:?}, before its TTL {ttl:?}"
+    );
 }
