@@ -25,7 +25,8 @@ test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test
 deps: system-deps python-deps
 
 # RocksDB's bindings need libclang and its C++ a compiler; the zkCli test needs Debian's
-# zookeeper (Java client); the robustness suite's network faults need iproute2 and iptables.
+# zookeeper (Java client); the robustness suite's network faults need iproute2 and iptables;
+# the cluster suite's skewed clock needs faketime (libfaketime).
 system-deps:
 	@missing=""; \
 	[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing clang libclang-dev"; \
@@ -35,6 +36,7 @@ system-deps:
 	command -v nc >/dev/null || missing="$$missing netcat-openbsd"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

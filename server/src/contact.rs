@@ -16,9 +16,11 @@ pub struct Contact {
 }
 
 impl Default for Contact {
-    /// A server starts out serving: its first duty tick corrects that within a tick.
+    /// A server starts out not serving: it serves once it has heard from a quorum-fresh leader
+    /// (or leads one). A server restarted while it can reach nobody must not serve its restored
+    /// sessions, or answer `/readyz` 200, before it knows it is in touch (issue 12 j).
     fn default() -> Self {
-        Self { serving: watch::channel(true).0, losses: watch::channel(0).0 }
+        Self { serving: watch::channel(false).0, losses: watch::channel(0).0 }
     }
 }
 

@@ -10,6 +10,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::contact::Contact;
 use crate::liveness::{SessionTracker, Touches};
 use crate::metrics;
@@ -18,7 +19,7 @@ use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
 use crate::tree::TxnKind;
-use crate::write::{now_ms, WritePath};
+use crate::write::WritePath;
 
 /// What the duties work with, and their timing.
 pub struct Duties {
@@ -114,7 +115,9 @@ impl Duties {
 
     async fn follow(self: Arc<Self>) {
         let tick = (self.tick / 2).clamp(Duration::from_millis(10), Duration::from_millis(500));
-        let mut last_contact = Instant::now();
+        // Nothing heard at boot: a server serves only once a quorum-fresh leader took its
+        // touches (or it leads with a quorum itself).
+        let mut last_contact: Option<Instant> = None;
         let mut leader_changes = self.raft.metrics();
         let mut leader = None;
         loop {
@@ -128,16 +131,20 @@ impl Duties {
             let m = self.raft.metrics().borrow_watched().clone();
             leader = m.current_leader;
             if self.raft.is_leader() {
-                last_contact = Instant::now();
+                // The leader's own loop decides whether it serves; a leader that steps down
+                // keeps the contact it had as a leader a quorum followed, no more.
+                if self.contact.is_serving() {
+                    last_contact = Some(Instant::now());
+                }
                 continue;
             }
             let member = m.membership_config.membership().get_node(&self.id).is_some();
             let limit = tick.max(Duration::from_millis(200));
             let contacted = send_touches(&self.touches, self.writes.leader_link(), limit).await;
             if contacted {
-                last_contact = Instant::now();
+                last_contact = Some(Instant::now());
             }
-            let fresh = last_contact.elapsed() < self.contact_limit;
+            let fresh = last_contact.is_some_and(|at| at.elapsed() < self.contact_limit);
             self.contact.set_serving(fresh && member);
         }
     }

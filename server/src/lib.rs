@@ -18,11 +18,13 @@
 //! - [`write`]: the write path (propose, forward, wait for apply, the sync barrier).
 //! - [`duties`]: the leader's and followers' background work; [`contact`]: whether clients may
 //!   be served; [`liveness`]: sessions' liveness.
+//! - [`clock`]: the wall clock the leader stamps into txns (never read by the tree).
 //! - [`server`]: the parts of one running server and their start-up.
 //! - [`zk`]: the client port; [`admin`]: the admin HTTP API; [`frame`]: the length-prefixed
 //!   frame reader both TCP ports use; [`metrics`]: Prometheus metrics.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod duties;

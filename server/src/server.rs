@@ -90,6 +90,7 @@ impl Server {
             raft.initialize(members).await.context("failed to initialize the cluster")?;
             tracing::info!(id = config.id, "initialized a new cluster");
         }
+        let contact = Arc::new(Contact::default());
         if config.standalone() {
             // A standalone server elects itself within one election timeout; wait so the first
             // clients are not turned away.
@@ -100,7 +101,10 @@ impl Server {
                 m.current_leader.is_some() && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
             });
             if tokio::time::timeout(Duration::from_secs(10), elected).await.is_err() {
-                tracing::warn!("not elected and caught up after 10 s; serving anyway");
+                tracing::warn!("not elected and caught up after 10 s");
+            } else {
+                // Its own quorum: it serves from the start (the duties keep it so).
+                contact.set_serving(true);
             }
         }
         let write_timeout = Duration::from_millis(config.write_timeout_ms);
@@ -112,7 +116,7 @@ impl Server {
             writes,
             sessions: Arc::default(),
             touches: Arc::default(),
-            contact: Arc::default(),
+            contact,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             config,

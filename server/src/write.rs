@@ -9,12 +9,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use openraft::ReadPolicy;
 
+use crate::clock;
 use crate::peer::client::PeerClient;
 use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::peer::Peers;
@@ -68,11 +69,6 @@ impl PendingWrite {
     }
 }
 
-/// Milliseconds since the epoch: the leader's clock, stamped into txns.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// See the module docs.
 pub struct WritePath {
     id: u64,
@@ -120,13 +116,16 @@ impl WritePath {
 
     /// Hands a txn to Raft, in call order: writes proposed one after another by one task enter
     /// the log in that order (this is what keeps a session's writes FIFO), whether appended
-    /// here or forwarded to the leader over the (ordered) peer link.
+    /// here or forwarded to the leader over the (ordered) peer link. The leader stamps its
+    /// time into the txn as it appends it (here, or where it takes a forwarded one): the
+    /// `time_ms` a caller passes is replaced.
     pub async fn propose(&self, txn: Txn) -> Result<PendingWrite, WriteError> {
         let target = self.target()?;
         let (origin, outcome) = self.store.register_write();
-        let command = Command { origin: Some(origin), txn };
+        let mut command = Command { origin: Some(origin), txn };
         let committed: Committed = match target {
             None => {
+                command.txn.time_ms = clock::now_ms();
                 let (responder, committed) = ProgressResponder::complete_only();
                 if let Err(e) = self.raft.client_write_ff(command, Some(responder)).await {
                     self.store.abandon_write(origin);
@@ -157,9 +156,9 @@ impl WritePath {
         Ok(PendingWrite { store: self.store.clone(), origin, outcome, committed, deadline: self.deadline })
     }
 
-    /// Proposes a txn stamped with this server's clock and waits for its result.
+    /// Proposes a txn (the leader stamps its time) and waits for its result.
     pub async fn write(&self, kind: TxnKind) -> Result<WriteOutcome, WriteError> {
-        self.propose(Txn { time_ms: now_ms(), kind }).await?.outcome().await
+        self.propose(Txn::unstamped(kind)).await?.outcome().await
     }
 
     /// `sync`: resolves once this server has applied everything the leader had committed when

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Frame, PeerRequest, PeerResponse};
 use super::Peers;
+use crate::clock::now_ms;
 use crate::contact::Contact;
 use crate::liveness::SessionTracker;
 use crate::raft::{Raft, TypeConfig};
@@ -137,8 +138,10 @@ async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
                 };
                 answer(id, body, &out_tx);
             }
-            PeerRequest::Forward(command) => {
-                // Appended here, in the order the link delivered them; answered when committed.
+            PeerRequest::Forward(mut command) => {
+                // Appended here, in the order the link delivered them, stamped with this
+                // leader's time (the follower's clock may be off); answered when committed.
+                command.txn.time_ms = now_ms();
                 let (responder, committed) = ProgressResponder::complete_only();
                 if server.raft.client_write_ff(command, Some(responder)).await.is_err() {
                     answer(id, PeerResponse::Forwarded(Err("raft stopped".into())), &out_tx);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use crate::tree::legacy::TxnV1;
 use crate::tree::{DataTree, Txn, TxnKind, TxnResult};
@@ -117,7 +117,10 @@ pub struct Store {
     pending: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
     next_seq: AtomicU64,
     applied: tokio::sync::watch::Sender<i64>,
-    ended_sessions: broadcast::Sender<i64>,
+    /// Counts applied session ends (closes, expiries, moves away) and tree replacements: a
+    /// follower of a counter misses none, however many come at once (a broadcast of ids that
+    /// lagged skipped some, issue 12 j).
+    ended_sessions: tokio::sync::watch::Sender<u64>,
     session_changes: AtomicU64,
 }
 
@@ -147,7 +150,7 @@ impl Store {
             pending: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             applied: tokio::sync::watch::channel(0).0,
-            ended_sessions: broadcast::channel(1024).0,
+            ended_sessions: tokio::sync::watch::channel(0).0,
             session_changes: AtomicU64::new(0),
         }
     }
@@ -206,16 +209,13 @@ impl Store {
             self.session_changes.fetch_add(1, Ordering::Relaxed);
         }
         let ended = match (&command.txn.kind, &applied.result) {
-            (TxnKind::CloseSession { session_id }, TxnResult::SessionClosed) => Some(*session_id),
+            (TxnKind::CloseSession { .. }, TxnResult::SessionClosed) => true,
             // The session moved to another server: its connections here are stale.
-            (TxnKind::MoveSession { session_id }, TxnResult::OwnerChanged { owner }) if *owner != self.server_id => {
-                Some(*session_id)
-            }
-            _ => None,
+            (TxnKind::MoveSession { .. }, TxnResult::OwnerChanged { owner }) => *owner != self.server_id,
+            _ => false,
         };
-        if let Some(session_id) = ended {
-            // Nobody listening is fine: no connection to end.
-            let _ = self.ended_sessions.send(session_id);
+        if ended {
+            self.ended_sessions.send_modify(|n| *n += 1);
         }
         if let Some(origin) = command.origin.filter(|o| o.server == self.server_id && o.run == self.run) {
             if let Some(tx) = lock(&self.pending).remove(&origin.seq) {
@@ -232,10 +232,11 @@ impl Store {
         self.session_changes.load(Ordering::Relaxed)
     }
 
-    /// Session ids as their close, expiry or move to another server is applied, so their
-    /// connections here can be ended. By the time a receiver looks, the session may have come
-    /// back (moved here again): [`Store::serves_session`] says whether it did.
-    pub fn ended_sessions(&self) -> broadcast::Receiver<i64> {
+    /// Changes whenever sessions may have ended here: a close, expiry or move to another
+    /// server applied, or the tree replaced (a snapshot install may skip over session ends). It
+    /// names no session: a receiver checks its connections' sessions with
+    /// [`Store::serves_session`], so none is missed when many end at once.
+    pub fn ended_sessions(&self) -> tokio::sync::watch::Receiver<u64> {
         self.ended_sessions.subscribe()
     }
 
@@ -255,6 +256,7 @@ impl Store {
     pub fn replace_tree(&self, tree: DataTree, zxid: i64) {
         *self.tree_mut() = tree;
         self.session_changes.fetch_add(1, Ordering::Relaxed);
+        self.ended_sessions.send_modify(|n| *n += 1);
         self.applied.send_replace(zxid);
     }
 

@@ -18,6 +18,13 @@ pub struct Txn {
     pub kind: TxnKind,
 }
 
+impl Txn {
+    /// A txn of `kind` before the leader stamped its time into it (as it appends the entry).
+    pub fn unstamped(kind: TxnKind) -> Self {
+        Txn { time_ms: 0, kind }
+    }
+}
+
 /// What a [`Txn`] does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnKind {

@@ -25,7 +25,6 @@ use crate::proto::response::Response;
 use crate::proto::{ErrorCode, Id, OpCode};
 use crate::store::watch::ConnId;
 use crate::tree::{Txn, TxnKind};
-use crate::write::now_ms;
 
 use super::connections::ConnStats;
 use super::dispatch::{self, Action, Caller};
@@ -156,6 +155,12 @@ async fn run(
     stats.session_id.store(session_id, Ordering::Relaxed);
     stats.timeout_ms.store(timeout.as_millis() as i64, Ordering::Relaxed);
     port.connections.bind_session(conn, session_id);
+    // The session may have ended (expired, moved) between the handshake and the bind, when the
+    // client port's sweep could not see this connection's session yet; it sees it from here on.
+    if !server.store.serves_session(session_id) {
+        let _ = write_half.shutdown().await;
+        return Ok(());
+    }
 
     let (notify_tx, notify_rx) = mpsc::unbounded_channel();
     server.store.watches().attach(conn, notify_tx);
@@ -165,13 +170,20 @@ async fn run(
 
     let mut auth = Arc::new(vec![Id::new("ip", peer.ip().to_string())]);
     let kill = port.connections.kill_signal(conn);
+    // A silent client's connection ends when its session does (the leader expires it; the
+    // client port then ends the connection, after the expiry's watch events are queued on
+    // it), so the client reads those events before the close, as from ZooKeeper. Closing on
+    // a timer of the session timeout raced the expiry and dropped the connection's watches
+    // before the expiry fired them (issue 12 m). This limit is only a backstop, past the
+    // expiry even when a leader change gave the session a fresh timeout.
+    let idle_limit = timeout * 3;
     let outcome = loop {
         let frame = tokio::select! {
             _ = kill.cancelled() => break Ok(()),
-            frame = tokio::time::timeout(timeout, read_frame(&mut reader, server.config.max_buffer)) => match frame {
+            frame = tokio::time::timeout(idle_limit, read_frame(&mut reader, server.config.max_buffer)) => match frame {
                 Ok(Ok(frame)) => frame,
                 Ok(Err(e)) => break Err(e),
-                Err(_) => break Err(ConnectionError::Idle(timeout)),
+                Err(_) => break Err(ConnectionError::Idle(idle_limit)),
             },
         };
         let started = Instant::now();
@@ -227,13 +239,13 @@ async fn run(
                 break Ok(());
             }
             Action::Close => {
-                let txn = Txn { time_ms: now_ms(), kind: TxnKind::CloseSession { session_id } };
+                let txn = Txn::unstamped(TxnKind::CloseSession { session_id });
                 let pending = server.writes.propose(txn).await.ok();
                 let _ = slots_tx.send(Slot::Close { xid, pending }).await;
                 break Ok(());
             }
             Action::Sync { path } => Slot::Sync { xid, path, barrier: server.writes.sync_barrier(), started },
-            Action::Write { kind, sub_ops } => match server.writes.propose(Txn { time_ms: now_ms(), kind }).await {
+            Action::Write { kind, sub_ops } => match server.writes.propose(Txn::unstamped(kind)).await {
                 Ok(pending) => Slot::Write { xid, op, sub_ops, pending, started },
                 Err(e) => Slot::Immediate { xid, op, result: Err(write_error_code(e)), started },
             },

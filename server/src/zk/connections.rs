@@ -81,10 +81,17 @@ impl Connections {
         }
     }
 
-    /// Ends every connection of a session that was closed or expired.
-    pub fn kill_session(&self, session_id: i64) {
-        for stats in self.lock().values() {
-            if stats.session_id.load(Ordering::Relaxed) == session_id {
+    /// Ends every connection bound to a session for which `ended` says true (connections still
+    /// in their handshake have no session yet and are left alone).
+    pub fn end_sessions_where(&self, mut ended: impl FnMut(i64) -> bool) {
+        let bound: Vec<(i64, Arc<ConnStats>)> = self
+            .lock()
+            .values()
+            .map(|stats| (stats.session_id.load(Ordering::Relaxed), stats.clone()))
+            .filter(|(session_id, stats)| *session_id != 0 && !stats.kill.is_cancelled())
+            .collect();
+        for (session_id, stats) in bound {
+            if ended(session_id) {
                 stats.kill.cancel();
             }
         }

@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
-
+use crate::clock::now_ms;
 use crate::server::Server;
-use crate::write::now_ms;
+use crate::store::Store;
 
 use super::connections::Connections;
 use super::session::SessionIds;
@@ -34,25 +33,97 @@ impl ClientPort {
     /// Ends connections the server can no longer serve, until it shuts down.
     pub async fn follow_server(self: Arc<Self>) {
         let mut losses = self.server.contact.losses();
-        let mut ended = self.server.store.ended_sessions();
+        let follow_sessions = end_connections_of_ended_sessions(&self.server.store, &self.connections);
+        tokio::pin!(follow_sessions);
         loop {
             tokio::select! {
                 _ = self.server.shutdown.cancelled() => return,
+                () = &mut follow_sessions => return,
                 changed = losses.changed() => {
                     if changed.is_err() {
                         return;
                     }
                     self.connections.kill_all();
                 }
-                next = ended.recv() => match next {
-                    // A session that moved away and back since is served here again.
-                    Ok(session_id) if !self.server.store.serves_session(session_id) => {
-                        self.connections.kill_session(session_id);
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return,
-                },
+            }
+        }
+    }
+}
+
+/// Ends the connections here of every session whose close, expiry or move to another server is
+/// applied, for as long as the store lives.
+async fn end_connections_of_ended_sessions(store: &Store, connections: &Connections) {
+    let mut ended = store.ended_sessions();
+    loop {
+        // The counter says only that some session ended: every connection's session is checked
+        // against the tree, so a burst of ends is one pass and none is skipped. A session that
+        // moved away and back since is served here again and keeps its connection.
+        connections.end_sessions_where(|session_id| !store.serves_session(session_id));
+        if ended.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{Command, Origin};
+    use crate::tree::{Txn, TxnKind};
+
+    fn command(server: u64, kind: TxnKind) -> Command {
+        Command { origin: Some(Origin { server, run: 0, seq: 0 }), txn: Txn { time_ms: 0, kind } }
+    }
+
+    /// Sessions ending in a burst (a leader expiring thousands at once, a snapshot install)
+    /// faster than the client port follows: every connection of every ended session must still
+    /// end, or its client keeps reading from a session the cluster has expired (issue 12 j).
+    #[tokio::test]
+    async fn every_connection_of_an_ended_session_ends_however_many_end_at_once() {
+        let store = Store::new(1);
+        let connections = Connections::default();
+        let sessions = 3000;
+        let mut zxid = 0;
+        let mut open = Vec::new();
+        for session_id in 1..=sessions {
+            zxid += 1;
+            let create = TxnKind::CreateSession { session_id, password: vec![0; 16], timeout_ms: 4000 };
+            store.apply(zxid, &command(1, create));
+            let (_, stats) = connections.open("127.0.0.1:1".parse().expect("addr"));
+            stats.session_id.store(session_id, Ordering::Relaxed);
+            open.push(stats);
+        }
+        let follow = end_connections_of_ended_sessions(&store, &connections);
+        tokio::pin!(follow);
+        // Let it start following, then end every session at once: closes and expiries, and
+        // moves to server 2, with no chance for the follower to run in between.
+        assert!(tokio::time::timeout(Duration::from_millis(10), &mut follow).await.is_err());
+        for session_id in 1..=sessions {
+            zxid += 1;
+            let kind = if session_id % 3 == 0 {
+                TxnKind::MoveSession { session_id }
+            } else {
+                TxnKind::CloseSession { session_id }
+            };
+            store.apply(zxid, &command(if session_id % 3 == 0 { 2 } else { 1 }, kind));
+        }
+        let all_ended = async {
+            loop {
+                if open.iter().all(|stats| stats.kill.is_cancelled()) {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = all_ended => {}
+            () = &mut follow => panic!("stopped following"),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                let left = open.iter().filter(|stats| !stats.kill.is_cancelled()).count();
+                panic!("{left} of {sessions} connections of ended sessions are still open");
             }
         }
     }

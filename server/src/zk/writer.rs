@@ -141,6 +141,13 @@ pub async fn run(
                 w.out.flush().await?;
             }
         }
+        // The reader is done (the client left, or its session ended here): what was queued
+        // for the connection still goes out before the close, as ZooKeeper's events queued
+        // before an expiry's close do.
+        while let Ok(n) = notifications.try_recv() {
+            encode_notification(&mut w.buf, n);
+        }
+        w.send().await?;
         w.out.flush().await?;
         w.out.shutdown().await
     }

@@ -10,7 +10,9 @@ mod harness;
 #[allow(dead_code)]
 mod raw;
 
+mod boot;
 mod catch_up;
+mod clock;
 mod failover;
 mod isolation;
 mod membership;

@@ -197,3 +197,56 @@ async fn reconnecting_with_id_and_password_keeps_ephemerals() {
     assert_eq!(terminal.bounded().await, SessionState::Closed);
     assert_eq!(observer.check_stat("/mine").bounded().await.expect("exists"), None);
 }
+
+/// A client frozen past its session timeout, holding data watches on its own ephemerals
+/// (issue 12 m): the expiry deletes them, and every NodeDeleted it fires must reach the client
+/// ahead of the close, as with ZooKeeper (which delivers what it queued before the Expired
+/// close; the client's library then ends the remaining watches with Expired). The connection
+/// closed at the same moment on its own idle timer, and the events were dropped with it.
+#[tokio::test]
+async fn a_frozen_client_gets_every_event_of_its_expiry_before_the_close() {
+    let server = TestServer::start().await;
+    let n = 300;
+    let connect = Connect { timeout_ms: 1000, ..Connect::default() };
+    let mut frozen = RawConn::connect_with(server.client_addr, &connect).await;
+    let session = frozen.session_id();
+    assert_ne!(session, 0);
+    let mut observer = RawConn::connect(server.client_addr).await;
+    for i in 0..n {
+        let path = format!("/e-{i}");
+        let created = frozen.request(op::CREATE, &raw::create_body(&path, b"", 1)).await;
+        assert_eq!(created.err, code::OK, "create {path}");
+        let watched = frozen.request(op::GET_DATA, &Jute::new().str(&path).bool(true).bytes()).await;
+        assert_eq!(watched.err, code::OK, "watch {path}");
+    }
+    let last = format!("/e-{}", n - 1);
+    let seen = observer.request(op::EXISTS, &Jute::new().str(&last).bool(true).bytes()).await;
+    assert_eq!(seen.err, code::OK);
+
+    // The client goes silent (reads nothing, sends nothing) until its session has expired:
+    // the observer sees the last ephemeral go.
+    let expired = observer.next_event().await;
+    assert_eq!((expired.event_type, expired.path.as_str()), (raw::event::NODE_DELETED, last.as_str()));
+
+    // Back: everything the server sent before closing.
+    let mut deleted = std::collections::BTreeSet::new();
+    async {
+        while let Ok(frame) = raw::read_frame(&mut frozen.stream).await {
+            let mut r = raw::Reader(&frame);
+            let (xid, _zxid, _err) = (r.i32(), r.i64(), r.i32());
+            if xid == -1 && r.i32() == raw::event::NODE_DELETED {
+                let _state = r.i32();
+                deleted.insert(r.str());
+            }
+        }
+    }
+    .bounded()
+    .await;
+    assert_eq!(deleted.len(), n, "NodeDeleted events delivered before the close, of {n} watched ephemerals");
+    let again = RawConn::connect_with(
+        server.client_addr,
+        &Connect { timeout_ms: 1000, session_id: session, password: frozen.handshake.password.clone(), ..connect },
+    )
+    .await;
+    assert_eq!(again.session_id(), 0, "the session expired");
+}
