@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paddock_e2e::check::history::{Call, Op, Outcome};
-use paddock_testkit::zk::{connect, lost_connection, PERSISTENT};
-use zookeeper_client::{Client, Error as ZkError, SessionState};
+use paddock_testkit::zk::{connect, ensure_node, lost_connection};
+use zookeeper_client::{Error as ZkError, SessionState};
 
 use crate::harness::{wait_for, Cluster, SESSION, WAIT};
 
@@ -76,9 +76,9 @@ impl Traffic {
         let ids = cluster.ids();
         let setup = connect(&cluster.connect_all(), SESSION).await.expect("setup client");
         let keys: Vec<String> = (0..keys).map(|k| format!("{prefix}r{k}")).collect();
-        ensure(&setup, ROOT).await;
+        ensure_node(&setup, ROOT).await;
         for key in &keys {
-            ensure(&setup, &register(key)).await;
+            ensure_node(&setup, &register(key)).await;
         }
         let clock = Clock(Instant::now());
         let stop = Arc::new(AtomicBool::new(false));
@@ -95,7 +95,7 @@ impl Traffic {
         Traffic { stop, done, tasks, keys }
     }
 
-    /// Operations completed so far (any outcome).
+    /// Operations completed so far with a known outcome.
     pub fn done(&self) -> usize {
         self.done.load(Ordering::Relaxed)
     }
@@ -121,13 +121,6 @@ impl Traffic {
             record.expired.extend(expired);
         }
         record
-    }
-}
-
-async fn ensure(client: &Client, path: &str) {
-    match paddock_testkit::zk::retrying(path, || client.create(path, b"", &PERSISTENT)).await {
-        Ok(_) | Err(ZkError::NodeExists) => {}
-        Err(e) => panic!("failed to create {path}: {e}"),
     }
 }
 

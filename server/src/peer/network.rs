@@ -44,12 +44,15 @@ pub const APPEND_DEADLINE: Duration = Duration::from_secs(5);
 /// any). An entry that cannot be encoded counts as over the budget; sending it fails later with
 /// the encoding error.
 fn fitting<E: serde::Serialize>(entries: &[E]) -> usize {
+    if entries.len() <= 1 {
+        return entries.len();
+    }
     let mut bytes = 0usize;
-    let mut buffer = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        buffer.clear();
-        let size = match postcard::to_io(entry, &mut buffer) {
-            Ok(_) => buffer.len(),
+        // Counted, not copied: the entries are encoded for real once, on the link.
+        let mut counted = Counted(0);
+        let size = match postcard::to_io(entry, &mut counted) {
+            Ok(_) => counted.0,
             Err(_) => usize::MAX,
         };
         bytes = bytes.saturating_add(size);
@@ -96,6 +99,20 @@ fn remote(message: String) -> NetworkError<C> {
 
 fn unexpected(answer: PeerResponse) -> NetworkError<C> {
     remote(format!("unexpected peer answer {answer:?}"))
+}
+
+/// A writer that only counts the bytes written to it.
+struct Counted(usize);
+
+impl io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl PeerRpc {
