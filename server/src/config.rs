@@ -75,6 +75,11 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_SNAPSHOT_EVERY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
 
+    /// Log entries kept behind a snapshot, so a follower a little behind catches up from the
+    /// log rather than by a snapshot install (etcd's snapshot-catchup-entries).
+    #[arg(long, env = "PADDOCK_SNAPSHOT_KEEP", default_value_t = 1000)]
+    pub snapshot_keep: u64,
+
     /// Largest accepted request frame in bytes (ZooKeeper's jute.maxbuffer).
     #[arg(long, env = "PADDOCK_MAX_BUFFER", default_value_t = 1024 * 1024)]
     pub max_buffer: usize,

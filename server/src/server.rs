@@ -68,7 +68,7 @@ impl Server {
             election_timeout_min: 400,
             election_timeout_max: 800,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.snapshot_keep,
             install_snapshot_timeout: 60_000,
             // A server cut off and back does not force an election with its inflated term.
             enable_pre_vote: Some(true),
