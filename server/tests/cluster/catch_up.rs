@@ -7,7 +7,8 @@ use futures::StreamExt;
 use zookeeper_client::Error as ZkError;
 
 use crate::harness::{
-    assert_same_everywhere, ensure_node, retrying, start_cluster, wait_for, Bounded, Clients, PERSISTENT, WAIT,
+    assert_same_everywhere, ensure_node, retrying, start_cluster, wait_for, Bounded, Clients, StateLog, PERSISTENT,
+    WAIT,
 };
 
 const WRITES: usize = 10_000;
@@ -67,4 +68,147 @@ async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
     let tree = assert_same_everywhere(&cluster, &all, "/t4", &paths).await;
     assert_eq!(tree.len(), WRITES);
     assert!(tree.iter().all(|(path, data)| path.as_bytes() == data.as_slice()), "data differs from what was written");
+}
+
+/// Writes `count` small nodes under `parent` through `client`, pipelined.
+async fn fill(client: &zookeeper_client::Client, parent: &str, count: usize) {
+    ensure_node(client, parent).await;
+    let paths: Vec<String> = (0..count).map(|i| format!("{parent}/n-{i:05}")).collect();
+    let writes = futures::stream::iter(paths.iter())
+        .map(|path| async move {
+            match retrying(path, || client.create(path, &[7; 64], &PERSISTENT)).await {
+                Ok(_) | Err(ZkError::NodeExists) => None,
+                Err(e) => Some(format!("{path}: {e}")),
+            }
+        })
+        .buffer_unordered(32)
+        .filter_map(|failure| async move { failure })
+        .collect::<Vec<String>>();
+    let failures = tokio::time::timeout(Duration::from_secs(120), writes).await.expect("fill writes within 2 minutes");
+    assert!(failures.is_empty(), "{} creates failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+}
+
+/// Waits until the leader's log is purged past `index` (so a follower at `index` can only catch
+/// up by a snapshot install); the purge point.
+async fn purged_past(cluster: &paddock_testkit::cluster::Cluster, leader: u64, index: u64) -> f64 {
+    let node = cluster.node(leader);
+    wait_for("the leader to compact its log", WAIT, || async {
+        let purged = node.metric("paddock_raft_purged_index").await?;
+        (purged > index as f64).then_some(purged)
+    })
+    .await
+}
+
+/// Hole e: a follower that installs a snapshot skips every txn the snapshot covers — and with
+/// them the watch events those txns would have fired for its connections. A client that stayed
+/// connected to the follower (frozen for a moment, as a pod under memory pressure or a long GC
+/// pause is) must still be told of every change its watches were set on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_fire_for_changes_a_snapshot_install_skipped() {
+    // Sessions of 20 s, so the watching client rides out the freeze without a reconnect (a
+    // reconnect would re-set its watches through setWatches, not this path).
+    let flags = ["--max-session-timeout-ms", "20000", "--snapshot-every", "100", "--snapshot-keep", "10"];
+    let cluster = start_cluster(3, &flags).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let writer = cluster.client(&[leader]).await;
+    ensure_node(&writer, "/t5").await;
+    ensure_node(&writer, "/t5/parent").await;
+    writer.create("/t5/data", b"0", &PERSISTENT).bounded().await.expect("create /t5/data");
+    writer.create("/t5/gone", b"0", &PERSISTENT).bounded().await.expect("create /t5/gone");
+    cluster.wait_caught_up(follower, &all).await;
+
+    let watcher = paddock_testkit::zk::connect(&cluster.connect_string(&[follower]), Duration::from_secs(20))
+        .await
+        .expect("a client of the follower");
+    let states = StateLog::watch(&watcher);
+    let (_, _, data) = watcher.get_and_watch_data("/t5/data").bounded().await.expect("data watch");
+    let (_, _, gone) = watcher.get_and_watch_data("/t5/gone").bounded().await.expect("data watch");
+    let (_, _, children) = watcher.get_and_watch_children("/t5/parent").bounded().await.expect("child watch");
+    let (_, created) = watcher.check_and_watch_stat("/t5/new").bounded().await.expect("exists watch");
+    let mut recursive =
+        watcher.watch("/t5", zookeeper_client::AddWatchMode::PersistentRecursive).bounded().await.expect("addWatch");
+
+    let at = cluster.node(follower).view().bounded().await.expect("follower answers").applied;
+    cluster.node(follower).freeze().await;
+    writer.set_data("/t5/data", b"1", None).bounded().await.expect("set /t5/data");
+    writer.delete("/t5/gone", None).bounded().await.expect("delete /t5/gone");
+    writer.create("/t5/parent/child", b"", &PERSISTENT).bounded().await.expect("create a child");
+    writer.create("/t5/new", b"", &PERSISTENT).bounded().await.expect("create /t5/new");
+    fill(&writer, "/t5fill", 300).await;
+    let purged = purged_past(&cluster, leader, at).await;
+    cluster.node(follower).thaw();
+    cluster.wait_caught_up(follower, &all).await;
+    let snapshot = cluster.node(follower).metric("paddock_snapshot_last_index").bounded().await.expect("metric");
+    assert!(snapshot >= purged, "the follower did not install a snapshot (newest {snapshot}, purged {purged})");
+
+    let within = Duration::from_secs(10);
+    let event = |e: zookeeper_client::WatchedEvent| (e.event_type, e.path);
+    use zookeeper_client::EventType::*;
+    let fired = tokio::time::timeout(within, data.changed()).await.ok().map(event);
+    assert_eq!(fired, Some((NodeDataChanged, "/t5/data".into())), "data watch");
+    let fired = tokio::time::timeout(within, gone.changed()).await.ok().map(event);
+    assert_eq!(fired, Some((NodeDeleted, "/t5/gone".into())), "data watch on a deleted node");
+    let fired = tokio::time::timeout(within, children.changed()).await.ok().map(event);
+    assert_eq!(fired, Some((NodeChildrenChanged, "/t5/parent".into())), "child watch");
+    let fired = tokio::time::timeout(within, created.changed()).await.ok().map(event);
+    assert_eq!(fired, Some((NodeCreated, "/t5/new".into())), "exists watch");
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match tokio::time::timeout(within, recursive.changed()).await.ok() {
+            Some(e) if e.event_type == Session => {}
+            Some(e) => seen.push((e.event_type, e.path)),
+            None => break,
+        }
+    }
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    let expected = [
+        (NodeDataChanged, "/t5/data"),
+        (NodeDeleted, "/t5/gone"),
+        (NodeCreated, "/t5/new"),
+        (NodeCreated, "/t5/parent/child"),
+    ]
+    .map(|(t, p)| (t, p.to_owned()));
+    assert_eq!(seen, expected, "the recursive watch on /t5");
+    let states = states.states();
+    assert!(
+        !states.iter().any(|s| *s == zookeeper_client::SessionState::Disconnected),
+        "the watching client lost its connection, so its watches went through setWatches: {states:?}"
+    );
+}
+
+/// Hole e: a follower that restarts far behind must not serve (nor say ready) on its first
+/// contact with the leader, while the leader is still sending it the snapshot it lacks: until
+/// it has applied what the leader had committed, its clients would read a past the cluster left
+/// long ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_is_not_ready_before_it_caught_up() {
+    let mut cluster = start_cluster(3, &["--snapshot-every", "100", "--snapshot-keep", "10"]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let writer = cluster.client(&[leader]).await;
+    cluster.wait_caught_up(follower, &all).await;
+    let at = cluster.node(follower).view().bounded().await.expect("follower answers").applied;
+    cluster.node_mut(follower).kill9();
+    fill(&writer, "/t6fill", 1000).await;
+    purged_past(&cluster, leader, at).await;
+    let committed = cluster.node(leader).view().bounded().await.expect("leader answers").committed;
+
+    cluster.node_mut(follower).start().await;
+    let node = cluster.node(follower);
+    // The first moment it says ready, it has applied what the leader had committed (ready is
+    // read before applied: applied only grows).
+    let applied = wait_for("the follower to be ready", WAIT, || async {
+        if !node.ready().await {
+            return None;
+        }
+        node.view().await.map(|view| view.applied)
+    })
+    .await;
+    assert!(
+        applied >= committed,
+        "the follower said ready at applied index {applied}, behind the {committed} the leader had committed"
+    );
 }
