@@ -252,9 +252,16 @@ impl Store {
         self.applied.send_replace(zxid);
     }
 
-    /// Replaces the whole tree (snapshot restore or install).
+    /// Replaces the whole tree (snapshot restore or install), firing the watches the skipped
+    /// txns would have fired. Tree and watches are locked together, as for one applied txn: no
+    /// read can leave a watch on the old tree that this misses.
     pub fn replace_tree(&self, tree: DataTree, zxid: i64) {
-        *self.tree_mut() = tree;
+        {
+            let mut current = self.tree_mut();
+            let mut watches = lock(&self.watches);
+            watches.trigger_replaced(zxid, &current, &tree);
+            *current = tree;
+        }
         self.session_changes.fetch_add(1, Ordering::Relaxed);
         self.ended_sessions.send_modify(|n| *n += 1);
         self.applied.send_replace(zxid);

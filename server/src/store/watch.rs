@@ -2,12 +2,12 @@
 //! Watches are per server and per connection (a client re-sends them with setWatches after it
 //! reconnects elsewhere); the data tree knows nothing of them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tokio::sync::mpsc;
 
 use crate::proto::EventType;
-use crate::tree::WatchEvent;
+use crate::tree::{changes_between, DataTree, WatchEvent};
 
 /// A connection's id on this server.
 pub type ConnId = u64;
@@ -195,6 +195,36 @@ impl WatchManager {
         }
     }
 
+    /// Fires what replacing the tree `old` with `new` at `zxid` changed on the watched paths
+    /// (every path under a recursive watch included): a snapshot install skips the txns it
+    /// covers, and with them the events they would have fired (issue 12 e). Each path's change
+    /// is judged from its Stat, as [`changes_between`] does; the events carry `zxid`.
+    pub fn trigger_replaced(&mut self, zxid: i64, old: &DataTree, new: &DataTree) {
+        if self.senders.is_empty() {
+            return;
+        }
+        let mut paths: BTreeSet<&str> = BTreeSet::new();
+        for (kind, table) in &self.by_path {
+            if *kind == WatchKind::PersistentRecursive {
+                for root in table.keys() {
+                    paths.extend(old.subtree(root));
+                    paths.extend(new.subtree(root));
+                }
+            } else {
+                paths.extend(table.keys().map(String::as_str));
+            }
+        }
+        let events: Vec<WatchEvent> = paths
+            .into_iter()
+            .flat_map(|path| {
+                changes_between(old.get(path), new.get(path))
+                    .into_iter()
+                    .map(move |event| WatchEvent { path: path.to_owned(), event })
+            })
+            .collect();
+        self.trigger(zxid, &events);
+    }
+
     /// Sends one notification to `conn` directly (setWatches on reconnect).
     pub fn notify(&self, conn: ConnId, notification: Notification) {
         if let Some(sender) = self.senders.get(&conn) {
@@ -265,6 +295,74 @@ mod tests {
             out.push((n.event, n.path));
         }
         out
+    }
+
+    /// Applies writes of session 9 (created first) to `tree`, from zxid `first` on.
+    fn write(tree: &mut DataTree, first: i64, ops: Vec<crate::tree::WriteOp>) {
+        use crate::tree::{Txn, TxnKind};
+        if tree.session(9).is_none() {
+            let create = TxnKind::CreateSession { session_id: 9, password: vec![0; 16], timeout_ms: 4000 };
+            tree.apply(first - 1, None, &Txn { time_ms: 1, kind: create });
+        }
+        for (i, op) in ops.into_iter().enumerate() {
+            let kind = TxnKind::Write { session_id: 9, auth: vec![], op };
+            tree.apply(first + i as i64, None, &Txn { time_ms: 1, kind });
+        }
+    }
+
+    fn create(path: &str) -> crate::tree::WriteOp {
+        crate::tree::WriteOp::Create {
+            path: path.into(),
+            data: Some(vec![]),
+            acl: crate::proto::Acl::open_unsafe(),
+            mode: crate::proto::CreateMode::Persistent,
+            ttl_ms: crate::tree::NO_TTL,
+        }
+    }
+
+    fn set(path: &str) -> crate::tree::WriteOp {
+        crate::tree::WriteOp::SetData { path: path.into(), data: Some(b"x".to_vec()), version: -1 }
+    }
+
+    fn delete(path: &str) -> crate::tree::WriteOp {
+        crate::tree::WriteOp::Delete { path: path.into(), version: -1 }
+    }
+
+    /// Hole e: a tree replaced by a snapshot fires what the skipped txns would have: each
+    /// watch once, by what its path's Stat says changed, recursive watches for the subtree.
+    #[test]
+    fn a_replaced_tree_fires_the_watches_its_changes_trigger() {
+        let mut old = DataTree::new();
+        write(&mut old, 2, vec![create("/a"), create("/gone"), create("/p"), create("/same"), create("/again")]);
+        let mut new = old.clone();
+        write(&mut new, 10, vec![set("/a"), delete("/gone"), create("/p/c"), create("/new"), delete("/again")]);
+        write(&mut new, 20, vec![create("/again")]);
+
+        let mut wm = WatchManager::default();
+        let mut rx = conn(&mut wm, 1);
+        for path in ["/a", "/gone", "/new", "/same", "/again"] {
+            wm.add(1, WatchKind::Data, path);
+        }
+        wm.add(1, WatchKind::Child, "/p");
+        let mut recursive = conn(&mut wm, 2);
+        wm.add(2, WatchKind::PersistentRecursive, "/p");
+        wm.trigger_replaced(20, &old, &new);
+        let mut fired = drain(&mut rx);
+        fired.sort_by(|a, b| a.1.cmp(&b.1));
+        use EventType::*;
+        let expected = [
+            (NodeDataChanged, "/a"),
+            (NodeDeleted, "/again"),
+            (NodeDeleted, "/gone"),
+            (NodeCreated, "/new"),
+            (NodeChildrenChanged, "/p"),
+        ];
+        assert_eq!(fired, expected.map(|(e, p)| (e, p.to_owned())));
+        assert_eq!(wm.watch_count(), 2, "the watch on /same stays, with the recursive one");
+        assert_eq!(drain(&mut recursive), vec![(NodeCreated, "/p/c".to_owned())]);
+        // Nothing changed: nothing fires.
+        wm.trigger_replaced(21, &new, &new);
+        assert!(drain(&mut rx).is_empty() && drain(&mut recursive).is_empty());
     }
 
     #[test]

@@ -177,6 +177,29 @@ impl Znode {
     }
 }
 
+/// The events that changes between two versions of a znode fire, as ZooKeeper's setWatches
+/// judges a watch against the node's Stat: created, deleted, deleted and created again (a new
+/// `czxid`), data changed (`mzxid`), children changed (`pzxid`). For a tree that moved on by
+/// more than one txn at once (a snapshot install).
+pub fn changes_between(old: Option<&Znode>, new: Option<&Znode>) -> Vec<EventType> {
+    match (old.map(Znode::stat), new.map(Znode::stat)) {
+        (None, None) => Vec::new(),
+        (None, Some(_)) => vec![EventType::NodeCreated],
+        (Some(_), None) => vec![EventType::NodeDeleted],
+        (Some(old), Some(new)) if old.czxid != new.czxid => vec![EventType::NodeDeleted, EventType::NodeCreated],
+        (Some(old), Some(new)) => {
+            let mut events = Vec::new();
+            if old.mzxid != new.mzxid {
+                events.push(EventType::NodeDataChanged);
+            }
+            if old.pzxid != new.pzxid {
+                events.push(EventType::NodeChildrenChanged);
+            }
+            events
+        }
+    }
+}
+
 /// A registered session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -664,6 +687,19 @@ impl DataTree {
     /// The znode at `path`.
     pub fn get(&self, path: &str) -> Option<&Znode> {
         self.nodes.get(path)
+    }
+
+    /// `root` (if it exists) and every znode under it, in path order.
+    pub fn subtree<'a>(&'a self, root: &str) -> impl Iterator<Item = &'a str> + 'a {
+        // Descendants of `/a` sort between `/a/` and `/a0` ('0' follows '/').
+        let (below, end) =
+            if root == ROOT { (String::from(ROOT), None) } else { (format!("{root}/"), Some(format!("{root}0"))) };
+        let this = (root != ROOT).then(|| self.nodes.get_key_value(root).map(|(k, _)| k.as_str())).flatten();
+        let rest = match end {
+            Some(end) => self.nodes.range(below..end),
+            None => self.nodes.range(below..),
+        };
+        this.into_iter().chain(rest.map(|(k, _)| k.as_str()))
     }
 
     /// The Stat of the znode at `path`.

@@ -1121,3 +1121,36 @@ fn byte_string_data_is_encoded_as_the_plain_field_was() {
         assert_eq!(plain, bytes, "{data:?}");
     }
 }
+
+#[test]
+fn a_subtree_is_its_root_and_every_path_under_it() {
+    let mut f = Fixture::new();
+    for path in ["/p", "/p/a", "/p/a/b", "/pa", "/p0", "/q"] {
+        f.create(path, CreateMode::Persistent);
+    }
+    assert_eq!(f.tree.subtree("/p").collect::<Vec<_>>(), ["/p", "/p/a", "/p/a/b"]);
+    assert_eq!(f.tree.subtree("/p/a/b").collect::<Vec<_>>(), ["/p/a/b"]);
+    assert_eq!(f.tree.subtree("/missing").count(), 0);
+    assert_eq!(f.tree.subtree("/").count(), f.tree.node_count());
+}
+
+#[test]
+fn changes_between_two_versions_of_a_node() {
+    let mut f = Fixture::new();
+    f.create("/n", CreateMode::Persistent);
+    let first = f.tree.get("/n").cloned();
+    f.write(set_data("/n", b"x", -1)).expect("set");
+    let changed = f.tree.get("/n").cloned();
+    f.create("/n/c", CreateMode::Persistent);
+    let parent = f.tree.get("/n").cloned();
+    assert_eq!(changes_between(None, None), []);
+    assert_eq!(changes_between(None, first.as_ref()), [EventType::NodeCreated]);
+    assert_eq!(changes_between(first.as_ref(), None), [EventType::NodeDeleted]);
+    assert_eq!(changes_between(first.as_ref(), first.as_ref()), []);
+    assert_eq!(changes_between(first.as_ref(), changed.as_ref()), [EventType::NodeDataChanged]);
+    assert_eq!(changes_between(changed.as_ref(), parent.as_ref()), [EventType::NodeChildrenChanged]);
+    f.write(delete("/n/c", -1)).expect("delete child");
+    f.write(delete("/n", -1)).expect("delete");
+    f.create("/n", CreateMode::Persistent);
+    assert_eq!(changes_between(first.as_ref(), f.tree.get("/n")), [EventType::NodeDeleted, EventType::NodeCreated]);
+}
