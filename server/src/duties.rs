@@ -140,26 +140,38 @@ impl Duties {
             }
             let member = m.membership_config.membership().get_node(&self.id).is_some();
             let limit = tick.max(Duration::from_millis(200));
-            let contacted = send_touches(&self.touches, self.writes.leader_link(), limit).await;
-            if contacted {
+            // A follower that serves goes on while in touch; one that does not starts only once
+            // it has applied what the leader had committed when it answered: a follower back
+            // from far behind (a restart, a partition, a snapshot on its way) would otherwise
+            // serve a past the cluster left long ago (issue 12 e).
+            let mut caught_up = self.contact.is_serving();
+            if let Some(committed) = send_touches(&self.touches, self.writes.leader_link(), limit).await {
                 last_contact = Some(Instant::now());
+                if !caught_up {
+                    let applied = self.store.wait_applied(i64::try_from(committed).unwrap_or(i64::MAX));
+                    caught_up = tokio::time::timeout(limit, applied).await.is_ok();
+                }
             }
             let fresh = last_contact.is_some_and(|at| at.elapsed() < self.contact_limit);
-            self.contact.set_serving(fresh && member);
+            self.contact.set_serving(fresh && member && caught_up);
         }
     }
 }
 
 /// Sends the leader (over `link`, when one is known) the sessions heard from since the last
-/// batch; true when it answered within `limit`. A batch the leader did not take goes back for
-/// the next try: a session that pinged during a link blip keeps its touch.
-async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> bool {
+/// batch; the leader's committed index when it took them within `limit`. A batch the leader
+/// did not take goes back for the next try: a session that pinged during a link blip keeps its
+/// touch.
+async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> Option<u64> {
     let batch = touches.take();
     let answered = match link {
-        Some(link) => matches!(link.call(PeerRequest::Touch(batch.clone()), limit).await, Ok(PeerResponse::Touched)),
-        None => false,
+        Some(link) => match link.call(PeerRequest::Touch(batch.clone()), limit).await {
+            Ok(PeerResponse::Touched { committed }) => Some(committed),
+            _ => None,
+        },
+        None => None,
     };
-    if !answered {
+    if answered.is_none() {
         touches.restore(batch);
     }
     answered
@@ -181,10 +193,10 @@ mod tests {
         let addr = closed.local_addr().expect("addr").to_string();
         drop(closed);
         let link = PeerClient::spawn(2, addr, 1, "127.0.0.1:0".into(), Arc::new(Faults::default()));
-        assert!(!send_touches(&touches, Some(link), Duration::from_secs(2)).await);
+        assert!(send_touches(&touches, Some(link), Duration::from_secs(2)).await.is_none());
         assert_eq!(touches.take(), vec![7], "the failed batch was dropped");
         touches.add(8);
-        assert!(!send_touches(&touches, None, Duration::from_secs(2)).await);
+        assert!(send_touches(&touches, None, Duration::from_secs(2)).await.is_none());
         assert_eq!(touches.take(), vec![8], "with no leader known the batch waits too");
     }
 }

@@ -199,7 +199,8 @@ async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse>
             for session in sessions {
                 server.sessions.touch(session, now);
             }
-            PeerResponse::Touched
+            let metrics = openraft::async_runtime::WatchReceiver::borrow_watched(&raft.metrics()).local_committed;
+            PeerResponse::Touched { committed: metrics.map(|id| id.index()).unwrap_or(0) }
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(
             raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|read| read.index()).map_err(|e| e.to_string()),

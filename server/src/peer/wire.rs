@@ -64,8 +64,12 @@ pub enum PeerResponse {
     /// The forwarded write is committed; its log index. `Err` when the receiver is not leader
     /// or lost leadership.
     Forwarded(Result<u64, String>),
-    /// Touches recorded.
-    Touched,
+    /// Touches recorded, and the leader's committed log index then: a follower that is not
+    /// serving starts only once it has applied that much (issue 12 e).
+    Touched {
+        /// The leader's committed log index when it took the touches.
+        committed: u64,
+    },
     /// The request was refused (the sender is not a member).
     Refused(String),
     /// The leader's read index.
