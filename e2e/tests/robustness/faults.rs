@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{Cluster, SESSION, WAIT};
+use crate::harness::{wait_for, Cluster, SESSION, WAIT};
 use crate::traffic::Traffic;
 
 /// Completed operations the workload must reach during a fault.
@@ -49,8 +49,9 @@ impl Fault {
         Fault::LaggingFollower,
     ];
 
-    /// Server flags the fault needs to bite (a snapshot point it gets past).
-    pub const SNAPSHOT_FLAGS: [&'static str; 2] = ["--snapshot-every", "100"];
+    /// Server flags the faults need to bite: snapshots often, and few log entries kept behind
+    /// them, so a follower that falls behind catches up by a snapshot install.
+    pub const SNAPSHOT_FLAGS: [&'static str; 4] = ["--snapshot-every", "100", "--snapshot-keep", "20"];
 
     /// A short name for reports.
     pub fn name(self) -> &'static str {
@@ -127,12 +128,23 @@ impl Fault {
             }
             Fault::LaggingFollower => {
                 let lagging = follower(cluster).await;
+                let at = cluster.node(lagging).view().await.map_or(0, |view| view.applied);
                 cluster.lab().partition(&[lagging]);
-                // Well past two snapshots: the leader's log no longer holds what it lacks.
-                traffic.wait_progress(3 * PROGRESS, FAULT_WAIT).await;
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                // On until the leader's log no longer holds what the follower lacks (with a margin
+                // for entries it holds but had not applied).
+                let leader = cluster.leader().await;
+                let node = cluster.node(leader);
+                let purged = wait_for("the leader to purge its log past the lagging follower", FAULT_WAIT, || async {
+                    let purged = node.metric("paddock_raft_purged_index").await?;
+                    (purged > (at + 100) as f64).then_some(purged)
+                })
+                .await;
                 cluster.lab().heal();
                 let all = cluster.ids();
                 cluster.wait_caught_up(lagging, &all).await;
+                let snapshot = cluster.node(lagging).metric("paddock_snapshot_last_index").await.unwrap_or(0.0);
+                assert!(snapshot >= purged, "the lagging follower caught up without a snapshot install");
             }
         }
     }
