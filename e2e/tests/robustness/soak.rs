@@ -6,6 +6,7 @@
 //! `PADDOCK_SOAK_FAULTS=isolated-leader,kill` runs only those faults.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::faults::{healed, Fault, PROGRESS};
@@ -13,6 +14,37 @@ use crate::harness::{start_cluster, WAIT};
 use crate::scenarios::{CLIENTS, KEYS};
 use crate::traffic::Traffic;
 use crate::verdict::{judge, Allow};
+
+/// zookeeper-client's own account of a round's connections (its debug log), kept in memory and
+/// written next to the node logs when the round fails: which server a client tried, and why it
+/// gave up on its session (a server said expired, or it could not reconnect in time).
+#[derive(Clone, Default)]
+struct ClientLog(Arc<Mutex<Vec<u8>>>);
+
+impl ClientLog {
+    fn lines(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::io::Write for ClientLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lines().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ClientLog {
+    type Writer = ClientLog;
+
+    fn make_writer(&'a self) -> ClientLog {
+        self.clone()
+    }
+}
 
 /// `30m`, `90s`, `1h` or plain seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -47,6 +79,12 @@ async fn soak() {
             .collect(),
         Err(_) => Fault::ALL.to_vec(),
     };
+    let clients = ClientLog::default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("zookeeper_client=debug"))
+        .with_writer(clients.clone())
+        .with_ansi(false)
+        .try_init();
     let mut cluster = start_cluster(3, &Fault::SNAPSHOT_FLAGS).await;
     let began = Instant::now();
     let mut table =
@@ -54,6 +92,7 @@ async fn soak() {
     let (mut rounds, mut total_ops) = (0usize, 0usize);
     while began.elapsed() < duration {
         let fault = faults[rounds % faults.len()];
+        clients.lines().clear();
         let traffic = Traffic::start(&cluster, CLIENTS, KEYS, &format!("s{rounds}")).await;
         traffic.wait_progress(PROGRESS, WAIT).await;
         fault.run(&mut cluster, &traffic).await;
@@ -72,6 +111,11 @@ async fn soak() {
         );
         if let Ok(path) = std::env::var("PADDOCK_SOAK_REPORT") {
             let _ = std::fs::write(&path, &table);
+        }
+        if !verdict.problems.is_empty() {
+            let path = cluster.dir().join(format!("clients-{name}.log"));
+            let _ = std::fs::write(&path, clients.lines().as_slice());
+            eprintln!("the clients' log of the round is in {}", path.display());
         }
         verdict.assert_clean(&name);
         total_ops += verdict.ops;
