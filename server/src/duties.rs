@@ -18,7 +18,7 @@ use crate::peer::client::PeerClient;
 use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
-use crate::tree::TxnKind;
+use crate::tree::{TxnKind, TxnResult};
 use crate::write::WritePath;
 
 /// What the duties work with, and their timing.
@@ -94,10 +94,14 @@ impl Duties {
                 self.sessions.sync_with(live, now, !was_leader);
             }
             was_leader = true;
+            // Each expiry names the term it was decided in: one this leader proposes after it
+            // lost its leadership (or that reaches another leader) then does nothing.
+            let term = m.current_term;
             for session_id in self.sessions.take_expired(now) {
-                tracing::info!(session = format_args!("0x{session_id:x}"), "session expired");
-                match self.writes.write(TxnKind::CloseSession { session_id }).await {
-                    Ok(_) => metrics::SESSIONS_EXPIRED.inc(),
+                tracing::info!(session = format_args!("0x{session_id:x}"), term, "session expired");
+                match self.writes.write(TxnKind::ExpireSession { session_id, term }).await {
+                    Ok(outcome) if outcome.result == TxnResult::SessionClosed => metrics::SESSIONS_EXPIRED.inc(),
+                    Ok(_) => {}
                     Err(_) => self.sessions.retry_expiry(session_id),
                 }
             }

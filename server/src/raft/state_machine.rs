@@ -187,7 +187,7 @@ impl RaftStateMachine<C> for StateMachine {
             let log_id = entry.log_id();
             let zxid = log_id.index() as i64;
             match &entry.payload {
-                EntryPayload::Normal(command) => self.store.apply(zxid, command),
+                EntryPayload::Normal(command) => self.store.apply(zxid, log_id.committed_leader_id().term, command),
                 EntryPayload::Membership(membership) => {
                     self.membership = openraft::StoredMembership::new(Some(log_id), membership.clone());
                     self.store.advance(zxid);

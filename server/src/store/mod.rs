@@ -195,21 +195,27 @@ impl Store {
         lock(&self.pending).remove(&origin.seq);
     }
 
-    /// Applies one committed command at `zxid`: updates the tree, fires watches (before the
-    /// submitter hears the result, so a client sees its event before its response), and hands
-    /// the result to the waiting submitter.
-    pub fn apply(&self, zxid: i64, command: &Command) {
+    /// Applies one committed command at `zxid`, from a log entry of `term`: updates the tree,
+    /// fires watches (before the submitter hears the result, so a client sees its event before
+    /// its response), and hands the result to the waiting submitter. An expiry decided in
+    /// another term than `term` applies as nothing ([`TxnKind::expiry_is_stale`]).
+    pub fn apply(&self, zxid: i64, term: u64, command: &Command) {
+        const NOTHING: Txn = Txn { time_ms: 0, kind: TxnKind::Noop };
+        let txn = if command.txn.kind.expiry_is_stale(term) { &NOTHING } else { &command.txn };
         let applied = {
             let mut tree = self.tree_mut();
-            let applied = tree.apply(zxid, command.origin.map(|o| o.server), &command.txn);
+            let applied = tree.apply(zxid, command.origin.map(|o| o.server), txn);
             lock(&self.watches).trigger(zxid, &applied.events);
             applied
         };
-        if matches!(command.txn.kind, TxnKind::CreateSession { .. } | TxnKind::CloseSession { .. }) {
+        if matches!(
+            txn.kind,
+            TxnKind::CreateSession { .. } | TxnKind::CloseSession { .. } | TxnKind::ExpireSession { .. }
+        ) {
             self.session_changes.fetch_add(1, Ordering::Relaxed);
         }
-        let ended = match (&command.txn.kind, &applied.result) {
-            (TxnKind::CloseSession { .. }, TxnResult::SessionClosed) => true,
+        let ended = match (&txn.kind, &applied.result) {
+            (TxnKind::CloseSession { .. } | TxnKind::ExpireSession { .. }, TxnResult::SessionClosed) => true,
             // The session moved to another server: its connections here are stale.
             (TxnKind::MoveSession { .. }, TxnResult::OwnerChanged { owner }) => *owner != self.server_id,
             _ => false,
@@ -338,13 +344,42 @@ mod tests {
         let store = Store::new(1);
         let (first, mut first_rx) = store.register_write();
         let (second, mut second_rx) = store.register_write();
-        store.apply(5, &close(7, second));
+        store.apply(5, 1, &close(7, second));
         assert!(first_rx.try_recv().is_err(), "not the first write's result");
         assert_eq!(second_rx.try_recv().expect("the second write's result").zxid, 5);
         let other = Store::new(2);
         let (_, mut other_rx) = other.register_write();
-        other.apply(6, &close(7, first));
+        other.apply(6, 1, &close(7, first));
         assert!(other_rx.try_recv().is_err(), "another server's write");
+    }
+
+    /// Found by the soak (docs/reliability.md, round 67 at 1f34fe6): a leader cut off from its
+    /// quorum expired every session it no longer heard of; once it learnt of the new leader,
+    /// its expiry of a session that had pinged the new leader all along was forwarded there and
+    /// committed (entry T70-N3.21025 carried server 2's CloseSession). An expiry now names the
+    /// term it was decided in and does nothing in an entry of another term.
+    #[test]
+    fn an_expiry_decided_in_another_term_does_nothing() {
+        let store = Store::new(1);
+        let origin = |seq| Some(Origin { server: 2, run: 1, seq });
+        let create = TxnKind::CreateSession { session_id: 7, password: vec![0; 16], timeout_ms: 4000 };
+        store.apply(1, 69, &Command { origin: origin(1), txn: Txn { time_ms: 0, kind: create } });
+        let (waiting, mut result) = store.register_write();
+        let stale = TxnKind::ExpireSession { session_id: 7, term: 69 };
+        store.apply(2, 70, &Command { origin: Some(waiting), txn: Txn { time_ms: 0, kind: stale } });
+        assert!(store.tree().session(7).is_some(), "an expiry of term 69 in an entry of term 70 closed the session");
+        assert_eq!(result.try_recv().expect("its submitter hears").result, TxnResult::Noop);
+        assert_eq!(store.applied_zxid(), 2);
+        let ended = *store.ended_sessions().borrow();
+        let current = TxnKind::ExpireSession { session_id: 7, term: 70 };
+        store.apply(3, 70, &Command { origin: origin(2), txn: Txn { time_ms: 0, kind: current } });
+        assert!(store.tree().session(7).is_none(), "the expiry of the entry's own term");
+        assert_eq!(*store.ended_sessions().borrow(), ended + 1, "an expiry ends the session's connections");
+        // The expiry is a log entry like any: it decodes as it was written.
+        let txn = Txn { time_ms: 3, kind: TxnKind::ExpireSession { session_id: 7, term: 70 } };
+        let command = Command { origin: origin(3), txn };
+        let bytes = postcard::to_stdvec(&command).expect("encode");
+        assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decode"), command);
     }
 
     /// An entry a previous run of this server submitted (it crashed before the entry was
@@ -356,7 +391,7 @@ mod tests {
         let (old, _) = before_crash.register_write();
         let after_restart = Store::new(1);
         let (_, mut new_rx) = after_restart.register_write();
-        after_restart.apply(9, &close(7, old));
+        after_restart.apply(9, 1, &close(7, old));
         assert!(new_rx.try_recv().is_err(), "an earlier run's entry answered this run's write");
     }
 }

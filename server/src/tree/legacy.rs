@@ -199,6 +199,8 @@ impl TryFrom<&Txn> for TxnV1 {
                 TxnKindV1::CreateSession { session_id, password, timeout_ms }
             }
             TxnKind::CloseSession { session_id } => TxnKindV1::CloseSession { session_id },
+            // Format 1 had no expiry of its own (nor terms).
+            TxnKind::ExpireSession { .. } => return Err(()),
             TxnKind::Write { session_id, auth, op: o } => TxnKindV1::Write { session_id, auth, op: op(&o)? },
             TxnKind::Multi { session_id, auth, ops } => {
                 TxnKindV1::Multi { session_id, auth, ops: ops.iter().map(op).collect::<Result<_, _>>()? }

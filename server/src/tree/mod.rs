@@ -324,7 +324,9 @@ impl DataTree {
                 });
                 TxnResult::SessionCreated
             }
-            TxnKind::CloseSession { session_id } => self.close_session(*session_id, zxid, &mut events),
+            TxnKind::CloseSession { session_id } | TxnKind::ExpireSession { session_id, .. } => {
+                self.close_session(*session_id, zxid, &mut events)
+            }
             TxnKind::MoveSession { session_id } => match (self.sessions.get_mut(session_id), from) {
                 (Some(session), Some(owner)) => {
                     session.owner = owner;

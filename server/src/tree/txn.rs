@@ -76,6 +76,26 @@ pub enum TxnKind {
         /// The session.
         session_id: i64,
     },
+    /// The leader of `term` expired the session: applied as [`TxnKind::CloseSession`], but only
+    /// when the log entry is of that same term (the caller of [`super::DataTree::apply`] checks,
+    /// see [`TxnKind::expiry_is_stale`]). openraft keeps a leader cut off from its quorum a
+    /// leader until it hears of a newer term; hearing no touches, it finds every session expired,
+    /// and its expiries, forwarded to the new leader once it learnt of it, closed sessions that
+    /// had pinged the new leader all along. (Appended last: earlier log entries decode unchanged.)
+    ExpireSession {
+        /// The session.
+        session_id: i64,
+        /// The term of the leader that decided the expiry.
+        term: u64,
+    },
+}
+
+impl TxnKind {
+    /// Whether this is an expiry decided by the leader of another term than the one of the log
+    /// entry `entry_term` that carries it: such an expiry does nothing.
+    pub fn expiry_is_stale(&self, entry_term: u64) -> bool {
+        matches!(self, TxnKind::ExpireSession { term, .. } if *term != entry_term)
+    }
 }
 
 /// One client write operation.

@@ -91,7 +91,7 @@ mod tests {
         for session_id in 1..=sessions {
             zxid += 1;
             let create = TxnKind::CreateSession { session_id, password: vec![0; 16], timeout_ms: 4000 };
-            store.apply(zxid, &command(1, create));
+            store.apply(zxid, 1, &command(1, create));
             let (_, stats) = connections.open("127.0.0.1:1".parse().expect("addr"));
             stats.session_id.store(session_id, Ordering::Relaxed);
             open.push(stats);
@@ -108,7 +108,7 @@ mod tests {
             } else {
                 TxnKind::CloseSession { session_id }
             };
-            store.apply(zxid, &command(if session_id % 3 == 0 { 2 } else { 1 }, kind));
+            store.apply(zxid, 1, &command(if session_id % 3 == 0 { 2 } else { 1 }, kind));
         }
         let all_ended = async {
             loop {
