@@ -158,6 +158,18 @@ impl Node {
         self.start().await;
     }
 
+    /// SIGKILL, then a fresh start on an empty data dir as a node that joins (not a member
+    /// until the leader adds it): a server whose volume was lost, or its replacement.
+    pub async fn restart_empty(&mut self) {
+        self.kill9();
+        let data = self.spec.data_dir();
+        if let Err(e) = std::fs::remove_dir_all(&data) {
+            assert!(e.kind() == std::io::ErrorKind::NotFound, "cannot remove {}: {e}", data.display());
+        }
+        self.spec.initial_members = None;
+        self.start().await;
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<nix::unistd::Pid> {
         self.process.as_ref().and_then(Process::pid)

@@ -34,11 +34,18 @@ pub enum Fault {
     SlowLeaderLink,
     /// A follower cut off while the others go past several snapshots, then let back.
     LaggingFollower,
+    /// Combined: the leader blackholed, and once the others elected a new leader, that one
+    /// SIGKILLed (no quorum anywhere) while the cut heals — the old leader, with a stale log,
+    /// and the third server must go on from the new leader's acknowledged writes.
+    IsolateLeaderThenKillTheNext,
+    /// Combined: a membership change under 5% packet loss on every link — a follower removed,
+    /// its data wiped, started again empty and added back as a learner, then as a voter.
+    RejoinEmptyUnderLoss,
 }
 
 impl Fault {
     /// Every fault, in the order the soak runs them.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::KillLeaderThenFollower,
         Fault::PauseFollower,
         Fault::IsolateLeader,
@@ -47,6 +54,8 @@ impl Fault {
         Fault::LeaderCpuQuota,
         Fault::SlowLeaderLink,
         Fault::LaggingFollower,
+        Fault::IsolateLeaderThenKillTheNext,
+        Fault::RejoinEmptyUnderLoss,
     ];
 
     /// Server flags the faults need to bite: snapshots often, and few log entries kept behind
@@ -64,6 +73,8 @@ impl Fault {
             Fault::LeaderCpuQuota => "cpu-quota",
             Fault::SlowLeaderLink => "slow-link",
             Fault::LaggingFollower => "lagging",
+            Fault::IsolateLeaderThenKillTheNext => "isolated-then-kill",
+            Fault::RejoinEmptyUnderLoss => "rejoin-under-loss",
         }
     }
 
@@ -145,6 +156,42 @@ impl Fault {
                 cluster.wait_caught_up(lagging, &all).await;
                 let snapshot = cluster.node(lagging).metric("paddock_snapshot_last_index").await.unwrap_or(0.0);
                 assert!(snapshot >= purged, "the lagging follower caught up without a snapshot install");
+            }
+            Fault::IsolateLeaderThenKillTheNext => {
+                let old = cluster.leader().await;
+                cluster.lab().partition(&[old]);
+                let rest: Vec<u64> = cluster.running().into_iter().filter(|id| *id != old).collect();
+                let next = cluster.wait_leader(&rest, Some(old)).await;
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.node_mut(next).kill9();
+                cluster.lab().heal();
+                let left: Vec<u64> = cluster.running();
+                cluster.wait_leader(&left, None).await;
+                traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
+                cluster.node_mut(next).start().await;
+            }
+            Fault::RejoinEmptyUnderLoss => {
+                let ids = cluster.ids();
+                for (i, a) in ids.iter().enumerate() {
+                    for b in &ids[i + 1..] {
+                        cluster.lab().lossy(*a, *b, 0.05);
+                    }
+                }
+                let gone = follower(cluster).await;
+                let removed = cluster.admin_on_leader("DELETE", &format!("/v1/cluster/members/{gone}"), None).await;
+                assert_eq!(removed.status, 200, "removing {gone}: {removed:?}");
+                traffic.wait_progress(PROGRESS / 2, FAULT_WAIT).await;
+                cluster.node_mut(gone).restart_empty().await;
+                let addr = cluster.node(gone).peer_addr.to_string();
+                let body = serde_json::json!({ "id": gone, "addr": addr });
+                let learner = cluster.admin_on_leader("POST", "/v1/cluster/learners", Some(&body)).await;
+                assert_eq!(learner.status, 200, "adding {gone} back as a learner: {learner:?}");
+                let body = serde_json::json!({ "ids": ids });
+                let voters = cluster.admin_on_leader("POST", "/v1/cluster/voters", Some(&body)).await;
+                assert_eq!(voters.status, 200, "{gone} a voter again: {voters:?}");
+                traffic.wait_progress(PROGRESS / 2, FAULT_WAIT).await;
+                cluster.lab().heal();
+                cluster.wait_caught_up(gone, &ids).await;
             }
         }
     }

@@ -70,6 +70,16 @@ async fn a_follower_lagging_past_the_snapshot_point() {
     scenario(Fault::LaggingFollower).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_isolated_then_the_next_one_killed() {
+    scenario(Fault::IsolateLeaderThenKillTheNext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_rejoining_empty_under_packet_loss() {
+    scenario(Fault::RejoinEmptyUnderLoss).await;
+}
+
 /// Hole a: AppendEntries batches of legal ~1 MB values, through a follower, in a debug build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_near_the_size_limit_through_a_follower() {
