@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::Method;
+use paddock_e2e::check::holds::{check_holds, Hold};
 use paddock_sidecar::client::EventLines;
 use serde_json::Value;
 
@@ -32,29 +33,28 @@ async fn record(mut stream: EventLines, until: &'static [&'static str], within: 
     events
 }
 
-/// One app's hold of a lock, in Unix ms, half-open: `[acquired_at, valid_until)`.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    acquired_at: u64,
-    valid_until: u64,
+/// `holder`'s hold of `lock` from `acquired_at` to `valid_until` (Unix ms), as the holds
+/// checker takes it (nanoseconds on one clock).
+fn hold(holder: &str, lock: &str, acquired_at: u64, valid_until: u64) -> Hold {
+    let ns = |ms: u64| ms.saturating_mul(1_000_000);
+    Hold { holder: holder.into(), lock: lock.into(), acquired_at: ns(acquired_at), valid_until: ns(valid_until) }
 }
 
-/// Until when a holder that got `acquired` at `acquired_at` may believe it holds the lock, from
-/// what its stream said: the first deadline a `suspended` event gave, or the moment it heard
-/// `lost` (or the stream ended); with neither, for ever.
-fn held_by_holder(acquired_at: u64, events: &[(u64, Value)]) -> Held {
+/// Until when (Unix ms) a holder that got `acquired` may believe it holds the lock, from what
+/// its stream said: the first deadline a `suspended` event gave, or the moment it heard `lost`
+/// (or the stream ended); with neither, for ever.
+fn held_until(events: &[(u64, Value)]) -> u64 {
     let deadline = events
         .iter()
         .find(|(_, event)| event["type"] == "suspended")
         .and_then(|(_, event)| event["valid_until_ms"].as_u64());
     let ended = events.iter().find(|(_, event)| event["type"] != "suspended").map(|(at, _)| *at);
-    let valid_until = match (deadline, ended) {
+    match (deadline, ended) {
         (Some(deadline), Some(ended)) => deadline.min(ended),
         (Some(deadline), None) => deadline,
         (None, Some(ended)) => ended,
         (None, None) => u64::MAX,
-    };
-    Held { acquired_at, valid_until }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,13 +92,13 @@ async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_
     };
     blackhole.restore();
 
-    let first = held_by_holder(holder_acquired_at, &holder_events);
-    let second = Held { acquired_at: waiter_acquired_at, valid_until: u64::MAX };
-    assert!(
-        first.valid_until <= second.acquired_at,
-        "two holders at once: the holder held {first:?} (its stream said {holder_events:?}), the waiter \
-         {second:?} ({granted})"
-    );
+    let holds = [
+        hold("pod-a", "ledger", holder_acquired_at, held_until(&holder_events)),
+        hold("pod-b", "ledger", waiter_acquired_at, u64::MAX),
+    ];
+    if let Err(problems) = check_holds(&holds) {
+        panic!("{problems:?}: the holder's stream said {holder_events:?}, the waiter got {granted}");
+    }
     assert!(
         holder_events.iter().any(|(_, event)| event["type"] == "lost"),
         "the holder must hear `lost` while still cut off: {holder_events:?}"
