@@ -191,3 +191,49 @@ async fn client_of_a_leaderless_follower_moves_on_with_its_session() {
     }
     assert!(problems.is_empty(), "client of an isolated, leaderless follower: {problems:#?}");
 }
+
+/// A server out of touch with the cluster turns a connecting client away quickly enough for the
+/// client to try another server within its own connection timeout (zookeeper-client gives a
+/// server 2/5 of the session timeout, the Java client the session timeout over the number of
+/// servers). Holding the handshake longer cost a client of the soak (isolated-then-kill, round
+/// 8 at c445758) two tries at a stale server, and its session, while a quorum served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_out_of_touch_turns_a_client_away_within_its_connection_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = start_cluster(3, &[]).await;
+    let all = [1, 2, 3];
+    let lone = cluster.wait_leader(&all, None).await;
+    for id in all.into_iter().filter(|id| *id != lone) {
+        cluster.node(id).freeze().await;
+    }
+    let node = cluster.node(lone);
+    wait_for("the lone server to stop serving", WAIT, || async { (!node.ready().await).then_some(()) }).await;
+
+    // A ConnectRequest for a new session of 4 s: protocol 0, zxid 0, timeout, session 0, a
+    // 16-byte password, not read-only.
+    let timeout_ms: i32 = 4000;
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&timeout_ms.to_be_bytes());
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&16i32.to_be_bytes());
+    body.extend_from_slice(&[0; 16]);
+    body.push(0);
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+
+    let mut stream = tokio::net::TcpStream::connect(node.client_addr).bounded().await.expect("connect");
+    let asked = Instant::now();
+    stream.write_all(&frame).await.expect("send the connect request");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).bounded().await;
+    let turned_away_after = asked.elapsed();
+    let connection_timeout = std::time::Duration::from_millis(timeout_ms as u64 * 2 / 5);
+    assert!(rest.is_empty(), "a server out of touch answered the handshake: {rest:?}");
+    assert!(
+        turned_away_after < connection_timeout,
+        "the server held the handshake {turned_away_after:?}, past the client's {connection_timeout:?} connection timeout"
+    );
+}
