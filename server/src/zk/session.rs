@@ -10,6 +10,9 @@ use crate::proto::connect::{ConnectRequest, ConnectResponse};
 use crate::server::Server;
 use crate::tree::{TxnKind, TxnResult};
 
+/// The longest a server out of touch holds a handshake before it turns the client away.
+const HANDSHAKE_HOLD: Duration = Duration::from_millis(500);
+
 /// What a handshake settled on: the answer to send, and the session the connection serves from
 /// then on (`None`: the client was turned away, after the answer if there is one).
 pub struct Settled {
@@ -32,8 +35,12 @@ pub async fn handshake(server: &Server, ids: &SessionIds, request: &ConnectReque
 async fn settle(server: &Server, ids: &SessionIds, request: &ConnectRequest) -> Option<Settled> {
     let requested = Duration::from_millis(request.timeout_ms.max(0) as u64);
     // Out of touch with the cluster (an election, a partition): give it a moment, then turn the
-    // client away so it tries another server.
-    if !server.contact.wait_serving((requested / 2).min(Duration::from_secs(2))).await {
+    // client away so it tries another server — well within the client's own connection timeout
+    // (zookeeper-client gives a server 2/5 of the session timeout, the Java client the session
+    // timeout over the number of servers): a client held longer loses its try at the others, and
+    // with two such tries its whole session (test `cluster isolation::
+    // a_server_out_of_touch_turns_a_client_away_within_its_connection_timeout`).
+    if !server.contact.wait_serving(HANDSHAKE_HOLD.min(requested / 10)).await {
         return None;
     }
     let applied = server.store.tree().last_zxid();
