@@ -70,13 +70,15 @@ async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
     assert!(tree.iter().all(|(path, data)| path.as_bytes() == data.as_slice()), "data differs from what was written");
 }
 
-/// Writes `count` small nodes under `parent` through `client`, pipelined.
-async fn fill(client: &zookeeper_client::Client, parent: &str, count: usize) {
+/// Writes `count` nodes of `size` bytes under `parent` through `client`, pipelined.
+async fn fill(client: &zookeeper_client::Client, parent: &str, count: usize, size: usize) {
+    let data = vec![7; size];
+    let data = &data;
     ensure_node(client, parent).await;
     let paths: Vec<String> = (0..count).map(|i| format!("{parent}/n-{i:05}")).collect();
     let writes = futures::stream::iter(paths.iter())
         .map(|path| async move {
-            match retrying(path, || client.create(path, &[7; 64], &PERSISTENT)).await {
+            match retrying(path, || client.create(path, data, &PERSISTENT)).await {
                 Ok(_) | Err(ZkError::NodeExists) => None,
                 Err(e) => Some(format!("{path}: {e}")),
             }
@@ -136,7 +138,9 @@ async fn watches_fire_for_changes_a_snapshot_install_skipped() {
     writer.delete("/t5/gone", None).bounded().await.expect("delete /t5/gone");
     writer.create("/t5/parent/child", b"", &PERSISTENT).bounded().await.expect("create a child");
     writer.create("/t5/new", b"", &PERSISTENT).bounded().await.expect("create /t5/new");
-    fill(&writer, "/t5fill", 300).await;
+    // Megabytes: more than the kernel buffers between the leader and the frozen follower can
+    // hold, so the follower cannot catch up from appends queued in its socket before it froze.
+    fill(&writer, "/t5fill", 400, 16 << 10).await;
     let purged = purged_past(&cluster, leader, at).await;
     cluster.node(follower).thaw();
     cluster.wait_caught_up(follower, &all).await;
@@ -192,7 +196,7 @@ async fn a_follower_far_behind_is_not_ready_before_it_caught_up() {
     cluster.wait_caught_up(follower, &all).await;
     let at = cluster.node(follower).view().bounded().await.expect("follower answers").applied;
     cluster.node_mut(follower).kill9();
-    fill(&writer, "/t6fill", 1000).await;
+    fill(&writer, "/t6fill", 1000, 64).await;
     purged_past(&cluster, leader, at).await;
     let committed = cluster.node(leader).view().bounded().await.expect("leader answers").committed;
 
