@@ -177,7 +177,7 @@ async fn watches_fire_for_changes_a_snapshot_install_skipped() {
     assert_eq!(seen, expected, "the recursive watch on /t5");
     let states = states.states();
     assert!(
-        !states.iter().any(|s| *s == zookeeper_client::SessionState::Disconnected),
+        !states.contains(&zookeeper_client::SessionState::Disconnected),
         "the watching client lost its connection, so its watches went through setWatches: {states:?}"
     );
 }
