@@ -28,14 +28,19 @@ use openraft::raft::{
 use openraft::{AnyError, OptionalSend};
 
 use super::client::PeerClient;
-use super::wire::{PeerRequest, PeerResponse};
+use super::wire::{PeerRequest, PeerResponse, MAX_FRAME};
 use super::Peers;
+use crate::config::MAX_BUFFER_LIMIT;
 use crate::raft::TypeConfig;
 
 type C = TypeConfig;
 
 /// The most bytes of encoded entries one AppendEntries carries (beyond its first entry).
 pub const APPEND_BUDGET: usize = 2 << 20;
+// The largest AppendEntries — its budget of entries, or one entry of the largest client request
+// with its txn's own fields — fits in a peer frame twice over (see `MAX_FRAME`).
+const _: () = assert!(2 * (APPEND_BUDGET + MAX_BUFFER_LIMIT + (1 << 20)) <= MAX_FRAME);
+
 /// How long an AppendEntries that carries entries may take: the follower writes and syncs them
 /// before it answers.
 pub const APPEND_DEADLINE: Duration = Duration::from_secs(5);

@@ -18,8 +18,21 @@ use crate::store::Command;
 
 type C = TypeConfig;
 
-/// Largest peer frame after the greeting: a snapshot travels in one frame.
-pub const MAX_FRAME: usize = 1 << 30;
+/// Largest peer frame after the greeting; a longer one is refused before it is read (garbage,
+/// or a peer of another version), and ends the link.
+///
+/// The largest frames are AppendEntries: at most [`APPEND_BUDGET`] (2 MiB) of entries, or one
+/// entry alone when it is larger. An entry is a session's open, close or move, a membership
+/// change, a reap of at most [`REAP_BUDGET`] (1 MiB) of paths, or one client request's txn: about
+/// the size of the request's jute encoding — at most `--max-buffer`, itself at most
+/// [`MAX_BUFFER_LIMIT`] (16 MiB) — plus the connection's auth ids and a few dozen bytes. A
+/// `Forward` carries one such txn. So 64 MiB holds the largest legal frame (about 18 MiB) with
+/// room to spare; `peer::network` checks this at compile time.
+///
+/// [`APPEND_BUDGET`]: super::network::APPEND_BUDGET
+/// [`REAP_BUDGET`]: crate::duties::REAP_BUDGET
+/// [`MAX_BUFFER_LIMIT`]: crate::config::MAX_BUFFER_LIMIT
+pub const MAX_FRAME: usize = 64 << 20;
 
 /// What one server asks another.
 #[derive(Debug, Serialize, Deserialize)]
