@@ -80,8 +80,8 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_SNAPSHOT_KEEP", default_value_t = 1000)]
     pub snapshot_keep: u64,
 
-    /// Largest accepted request frame in bytes (ZooKeeper's jute.maxbuffer).
-    #[arg(long, env = "PADDOCK_MAX_BUFFER", default_value_t = 1024 * 1024)]
+    /// Largest accepted request frame in bytes (ZooKeeper's jute.maxbuffer), at most 16 MiB.
+    #[arg(long, env = "PADDOCK_MAX_BUFFER", default_value_t = 1024 * 1024, value_parser = parse_max_buffer)]
     pub max_buffer: usize,
 
     /// Largest number of concurrent client connections.
@@ -95,6 +95,18 @@ pub struct Config {
     /// How often the leader checks for containers and TTL nodes to delete, in milliseconds.
     #[arg(long, env = "PADDOCK_REAP_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub reap_interval_ms: u64,
+}
+
+/// The largest `--max-buffer`: a client request becomes one log entry, and one log entry must
+/// fit in a peer frame with room to spare (see [`crate::peer::wire::MAX_FRAME`]).
+pub const MAX_BUFFER_LIMIT: usize = 16 << 20;
+
+fn parse_max_buffer(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.trim().parse().map_err(|e| format!("{text:?} is not a byte count: {e}"))?;
+    if bytes > MAX_BUFFER_LIMIT {
+        return Err(format!("{bytes} is over the limit of {MAX_BUFFER_LIMIT} bytes (16 MiB)"));
+    }
+    Ok(bytes)
 }
 
 /// Raft ids and peer addresses of a cluster's voters.
@@ -238,6 +250,14 @@ mod tests {
         let c = Config::try_parse_from(["p", "--id", "4", "--initial-members", "1=a:1,2=b:2"]).expect("flags");
         assert!(c.resolve().is_err());
         assert!(Config::try_parse_from(["p", "--join", "--initial-members", "1=a:1"]).is_err());
+    }
+
+    #[test]
+    fn max_buffer_is_at_most_16_mib() {
+        let c = Config::try_parse_from(["p", "--max-buffer", "16777216"]).expect("16 MiB");
+        assert_eq!(c.max_buffer, MAX_BUFFER_LIMIT);
+        assert!(Config::try_parse_from(["p", "--max-buffer", "16777217"]).is_err());
+        assert!(Config::try_parse_from(["p", "--max-buffer", "lots"]).is_err());
     }
 
     #[test]

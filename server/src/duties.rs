@@ -18,8 +18,29 @@ use crate::peer::client::PeerClient;
 use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::store::Store;
-use crate::tree::{TxnKind, TxnResult};
+use crate::tree::{ReapCandidate, TxnKind, TxnResult};
 use crate::write::WritePath;
+
+/// The most bytes of paths one reap txn names (beyond its first candidate): a Reap is a log
+/// entry, and a log entry must fit in a peer frame with room to spare (see
+/// [`crate::peer::wire::MAX_FRAME`]), however many containers and TTL nodes come due at once.
+pub const REAP_BUDGET: usize = 1 << 20;
+
+/// Keeps the first of `candidates` whose paths fit in [`REAP_BUDGET`] (at least one); whether
+/// any were left for a later batch.
+fn first_batch(candidates: &mut Vec<ReapCandidate>) -> bool {
+    let mut bytes = 0usize;
+    let fit = candidates
+        .iter()
+        .position(|c| {
+            bytes = bytes.saturating_add(c.path.len());
+            bytes > REAP_BUDGET
+        })
+        .map_or(candidates.len(), |at| at.max(1));
+    let more = fit < candidates.len();
+    candidates.truncate(fit);
+    more
+}
 
 /// What the duties work with, and their timing.
 pub struct Duties {
@@ -106,8 +127,11 @@ impl Duties {
                 }
             }
             if last_reap.elapsed() >= self.reap_interval {
-                last_reap = Instant::now();
-                let candidates = self.store.tree().reap_candidates(now_ms());
+                let mut candidates = self.store.tree().reap_candidates(now_ms());
+                // A long list goes one batch a tick, so no log entry outgrows a peer frame.
+                if !first_batch(&mut candidates) {
+                    last_reap = Instant::now();
+                }
                 if !candidates.is_empty() {
                     if let Err(e) = self.writes.write(TxnKind::Reap { nodes: candidates }).await {
                         tracing::debug!("reap proposal failed: {e}");
@@ -185,6 +209,22 @@ async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: D
 mod tests {
     use super::*;
     use crate::peer::Faults;
+
+    #[test]
+    fn a_reap_names_at_most_its_budget_of_paths_but_always_one_node() {
+        let node = |len: usize| ReapCandidate { path: "/".repeat(len), kind: crate::tree::ReapKind::Container };
+        let mut none = Vec::new();
+        assert!(!first_batch(&mut none));
+        let mut few = vec![node(100); 10];
+        assert!(!first_batch(&mut few), "a short list goes whole");
+        assert_eq!(few.len(), 10);
+        let mut huge = vec![node(REAP_BUDGET + 1), node(1)];
+        assert!(first_batch(&mut huge), "the second waits");
+        assert_eq!(huge.len(), 1, "a path over the budget still goes alone");
+        let mut many = vec![node(100); 3 * REAP_BUDGET / 100];
+        assert!(first_batch(&mut many));
+        assert_eq!(many.len(), REAP_BUDGET / 100, "as many as fit");
+    }
 
     /// A batch the leader did not take stays for the next one: a blip of the leader link must
     /// not cost the sessions that pinged meanwhile their touches (issue 12 f), or they expire.

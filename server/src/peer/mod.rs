@@ -4,11 +4,13 @@
 //!
 //! - [`wire`]: the messages and their framing; [`client`]: the outbound link to one peer;
 //! - [`network`]: openraft's network over those links; [`service`]: the peer port, answering
-//!   the links other servers open.
+//!   the links other servers open;
+//! - [`snapshot`]: snapshots in chunks, the sender's cut and the receiver's assembly.
 
 pub mod client;
 pub mod network;
 pub mod service;
+pub mod snapshot;
 pub mod wire;
 
 use std::collections::HashMap;

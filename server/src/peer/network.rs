@@ -28,14 +28,20 @@ use openraft::raft::{
 use openraft::{AnyError, OptionalSend};
 
 use super::client::PeerClient;
-use super::wire::{PeerRequest, PeerResponse};
+use super::snapshot::chunks;
+use super::wire::{PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME};
 use super::Peers;
+use crate::config::MAX_BUFFER_LIMIT;
 use crate::raft::TypeConfig;
 
 type C = TypeConfig;
 
 /// The most bytes of encoded entries one AppendEntries carries (beyond its first entry).
 pub const APPEND_BUDGET: usize = 2 << 20;
+// The largest AppendEntries — its budget of entries, or one entry of the largest client request
+// with its txn's own fields — fits in a peer frame twice over (see `MAX_FRAME`).
+const _: () = assert!(2 * (APPEND_BUDGET + MAX_BUFFER_LIMIT + (1 << 20)) <= MAX_FRAME);
+
 /// How long an AppendEntries that carries entries may take: the follower writes and syncs them
 /// before it answers.
 pub const APPEND_DEADLINE: Duration = Duration::from_secs(5);
@@ -158,6 +164,11 @@ impl RaftNetworkV2<C> for PeerRpc {
         }
     }
 
+    /// Sends the snapshot in chunks, in order, each once the one before is answered (see
+    /// [`super::snapshot`]); the last one's answer is the install's. Each chunk may take the
+    /// soft TTL: openraft's hard TTL bounds one request and its answer, not a transfer, which
+    /// takes as long as its size needs while it moves. A refused chunk or a broken link fails
+    /// the transfer, and openraft sends the snapshot again from its start.
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
@@ -165,17 +176,36 @@ impl RaftNetworkV2<C> for PeerRpc {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let request = PeerRequest::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot };
-        // A snapshot may be large: allow the hard limit, not the per-RPC soft one.
-        let sent = self.link.call(request, option.hard_ttl());
-        let answer = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-            answer = sent => answer.map_err(|e| StreamingError::Unreachable(transport(e)))?,
-        };
-        match answer {
-            PeerResponse::Snapshot(answer) => answer.map_err(|e| StreamingError::Network(remote(e))),
-            other => Err(StreamingError::Network(unexpected(other))),
+        let SnapshotOf::<C, Vec<u8>> { meta, snapshot: data } = snapshot;
+        let transfer = rand::random::<u64>();
+        let total = data.len() as u64;
+        let mut cancel = std::pin::pin!(cancel);
+        for range in chunks(data.len()) {
+            let last = range.end == data.len();
+            let chunk = SnapshotChunk {
+                transfer,
+                vote,
+                meta: meta.clone(),
+                offset: range.start as u64,
+                total,
+                data: data[range].to_vec(),
+            };
+            let answer = tokio::select! {
+                biased;
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                answer = self.link.call(PeerRequest::SnapshotChunk(chunk), option.soft_ttl()) => answer,
+            };
+            match answer.map_err(|e| StreamingError::Unreachable(transport(e)))? {
+                PeerResponse::SnapshotChunk(Ok(())) if !last => {}
+                PeerResponse::Snapshot(answer) if last => {
+                    return answer.map_err(|e| StreamingError::Network(remote(e)))
+                }
+                PeerResponse::SnapshotChunk(Err(e)) => return Err(StreamingError::Network(remote(e))),
+                other => return Err(StreamingError::Network(unexpected(other))),
+            }
         }
+        // Not reached: there is always a chunk, and the last one's answer returns.
+        Err(StreamingError::Network(remote("a snapshot transfer ended before its last chunk".into())))
     }
 
     async fn transfer_leader(

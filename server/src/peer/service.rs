@@ -1,10 +1,10 @@
 //! The peer port: answers the links other servers open to this one. Raft RPCs go to openraft;
 //! forwarded client writes are appended in arrival order (so a session's writes keep their
-//! order across the hop) and answered once committed.
+//! order across the hop) and answered once committed; snapshot chunks are assembled in arrival
+//! order, and the snapshot installed once whole ([`super::snapshot`]).
 
 use std::sync::Arc;
 
-use openraft::alias::SnapshotOf;
 use openraft::impls::ProgressResponder;
 use openraft::ReadPolicy;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -14,12 +14,13 @@ use tokio::sync::mpsc;
 use paddock_contract::peer::Hello;
 use tokio_util::sync::CancellationToken;
 
+use super::snapshot::{Assembly, Taken};
 use super::wire::{self, Frame, PeerRequest, PeerResponse};
 use super::Peers;
 use crate::clock::now_ms;
 use crate::contact::Contact;
 use crate::liveness::SessionTracker;
-use crate::raft::{Raft, TypeConfig};
+use crate::raft::Raft;
 
 /// What the peer port answers with: this server's Raft, its links (for the fault switch and
 /// the admin addresses peers announce), and the leader's session liveness table.
@@ -113,6 +114,7 @@ async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
             }
             Err(e) => tracing::warn!("failed to encode a peer answer: {e}"),
         };
+    let mut snapshots = Assembly::default();
     loop {
         let frame = match wire::read::<PeerRequest, _>(&mut reader).await {
             Ok(frame) => frame,
@@ -157,6 +159,23 @@ async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
                     answer(id, body, &out);
                 });
             }
+            // Assembled here, in the order the link delivered them: one transfer at a time per
+            // link, and a link is one sender's. The install runs beside further reads.
+            PeerRequest::SnapshotChunk(chunk) => match snapshots.take(chunk) {
+                Ok(Taken::More) => answer(id, PeerResponse::SnapshotChunk(Ok(())), &out_tx),
+                Ok(Taken::Whole { vote, snapshot }) => {
+                    let raft = server.raft.clone();
+                    let out = out_tx.clone();
+                    tokio::spawn(async move {
+                        let installed = raft.install_full_snapshot(vote, snapshot).await;
+                        answer(id, PeerResponse::Snapshot(installed.map_err(|e| e.to_string())), &out);
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(from, "snapshot chunk refused: {e}");
+                    answer(id, PeerResponse::SnapshotChunk(Err(e)), &out_tx);
+                }
+            },
             body => {
                 let server = server.clone();
                 let out = out_tx.clone();
@@ -180,10 +199,6 @@ async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse>
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
         PeerRequest::PreVote(rpc) => PeerResponse::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
-        PeerRequest::Snapshot { vote, meta, data } => {
-            let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
-            PeerResponse::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()))
-        }
         PeerRequest::TransferLeader(rpc) => {
             PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))
         }
@@ -205,6 +220,7 @@ async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse>
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(
             raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|read| read.index()).map_err(|e| e.to_string()),
         ),
-        PeerRequest::Forward(_) => return None,
+        // Answered where they are read, in order (see `serve_link`).
+        PeerRequest::Forward(_) | PeerRequest::SnapshotChunk(_) => return None,
     })
 }

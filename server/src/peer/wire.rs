@@ -18,8 +18,23 @@ use crate::store::Command;
 
 type C = TypeConfig;
 
-/// Largest peer frame after the greeting: a snapshot travels in one frame.
-pub const MAX_FRAME: usize = 1 << 30;
+/// Largest peer frame after the greeting; a longer one is refused before it is read (garbage,
+/// or a peer of another version), and ends the link.
+///
+/// Nothing of unbounded size travels in one frame: a snapshot goes in chunks of
+/// [`SNAPSHOT_CHUNK`] (2 MiB). The largest frames are AppendEntries: at most [`APPEND_BUDGET`] (2 MiB) of entries, or one
+/// entry alone when it is larger. An entry is a session's open, close or move, a membership
+/// change, a reap of at most [`REAP_BUDGET`] (1 MiB) of paths, or one client request's txn: about
+/// the size of the request's jute encoding — at most `--max-buffer`, itself at most
+/// [`MAX_BUFFER_LIMIT`] (16 MiB) — plus the connection's auth ids and a few dozen bytes. A
+/// `Forward` carries one such txn. So 64 MiB holds the largest legal frame (about 18 MiB) with
+/// room to spare; `peer::network` checks this at compile time.
+///
+/// [`SNAPSHOT_CHUNK`]: super::snapshot::SNAPSHOT_CHUNK
+/// [`APPEND_BUDGET`]: super::network::APPEND_BUDGET
+/// [`REAP_BUDGET`]: crate::duties::REAP_BUDGET
+/// [`MAX_BUFFER_LIMIT`]: crate::config::MAX_BUFFER_LIMIT
+pub const MAX_FRAME: usize = 64 << 20;
 
 /// What one server asks another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,15 +45,8 @@ pub enum PeerRequest {
     Vote(VoteRequest<C>),
     /// Raft pre-vote.
     PreVote(VoteRequest<C>),
-    /// A whole snapshot.
-    Snapshot {
-        /// The sender's vote.
-        vote: VoteOf<C>,
-        /// The snapshot's meta.
-        meta: SnapshotMetaOf<C>,
-        /// The packed tree.
-        data: Vec<u8>,
-    },
+    /// One piece of a snapshot; the last one's answer is the install's result.
+    SnapshotChunk(SnapshotChunk),
     /// Leadership transfer notice.
     TransferLeader(TransferLeaderRequest<C>),
     /// A client write received by a follower, for the leader to append (in arrival order).
@@ -49,6 +57,26 @@ pub enum PeerRequest {
     ReadIndex,
 }
 
+/// One piece of a snapshot in transfer (see [`super::snapshot`]): the chunks of a transfer go
+/// in order, each with the whole transfer's description, and the one that completes `total`
+/// is the last.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Tells this transfer from others (of the same snapshot too): drawn by the sender.
+    pub transfer: u64,
+    /// The sender's vote, which the snapshot is installed under.
+    pub vote: VoteOf<C>,
+    /// The snapshot's meta.
+    pub meta: SnapshotMetaOf<C>,
+    /// Where in the snapshot `data` begins.
+    pub offset: u64,
+    /// The snapshot's size in bytes.
+    pub total: u64,
+    /// The bytes from `offset` on.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// The answer to a [`PeerRequest`]; errors travel as text (the caller only needs to know to
 /// retry or to move on).
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,7 +85,9 @@ pub enum PeerResponse {
     AppendEntries(Result<AppendEntriesResponse<C>, String>),
     /// Vote result.
     Vote(Result<VoteResponse<C>, String>),
-    /// Snapshot install result.
+    /// A snapshot chunk before the last was taken (or refused: the transfer starts over).
+    SnapshotChunk(Result<(), String>),
+    /// Snapshot install result, the answer to a transfer's last chunk.
     Snapshot(Result<SnapshotResponse<C>, String>),
     /// Transfer leader result.
     TransferLeader(Result<TransferLeaderResponse<C>, String>),
@@ -123,6 +153,26 @@ mod tests {
         let back: Frame<PeerRequest> = read(&mut bytes.as_slice()).await.expect("decode");
         assert_eq!(back.id, 7);
         assert!(matches!(back.body, PeerRequest::Touch(ref s) if s == &[1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_chunk_round_trips_with_its_bytes() {
+        let chunk = SnapshotChunk {
+            transfer: 0xfeed,
+            vote: VoteOf::<C>::new_committed(3, 2),
+            meta: SnapshotMetaOf::<C> {
+                last_log_id: Some(openraft::testing::log_id::<C>(3, 2, 77)),
+                last_membership: Default::default(),
+            },
+            offset: 4,
+            total: 9,
+            data: vec![5, 6, 7, 8, 9],
+        };
+        let bytes = encode(&Frame { id: 1, body: PeerRequest::SnapshotChunk(chunk.clone()) }).expect("encode");
+        let back: Frame<PeerRequest> = read(&mut bytes.as_slice()).await.expect("decode");
+        let PeerRequest::SnapshotChunk(back) = back.body else { panic!("not a chunk: {:?}", back.body) };
+        assert_eq!((back.transfer, back.vote, &back.meta), (chunk.transfer, chunk.vote, &chunk.meta));
+        assert_eq!((back.offset, back.total, &back.data), (4, 9, &chunk.data));
     }
 
     #[tokio::test]

@@ -48,8 +48,9 @@ pub struct SnapshotBuilder {
 }
 
 /// A snapshot of format 2 or later starts with these bytes and a format number. Format 1 (no
-/// header) started with its lz4 block's uncompressed size, which is never `u32::MAX`: no
-/// snapshot is 4 GiB (one peer frame carries it).
+/// header) started with its lz4 block's uncompressed size as 32 bits, which is `u32::MAX` only
+/// for a tree encoded in exactly 4 GiB − 1 bytes (the versions that wrote format 1 sent a
+/// snapshot in one peer frame, of at most 1 GiB compressed).
 const SNAPSHOT_MAGIC: [u8; 4] = [0xff; 4];
 
 /// The format [`pack`] writes: 3, znode data that may be null ([`DataTree`] as it is now).

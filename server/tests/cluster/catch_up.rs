@@ -1,17 +1,37 @@
 //! A follower that was down while the log moved on and was compacted past its position catches
-//! up through a snapshot install.
+//! up through a snapshot install — also when the snapshot is larger than a peer frame.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use zookeeper_client::Error as ZkError;
+use paddock_server::peer::wire::MAX_FRAME;
+use rand::{RngCore, SeedableRng};
+use zookeeper_client::{Client, Error as ZkError};
 
 use crate::harness::{
-    assert_same_everywhere, ensure_node, retrying, start_cluster, wait_for, Bounded, Clients, StateLog, PERSISTENT,
-    WAIT,
+    assert_same_everywhere, ensure_node, poll_for, retrying, start_cluster, wait_for, Bounded, Clients, StateLog,
+    PERSISTENT, WAIT,
 };
 
 const WRITES: usize = 10_000;
+
+/// Creates every `(path, data)` through `client`, `parallel` at a time (a create retried after
+/// ConnectionLoss may find its node there); fails the test if any create fails.
+async fn create_all(client: &Client, nodes: &[(String, Vec<u8>)], parallel: usize) {
+    let failures: Vec<String> = futures::stream::iter(nodes)
+        .map(|(path, data)| async move {
+            match retrying(path, || client.create(path, data, &PERSISTENT)).await {
+                Ok(_) | Err(ZkError::NodeExists) => None,
+                Err(e) => Some(format!("{path}: {e}")),
+            }
+        })
+        .buffer_unordered(parallel)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await;
+    let some = &failures[..failures.len().min(5)];
+    assert!(failures.is_empty(), "{} of {} creates failed, e.g. {some:?}", failures.len(), nodes.len());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
@@ -26,25 +46,12 @@ async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
     let down_at = cluster.node(follower).view().bounded().await.expect("follower answers").applied;
     cluster.node_mut(follower).kill9();
 
-    // 10k creates, pipelined; a create retried after ConnectionLoss may find its node there.
+    // 10k creates, pipelined.
     let paths: Vec<String> = (0..WRITES).map(|i| format!("/t4/n-{i:05}")).collect();
-    let client = &client;
-    let failures: Vec<String> = tokio::time::timeout(
-        Duration::from_secs(300),
-        futures::stream::iter(paths.iter())
-            .map(|path| async move {
-                match retrying(path, || client.create(path, path.as_bytes(), &PERSISTENT)).await {
-                    Ok(_) | Err(ZkError::NodeExists) => None,
-                    Err(e) => Some(format!("{path}: {e}")),
-                }
-            })
-            .buffer_unordered(64)
-            .filter_map(|failure| async move { failure })
-            .collect(),
-    )
-    .await
-    .expect("10k writes within 5 minutes");
-    assert!(failures.is_empty(), "{} creates failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let nodes: Vec<(String, Vec<u8>)> = paths.iter().map(|path| (path.clone(), path.as_bytes().to_vec())).collect();
+    tokio::time::timeout(Duration::from_secs(300), create_all(&client, &nodes, 64))
+        .await
+        .expect("10k writes within 5 minutes");
 
     // The leader's log no longer reaches back to where the follower stopped.
     let leader_node = cluster.node(leader);
@@ -71,23 +78,12 @@ async fn follower_restarted_after_compaction_catches_up_from_a_snapshot() {
 }
 
 /// Writes `count` nodes of `size` bytes under `parent` through `client`, pipelined.
-async fn fill(client: &zookeeper_client::Client, parent: &str, count: usize, size: usize) {
-    let data = vec![7; size];
-    let data = &data;
+async fn fill(client: &Client, parent: &str, count: usize, size: usize) {
     ensure_node(client, parent).await;
-    let paths: Vec<String> = (0..count).map(|i| format!("{parent}/n-{i:05}")).collect();
-    let writes = futures::stream::iter(paths.iter())
-        .map(|path| async move {
-            match retrying(path, || client.create(path, data, &PERSISTENT)).await {
-                Ok(_) | Err(ZkError::NodeExists) => None,
-                Err(e) => Some(format!("{path}: {e}")),
-            }
-        })
-        .buffer_unordered(32)
-        .filter_map(|failure| async move { failure })
-        .collect::<Vec<String>>();
-    let failures = tokio::time::timeout(Duration::from_secs(120), writes).await.expect("fill writes within 2 minutes");
-    assert!(failures.is_empty(), "{} creates failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let nodes: Vec<(String, Vec<u8>)> = (0..count).map(|i| (format!("{parent}/n-{i:05}"), vec![7; size])).collect();
+    tokio::time::timeout(Duration::from_secs(120), create_all(client, &nodes, 32))
+        .await
+        .expect("fill writes within 2 minutes");
 }
 
 /// Waits until the leader's log is purged past `index` (so a follower at `index` can only catch
@@ -215,4 +211,90 @@ async fn a_follower_far_behind_is_not_ready_before_it_caught_up() {
         applied >= committed,
         "the follower said ready at applied index {applied}, behind the {committed} the leader had committed"
     );
+}
+
+/// The size of the big values: under the default `--max-buffer` (1 MiB) with the request's own
+/// fields.
+const VALUE: usize = 1_000_000;
+
+/// How long the restarted follower gets to catch up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// Hole k (issue 12): a snapshot travelled as one peer frame, so a tree whose snapshot is larger
+/// than a frame could never reach a follower that lags behind the snapshot point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_larger_than_a_peer_frame_reaches_a_lagging_follower() {
+    let started = Instant::now();
+    // One snapshot, after the big values and enough small writes that the leader compacts its
+    // log (it keeps the last 1000 entries) past the stopped follower.
+    let mut cluster = start_cluster(3, &["--snapshot-every", "1200"]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let client = cluster.client(&[leader]).await;
+    ensure_node(&client, "/big").await;
+    ensure_node(&client, "/small").await;
+    cluster.wait_caught_up(follower, &all).await;
+    let down_at = cluster.node(follower).view().bounded().await.expect("follower answers").applied;
+    cluster.node_mut(follower).kill9();
+
+    // Random values, so the lz4-compressed snapshot stays as large as they are: together a few
+    // MB more than a peer frame.
+    let values: Vec<(String, Vec<u8>)> = (0..MAX_FRAME / VALUE + 4)
+        .map(|i| {
+            let mut value = vec![0u8; VALUE];
+            rand::rngs::StdRng::seed_from_u64(i as u64).fill_bytes(&mut value);
+            (format!("/big/v-{i:03}"), value)
+        })
+        .collect();
+    create_all(&client, &values, 4).await;
+    let small: Vec<(String, Vec<u8>)> = (0..1300).map(|i| (format!("/small/n-{i:04}"), Vec::new())).collect();
+    create_all(&client, &small, 64).await;
+    eprintln!("{} writes done after {:?}", values.len() + small.len(), started.elapsed());
+
+    let leader_node = cluster.node(leader);
+    let purged = wait_for("the leader to snapshot and compact its log past the follower", 4 * WAIT, || async {
+        let purged = leader_node.metric("paddock_raft_purged_index").await?;
+        (purged > down_at as f64).then_some(purged)
+    })
+    .await;
+    let snapshot_bytes = leader_node.metric("paddock_snapshot_bytes").bounded().await.expect("metric");
+    assert!(
+        snapshot_bytes > MAX_FRAME as f64,
+        "the leader's snapshot is {snapshot_bytes} bytes, not over the peer frame limit of {MAX_FRAME}: the test \
+         proves nothing"
+    );
+    eprintln!(
+        "follower {follower} stopped at index {down_at}; leader purged up to {purged}, snapshot {snapshot_bytes} \
+         bytes; after {:?}",
+        started.elapsed()
+    );
+
+    cluster.node_mut(follower).start().await;
+    let target = cluster.node(leader).view().bounded().await.expect("leader answers").committed;
+    let node = cluster.node(follower);
+    let caught_up = poll_for(CATCH_UP, || async { (node.view().await?.applied >= target).then_some(()) }).await;
+    if caught_up.is_none() {
+        let applied = node.view().await.map(|v| v.applied);
+        panic!(
+            "follower {follower} did not catch up within {CATCH_UP:?}: applied {applied:?} of {target}; the log it \
+             needs is compacted, so it needs the leader's snapshot of {snapshot_bytes} bytes, over the peer frame \
+             limit of {MAX_FRAME}"
+        );
+    }
+    eprintln!("follower {follower} caught up after {:?}", started.elapsed());
+    let installed = node.metric("paddock_snapshot_last_index").bounded().await.expect("metric");
+    assert!(installed >= purged, "the follower's snapshot is at {installed}, below the leader's purge point {purged}");
+
+    // Every big value, read through the follower after sync.
+    cluster.wait_ready(&[follower]).await;
+    let reader = cluster.client(&[follower]).await;
+    reader.sync("/big").bounded().await.expect("sync");
+    for (path, value) in &values {
+        let (data, _) = reader.get_data(path).bounded().await.unwrap_or_else(|e| panic!("{path} on the follower: {e}"));
+        assert!(data == *value, "{path} on the follower: {} bytes, not the {} written", data.len(), value.len());
+    }
+    let children = reader.list_children("/small").bounded().await.expect("list");
+    assert_eq!(children.len(), small.len(), "small nodes on the follower");
+    eprintln!("done after {:?}", started.elapsed());
 }
