@@ -13,3 +13,4 @@ mod isolation;
 mod membership;
 mod moved;
 mod replication;
+mod sync_order;
