@@ -7,6 +7,7 @@ pub mod http;
 pub mod lab;
 pub mod net;
 pub mod process;
+pub mod raw;
 pub mod sidecar;
 pub mod wait;
 pub mod zk;

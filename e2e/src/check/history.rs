@@ -43,7 +43,8 @@ pub enum Call {
         value: String,
         /// The version a conditional write expects; `None` for an unconditional one.
         expect: Option<i32>,
-        /// The write's place in its session's send order (increasing, across all keys).
+        /// The write's place in its session's send order (increasing, across all keys); the
+        /// setData ops of one multi share it.
         seq: u64,
     },
 }
@@ -97,5 +98,37 @@ impl Op {
             }
         };
         format!("op {index} ({call}, client {}, session 0x{:x})", self.client, self.session)
+    }
+}
+
+/// Ops for the checkers' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// Client 0's unconditional write #`seq` of `value` to `key`, sent at `seq * 10` and, unless
+    /// its outcome is unknown, answered 5 ns later.
+    pub(crate) fn write(session: i64, seq: u64, key: &str, value: &str, outcome: Outcome) -> Op {
+        Op {
+            client: 0,
+            session,
+            call: Call::Write { key: key.to_owned(), value: value.to_owned(), expect: None, seq },
+            invoked: seq * 10,
+            completed: (outcome != Outcome::Unknown).then_some(seq * 10 + 5),
+            outcome,
+        }
+    }
+
+    /// Client 1's read of `key`, answered `value` at `version` (set at `mzxid`), from 1000 to
+    /// 1001 ns.
+    pub(crate) fn read(key: &str, value: &str, version: i32, mzxid: i64) -> Op {
+        Op {
+            client: 1,
+            session: 9,
+            call: Call::Read { key: key.to_owned() },
+            invoked: 1000,
+            completed: Some(1001),
+            outcome: Outcome::Read { value: Some(value.to_owned()), version, mzxid },
+        }
     }
 }

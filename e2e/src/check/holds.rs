@@ -67,11 +67,7 @@ pub fn check_holds(holds: &[Hold]) -> Result<Summary, Vec<String>> {
             }
         }
     }
-    if problems.is_empty() {
-        Ok(Summary { locks: by_lock.len(), holds: holds.len() })
-    } else {
-        Err(problems)
-    }
+    super::verdict(Summary { locks: by_lock.len(), holds: holds.len() }, problems)
 }
 
 #[cfg(test)]

@@ -286,11 +286,7 @@ fn judge(history: &[Op], verdicts: &[Verdict]) -> Result<Summary, Vec<String>> {
             problems.push(format!("the porcupine checker gave no verdict on register {key}"));
         }
     }
-    if problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(problems)
-    }
+    super::verdict(summary, problems)
 }
 
 #[cfg(test)]

@@ -94,11 +94,7 @@ pub fn check_sessions(lives: &[SessionLife]) -> Result<Summary, Vec<String>> {
             ));
         }
     }
-    if problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(problems)
-    }
+    super::verdict(summary, problems)
 }
 
 fn seconds(ns: u64) -> f64 {

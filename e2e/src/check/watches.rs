@@ -174,11 +174,7 @@ pub fn check_watches(sessions: &[SessionStream], changes: &[PathChanges]) -> Res
     for stream in sessions {
         check_stream(stream, &known, &mut summary, &mut problems);
     }
-    if problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(problems)
-    }
+    super::verdict(summary, problems)
 }
 
 fn check_stream(

@@ -97,10 +97,9 @@ async fn soak() {
         traffic.wait_progress(PROGRESS, WAIT).await;
         fault.run(&mut cluster, &traffic).await;
         healed(&cluster, &traffic).await;
-        let keys = traffic.keys.clone();
         let record = traffic.finish().await;
         let name = format!("soak-{rounds}-{}", fault.name());
-        let verdict = judge(&name, &keys, &record, Allow::default());
+        let verdict = judge(&name, &record, Allow::default());
         let _ = writeln!(
             table,
             "| {rounds} | {} | {} | {} | {} |",

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{http, Bounded};
-use crate::raw::{self, Connect, Handshake, RawConn, Reader};
+use paddock_testkit::raw::{self, Connect, Handshake, RawConn, Reader};
 
 /// Sends a ConnectRequest and reads the answer: `None` when the server closed the connection
 /// without one.

@@ -4,11 +4,6 @@
 //! heavy, so run this suite with `--test-threads=1`.
 
 mod harness;
-/// The bare wire client of the single-server suite, for what `zookeeper-client` cannot do
-/// (resume a session by id and password on a second connection).
-#[path = "../zk/raw.rs"]
-#[allow(dead_code)]
-mod raw;
 
 mod boot;
 mod catch_up;
@@ -18,3 +13,4 @@ mod isolation;
 mod membership;
 mod moved;
 mod replication;
+mod sync_order;

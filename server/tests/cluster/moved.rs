@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::harness::{ensure_node, poll_for, retrying, start_cluster, Bounded, Clients, PERSISTENT, WAIT};
-use crate::raw::{self, code, op, Connect, Jute, RawConn, Reader};
+use paddock_testkit::raw::{self, code, op, Connect, Jute, RawConn, Reader};
 
 /// ZooKeeper's SessionMoved code (`KeeperException.Code.SESSIONMOVED`).
 const SESSION_MOVED: i32 = -118;

@@ -6,7 +6,7 @@ use sha1::{Digest as _, Sha1};
 use zookeeper_client::{Acl, Acls, AuthId, Client, CreateMode, Error, Permission, SessionState};
 
 use crate::harness::{Bounded, TestServer, PERSISTENT, SUPER_AUTH};
-use crate::raw::{self, code, op, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Jute, RawConn};
 
 /// ZooKeeper's digest id for `user:password`.
 fn digest(user_password: &str) -> String {

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use zookeeper_client::Client;
 
 use crate::harness::{Bounded, TestServer, PERSISTENT};
-use crate::raw::{self, code, op, Connect, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Connect, Jute, RawConn};
 
 /// The server still answers: the bystander's session works and a new client connects.
 async fn still_serving(server: &TestServer, bystander: &Client, path: &str) {

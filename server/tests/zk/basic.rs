@@ -5,7 +5,7 @@
 use zookeeper_client::{Acl, AuthId, Error, Permission};
 
 use crate::harness::{now_ms, Bounded, TestServer, EPHEMERAL, EPHEMERAL_SEQUENTIAL, PERSISTENT, SEQUENTIAL};
-use crate::raw::{self, code, op, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Jute, RawConn};
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
     names.sort();

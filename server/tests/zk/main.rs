@@ -1,9 +1,8 @@
 //! ZooKeeper compatibility suite: starts the real `paddock-server` binary and drives it with the
-//! `zookeeper-client` crate (what applications use) and a raw wire client (for what a
+//! `zookeeper-client` crate (what applications use) and testkit's raw wire client (for what a
 //! well-behaved client never sends). Each test owns its own server and data dir.
 
 mod harness;
-mod raw;
 
 mod acl;
 mod admin;

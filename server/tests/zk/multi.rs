@@ -4,7 +4,7 @@
 use zookeeper_client::{Error, MultiReadResult, MultiWriteError, MultiWriteResult};
 
 use crate::harness::{Bounded, TestServer, PERSISTENT, SEQUENTIAL};
-use crate::raw::{self, code, op, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Jute, RawConn};
 
 #[tokio::test]
 async fn a_failed_multi_changes_nothing_and_reports_every_op() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use zookeeper_client::{Acls, CreateMode, EventType};
 
 use crate::harness::{eventually, Bounded, TestServer, CONTAINER, PERSISTENT};
-use crate::raw::{self, code, op, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Jute, RawConn};
 
 fn ttl(millis: u64) -> zookeeper_client::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all()).with_ttl(Duration::from_millis(millis))

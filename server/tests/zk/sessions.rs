@@ -6,7 +6,7 @@ use std::time::Duration;
 use zookeeper_client::{Client, Error, SessionState};
 
 use crate::harness::{eventually, Bounded, TestServer, EPHEMERAL, PERSISTENT};
-use crate::raw::{self, code, op, Connect, Jute, RawConn};
+use paddock_testkit::raw::{self, code, op, Connect, Jute, RawConn};
 
 #[tokio::test]
 async fn session_timeout_is_clamped_to_the_bounds() {

@@ -6,7 +6,7 @@ use futures::FutureExt as _;
 use zookeeper_client::{AddWatchMode, EventType, PersistentWatcher, WatchedEvent};
 
 use crate::harness::{Bounded, TestServer, EPHEMERAL, PERSISTENT};
-use crate::raw::{self, code, event, op, watcher_type, Jute, RawConn};
+use paddock_testkit::raw::{self, code, event, op, watcher_type, Jute, RawConn};
 
 /// The next node event (session state events are skipped).
 async fn next_node_event(watcher: &mut PersistentWatcher) -> (EventType, String) {
