@@ -46,12 +46,6 @@ use crate::traffic::{Clock, Dice};
 pub const PING_EVERY: Duration = Duration::from_millis(1000);
 /// Ephemeral nodes a raw session keeps under `kids/` at most.
 const KIDS: usize = 3;
-/// Whether sync and ping replies go into the streams (and a sync reply's zxid counts as seen,
-/// for setWatches after a reconnection). Not yet: the server answers them without first
-/// sending the events of the applies they are past (hole n, `cluster
-/// sync_order::a_sync_reply_past_a_change_comes_after_its_watch_event`), which the watch
-/// checker reports as stale ordering in every scenario. Every other reply is recorded.
-const RECORD_SYNC_AND_PING_REPLIES: bool = false;
 /// The session timeout of doomed sessions: short, so that several expire in every scenario.
 const DOOMED_SESSION: Duration = Duration::from_secs(1);
 /// Pings a doomed session answers before it falls silent, and the pause after each.
@@ -520,11 +514,6 @@ impl RawClient {
                     session.stream.push(Received::Event { path: e.path, kind, zxid, at });
                 }
                 Frame::Reply(reply) => {
-                    let recorded = RECORD_SYNC_AND_PING_REPLIES
-                        || !(reply.xid == raw::PING_XID || (reply.xid == xid && opcode == op::SYNC));
-                    if reply.xid == xid && !recorded {
-                        return Some((reply, at));
-                    }
                     if reply.xid != raw::PING_XID && reply.zxid > session.last_zxid {
                         session.last_zxid = reply.zxid;
                     }

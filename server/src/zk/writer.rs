@@ -184,6 +184,26 @@ async fn await_write(
     Ok(result)
 }
 
+/// The zxid a reply that reads no znode may carry (the last applied), with the events of every
+/// apply up to it put out first. Both are taken under the read view, which holds off applies
+/// (an apply fires its watches under the tree's write lock): no reply is past a change whose
+/// event comes after it. A client takes its last seen zxid from every reply; one that
+/// reconnects before such an event arrives sets its watches again relative to that zxid, and
+/// the event is lost (issue 12 hole n: a sync's reply overtook the events of the applies its
+/// barrier waited for).
+fn events_up_to_applied(
+    server: &crate::server::Server,
+    notifications: &mut mpsc::UnboundedReceiver<Notification>,
+    w: &mut Writer,
+) -> i64 {
+    let view = server.store.read();
+    let zxid = view.tree.last_zxid();
+    while let Ok(n) = notifications.try_recv() {
+        encode_notification(&mut w.buf, n);
+    }
+    zxid
+}
+
 /// Resolves one slot into its reply; true when the connection must end after it.
 async fn resolve(
     port: &ClientPort,
@@ -212,11 +232,11 @@ async fn resolve(
         }
         Slot::Sync { xid, path, barrier, started } => {
             let result = barrier.await.map(|()| Response::Sync { path }).map_err(write_error_code);
-            let zxid = server.store.tree().last_zxid();
+            let zxid = events_up_to_applied(server, notifications, w);
             encode_result(&mut w.buf, xid, OpCode::Sync, zxid, result, started);
         }
         Slot::Immediate { xid, op, result, started } => {
-            let zxid = server.store.tree().last_zxid();
+            let zxid = events_up_to_applied(server, notifications, w);
             encode_result(&mut w.buf, xid, op, zxid, result, started);
         }
         Slot::Write { xid, op, sub_ops, pending, started } => {
@@ -233,7 +253,7 @@ async fn resolve(
                 Err(code) => {
                     // Raft refused the write: the client must reconnect (elsewhere).
                     end = code == ErrorCode::ConnectionLoss;
-                    (Err(code), server.store.tree().last_zxid())
+                    (Err(code), events_up_to_applied(server, notifications, w))
                 }
             };
             if !end {
@@ -256,7 +276,7 @@ async fn resolve(
             end = true;
         }
         Slot::Fatal { xid, code } => {
-            let zxid = server.store.tree().last_zxid();
+            let zxid = events_up_to_applied(server, notifications, w);
             encode_result(&mut w.buf, xid, OpCode::Auth, zxid, Err(code), Instant::now());
             end = true;
         }

@@ -1,12 +1,12 @@
 //! Issue 12 hole n, found by the robustness suite's watch checker (in every fault scenario, a
 //! sync's reply before the events of changes at or before its zxid). A sync's reply carries
-//! the zxid the server has applied when it answers, but is written without first sending the
-//! notifications of the applies its barrier waited for, which wait in the connection's queue:
-//! the reply overtakes the events. ZooKeeper answers a sync in order with those applies, after
+//! the zxid the server has applied when it answers; it was written without first sending the
+//! notifications of the applies its barrier waited for, which waited in the connection's queue:
+//! the reply overtook the events. ZooKeeper answers a sync in order with those applies, after
 //! their events. A client that takes its last seen zxid from every reply (Java's does) and
 //! reconnects before the events arrive sets its watches again relative to that zxid, and the
-//! server does not fire them: the events are lost. Pings are answered the same way
-//! (`Slot::Immediate` in zk/writer.rs); their race is narrower and this test does not show it.
+//! server does not fire them: the events were lost. Pings and error replies were answered the
+//! same way (`Slot::Immediate` in zk/writer.rs), with a narrower race this test does not show.
 
 use crate::harness::{ensure_node, start_cluster, Bounded, Clients};
 use paddock_testkit::raw::{self, code, op, Frame, Jute, RawConn};
@@ -27,7 +27,6 @@ async fn events_then_reply(conn: &mut RawConn, xid: i32) -> (Vec<raw::Event>, ra
 /// other and at once a sync through the first; the sync's reply must not come before the event
 /// when it carries a zxid at or past the write's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole n: a sync reply overtakes the watch events of the applies it waited for (zk/writer.rs, Slot::Sync)"]
 async fn a_sync_reply_past_a_change_comes_after_its_watch_event() {
     let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
