@@ -19,6 +19,14 @@ pub use net::{free_addrs, Proxy};
 pub use process::{clean_env, Process};
 pub use wait::{eventually, poll_for, wait_for, wait_for_within, Bounded, POLL, WAIT};
 
+/// The directory of the package whose tests run: as cargo says when it runs them, else `built`
+/// (pass `env!("CARGO_MANIFEST_DIR")`, the path at build time). The build-time path alone goes
+/// stale when another checkout built the binary into the shared target directory (CI's fresh
+/// clones use the same cache) and cargo reuses it here.
+pub fn package_dir(built: &str) -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(built), PathBuf::from)
+}
+
 /// A workspace binary (`paddock-server`, `paddock-sidecar`, ...) next to the running test
 /// executable (`target/<profile>/deps/..` → `target/<profile>/`), or in `PADDOCK_BIN_DIR`.
 pub fn binary(name: &str) -> PathBuf {

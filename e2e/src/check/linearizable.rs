@@ -172,7 +172,7 @@ fn tool_path() -> Result<PathBuf, String> {
 }
 
 fn build_tool() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/porcupine.sh");
+    let script = paddock_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts/porcupine.sh");
     let output = Command::new(&script)
         .stderr(Stdio::inherit())
         .output()

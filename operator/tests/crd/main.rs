@@ -2,8 +2,6 @@
 //! `crdgen` prints, and the schema with its CEL rules rejects invalid specs the way the API
 //! server would (OpenAPI constraints checked here, CEL rules evaluated with kube's CEL engine).
 
-use std::path::PathBuf;
-
 use kube::core::cel::Validator;
 use kube::CustomResourceExt;
 use paddock_operator::crd::CoordinationCluster;
@@ -14,7 +12,7 @@ const CRD_FILE: &str = "coordinationclusters.paddock.dev.yaml";
 #[test]
 fn committed_crds_are_current() {
     let generated = CoordinationCluster::crd_yaml();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = paddock_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("..");
     for dir in ["crds", "charts/paddock/crds"] {
         let path = root.join(dir).join(CRD_FILE);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

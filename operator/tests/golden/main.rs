@@ -2,8 +2,6 @@
 //! The expected YAML lives beside this file; `UPDATE_GOLDEN=1 cargo test -p paddock-operator
 //! --test golden` rewrites it after an intended change (review the diff).
 
-use std::path::PathBuf;
-
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::resources::{
     cluster_resources, config_hash, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
@@ -38,7 +36,8 @@ fn render(resources: &ClusterResources) -> String {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.yaml"));
+    let path =
+        paddock_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.yaml"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).expect("golden file written");
         return;
