@@ -237,3 +237,59 @@ async fn a_server_out_of_touch_turns_a_client_away_within_its_connection_timeout
         "the server held the handshake {turned_away_after:?}, past the client's {connection_timeout:?} connection timeout"
     );
 }
+
+/// Issue 12 hole o: a follower answered a ping at once and told the leader of it in a later
+/// touch batch; cut off, it went on answering pings until its contact limit (at least 1 s) ran
+/// out, while the leader, hearing nothing, expired the session on the last touch it had. A
+/// session of 1 s was told it was alive by a serving server, then expired before its timeout
+/// since that ping had passed. An answered ping must mean the leader has heard of the session
+/// since the ping was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answered() {
+    use paddock_testkit::raw::{self, flags, op, Connect, Frame, RawConn, PING_XID};
+    use std::time::Duration;
+
+    let cluster = start_cluster(3, &[]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let observer = cluster.client(&[leader]).await;
+    let timeout = Duration::from_millis(1000);
+    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
+    let mut conn = RawConn::connect_with(cluster.node(follower).client_addr, &connect).await;
+    let created = conn.request(op::CREATE, &raw::create_body("/o-alive", b"", flags::EPHEMERAL)).await;
+    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    observer.sync("/").bounded().await.expect("sync");
+    let (_, deleted) = observer.check_and_watch_stat("/o-alive").bounded().await.expect("watch the ephemeral node");
+
+    let clock = Instant::now();
+    let seen = tokio::spawn(async move {
+        deleted.changed().await;
+        clock.elapsed()
+    });
+    cluster.node(follower).isolate(true).await;
+    // Ping every 50 ms until the follower stops answering (it closes the connection once it
+    // knows it is out of touch) or the expiry is seen.
+    let mut answered = Vec::new();
+    while !seen.is_finished() && clock.elapsed() < Duration::from_secs(5) {
+        let sent = clock.elapsed();
+        if conn.send_ping().await.is_err() {
+            break;
+        }
+        match conn.recv().bounded().await {
+            Ok(Frame::Reply(reply)) if reply.xid == PING_XID => answered.push((sent, clock.elapsed())),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expired_at = seen.bounded().await.expect("the observer saw the session's node go");
+    cluster.node(follower).isolate(false).await;
+    let early: Vec<_> =
+        answered.iter().filter(|(sent, at)| *at <= expired_at && expired_at < *sent + timeout * 9 / 10).collect();
+    assert!(
+        early.is_empty(),
+        "the session expired at {expired_at:?}, sooner than its {timeout:?} after pings the cut-off follower \
+         answered (sent, answered): {early:?}"
+    );
+}
