@@ -151,10 +151,12 @@ impl Duties {
         loop {
             // Every half tick, and at once when a new leader appears (so a follower serves
             // again right after an election).
+            // And at once when a ping waits for its touch to reach the leader.
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
                 _ = leader_changes.wait_until(|m| m.current_leader != leader) => {}
+                _ = self.touches.woken() => {}
             }
             let m = self.raft.metrics().borrow_watched().clone();
             leader = m.current_leader;
@@ -191,7 +193,7 @@ impl Duties {
 /// did not take goes back for the next try: a session that pinged during a link blip keeps its
 /// touch.
 async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> Option<u64> {
-    let batch = touches.take();
+    let (batch, number) = touches.take();
     let answered = match link {
         Some(link) => match link.call(PeerRequest::Touch(batch.clone()), limit).await {
             Ok(PeerResponse::Touched { committed }) => Some(committed),
@@ -199,8 +201,9 @@ async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: D
         },
         None => None,
     };
-    if answered.is_none() {
-        touches.restore(batch);
+    match answered {
+        Some(_) => touches.taken(number),
+        None => touches.restore(batch),
     }
     answered
 }
@@ -238,9 +241,9 @@ mod tests {
         drop(closed);
         let link = PeerClient::spawn(2, addr, 1, "127.0.0.1:0".into(), Arc::new(Faults::default()));
         assert!(send_touches(&touches, Some(link), Duration::from_secs(2)).await.is_none());
-        assert_eq!(touches.take(), vec![7], "the failed batch was dropped");
+        assert_eq!(touches.take().0, vec![7], "the failed batch was dropped");
         touches.add(8);
         assert!(send_touches(&touches, None, Duration::from_secs(2)).await.is_none());
-        assert_eq!(touches.take(), vec![8], "with no leader known the batch waits too");
+        assert_eq!(touches.take().0, vec![8], "with no leader known the batch waits too");
     }
 }

@@ -100,26 +100,84 @@ impl SessionTracker {
     }
 }
 
-/// Sessions a follower's clients were heard from since its last batch to the leader.
-#[derive(Default)]
+/// Sessions a follower's clients were heard from since its last batch to the leader, in
+/// numbered batches: a touch goes into the batch being filled, and once the leader has taken a
+/// batch, every touch of it and of the batches before it has reached the leader (a batch the
+/// leader did not take goes back into the next one). A ping is answered only then (issue 12
+/// hole o: a ping answered at once, whose batch was late, let the leader expire a session
+/// the client had just been told was alive).
 pub struct Touches {
-    sessions: Mutex<HashSet<i64>>,
+    pending: Mutex<Pending>,
+    /// The newest batch the leader took.
+    taken: tokio::sync::watch::Sender<u64>,
+    /// Wakes the loop that sends batches: a ping waits for one.
+    wake: tokio::sync::Notify,
+}
+
+struct Pending {
+    sessions: HashSet<i64>,
+    /// The number of the batch being filled (from 1: none is taken at first).
+    batch: u64,
+}
+
+impl Default for Touches {
+    fn default() -> Self {
+        Touches {
+            pending: Mutex::new(Pending { sessions: HashSet::new(), batch: 1 }),
+            taken: tokio::sync::watch::channel(0).0,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl Touches {
-    /// A client of `session_id` was heard from.
-    pub fn add(&self, session_id: i64) {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id);
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts back a batch taken with [`Touches::take`] that did not reach the leader.
+    /// A client of `session_id` was heard from; the number of the batch the touch is in.
+    pub fn add(&self, session_id: i64) -> u64 {
+        let mut pending = self.pending();
+        pending.sessions.insert(session_id);
+        pending.batch
+    }
+
+    /// Puts back a batch taken with [`Touches::take`] that did not reach the leader: its
+    /// touches go into the batch being filled.
     pub fn restore(&self, batch: Vec<i64>) {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
+        self.pending().sessions.extend(batch);
     }
 
-    /// The sessions heard from since the last call.
-    pub fn take(&self) -> Vec<i64> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).drain().collect()
+    /// The sessions heard from since the last call, and the number of their batch.
+    pub fn take(&self) -> (Vec<i64>, u64) {
+        let mut pending = self.pending();
+        let number = pending.batch;
+        pending.batch += 1;
+        (pending.sessions.drain().collect(), number)
+    }
+
+    /// The leader took batch `number`.
+    pub fn taken(&self, number: u64) {
+        self.taken.send_if_modified(|taken| {
+            let newer = number > *taken;
+            if newer {
+                *taken = number;
+            }
+            newer
+        });
+    }
+
+    /// Waits (at most `limit`) until the leader has taken batch `number`, waking the sender;
+    /// false if it was not taken in time.
+    pub async fn wait_taken(&self, number: u64, limit: Duration) -> bool {
+        let mut taken = self.taken.subscribe();
+        self.wake.notify_one();
+        tokio::time::timeout(limit, taken.wait_for(|taken| *taken >= number)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Resolves when a touch waits for its batch to be sent.
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 }
 
@@ -158,12 +216,35 @@ mod tests {
     #[test]
     fn touches_are_taken_once() {
         let t = Touches::default();
-        t.add(1);
+        assert_eq!(t.add(1), 1);
         t.add(1);
         t.add(2);
-        let mut taken = t.take();
+        let (mut taken, number) = t.take();
         taken.sort();
-        assert_eq!(taken, vec![1, 2]);
-        assert!(t.take().is_empty());
+        assert_eq!((taken, number), (vec![1, 2], 1));
+        assert_eq!(t.take(), (vec![], 2));
+    }
+
+    /// Hole o: a touch counts as heard by the leader once the leader took its batch, or a later
+    /// one (a batch it did not take goes back into the next).
+    #[tokio::test]
+    async fn a_touch_is_taken_with_its_batch_or_a_later_one() {
+        let t = Touches::default();
+        let limit = Duration::from_millis(20);
+        let first = t.add(7);
+        assert!(!t.wait_taken(first, limit).await, "nothing taken yet");
+        let (batch, number) = t.take();
+        assert_eq!(number, first);
+        // The leader did not take it: back into batch 2.
+        t.restore(batch);
+        assert!(!t.wait_taken(first, limit).await);
+        let (batch, number) = t.take();
+        assert_eq!((batch, number), (vec![7], 2));
+        t.taken(number);
+        assert!(t.wait_taken(first, limit).await, "taken with a later batch");
+        let next = t.add(8);
+        assert!(!t.wait_taken(next, limit).await, "a touch after the taken batch waits for its own");
+        t.taken(1);
+        assert!(!t.wait_taken(next, limit).await, "an older batch taken late changes nothing");
     }
 }

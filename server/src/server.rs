@@ -151,13 +151,25 @@ impl Server {
         }
     }
 
-    /// A client of `session_id` was heard from.
-    pub fn touch(&self, session_id: i64) {
+    /// A client of `session_id` was heard from. On a follower the touch reaches the leader in
+    /// a batch: its number, for [`Server::touch_taken`].
+    pub fn touch(&self, session_id: i64) -> Option<u64> {
         if self.raft.is_leader() {
             self.sessions.touch(session_id, Instant::now());
+            None
         } else {
-            self.touches.add(session_id);
+            Some(self.touches.add(session_id))
         }
+    }
+
+    /// Resolves to whether the leader took touch batch `number` within `limit`.
+    pub fn touch_taken(
+        &self,
+        number: u64,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let touches = self.touches.clone();
+        async move { touches.wait_taken(number, limit).await }
     }
 
     /// Whether this server is the Raft leader.

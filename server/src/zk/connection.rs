@@ -188,7 +188,7 @@ async fn run(
         };
         let started = Instant::now();
         port.connections.count_received(stats);
-        server.touch(session_id);
+        let touched = server.touch(session_id);
         let (header, body) = match RequestHeader::decode(&frame) {
             Ok(decoded) => decoded,
             Err(crate::proto::DecodeError::UnknownOpCode(op)) => {
@@ -219,7 +219,13 @@ async fn run(
         };
         let caller = Caller { conn, session_id, auth: &auth };
         let slot = match dispatch::dispatch(op, request, &caller, server.config.super_digest.as_deref()) {
-            Action::Ping => Slot::Immediate { xid: PING_XID, op, result: Ok(Response::Empty), started },
+            // A follower answers a ping once the leader has taken its touch (issue 12 hole o);
+            // one the leader did not take within a quarter of the timeout goes unanswered, and
+            // the client moves on.
+            Action::Ping => match touched {
+                Some(batch) => Slot::Ping { taken: Box::pin(server.touch_taken(batch, timeout / 4)), started },
+                None => Slot::Immediate { xid: PING_XID, op, result: Ok(Response::Empty), started },
+            },
             Action::Answer(result) => Slot::Immediate { xid, op, result, started },
             Action::Authenticated(ids) => {
                 let mut next = (*auth).clone();

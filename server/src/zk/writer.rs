@@ -41,6 +41,9 @@ pub enum Slot {
     },
     /// A write on its way through Raft.
     Write { xid: i32, op: OpCode, sub_ops: Vec<OpCode>, pending: PendingWrite, started: Instant },
+    /// A ping on a follower: answered once the leader took its touch (`taken` says whether it
+    /// did in time), else left unanswered.
+    Ping { taken: Pin<Box<dyn Future<Output = bool> + Send>>, started: Instant },
     /// A reply decided already (errors found while decoding, auth results).
     Immediate { xid: i32, op: OpCode, result: Result<Response, ErrorCode>, started: Instant },
     /// closeSession: reply once the txn is applied, then end the connection.
@@ -234,6 +237,12 @@ async fn resolve(
             let result = barrier.await.map(|()| Response::Sync { path }).map_err(write_error_code);
             let zxid = events_up_to_applied(server, notifications, w);
             encode_result(&mut w.buf, xid, OpCode::Sync, zxid, result, started);
+        }
+        Slot::Ping { taken, started } => {
+            if taken.await {
+                let zxid = events_up_to_applied(server, notifications, w);
+                encode_result(&mut w.buf, crate::proto::PING_XID, OpCode::Ping, zxid, Ok(Response::Empty), started);
+            }
         }
         Slot::Immediate { xid, op, result, started } => {
             let zxid = events_up_to_applied(server, notifications, w);
