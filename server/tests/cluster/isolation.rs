@@ -295,3 +295,39 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answ
          answered (sent, answered): {early:?}"
     );
 }
+
+/// Found by the soak (isolated-leader, round 92 at 04df0e9): a leader cut off from its quorum
+/// finds its sessions expired and proposes the expiries, which cannot commit; its duty loop
+/// awaited each for the whole write timeout and so did not see that it had lost its quorum.
+/// It went on serving — answering pings from its own tracker — while the others elected a new
+/// leader, which then expired a session that had been told it was alive. An isolated leader
+/// stops serving within its contact limit (1 s here) whatever it has to propose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_with_expiries_to_propose_stops_serving_in_its_contact_limit() {
+    use paddock_testkit::raw::{Connect, RawConn};
+    use std::time::Duration;
+
+    let cluster = start_cluster(3, &[]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    // Sessions of 0.4 s on the leader, left silent: each expires on the leader soon after the
+    // cut, and every expiry is a write that cannot commit there.
+    let connect = Connect { timeout_ms: 400, ..Connect::default() };
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(RawConn::connect_with(cluster.node(leader).client_addr, &connect).await);
+    }
+    let node = cluster.node(leader);
+    node.isolate(true).await;
+    let cut = Instant::now();
+    let stopped =
+        crate::harness::poll_for(Duration::from_secs(10), || async { (!node.ready().await).then_some(()) }).await;
+    let after = cut.elapsed();
+    node.isolate(false).await;
+    drop(silent);
+    assert!(stopped.is_some(), "the isolated leader still served 10 s after the cut");
+    assert!(
+        after < Duration::from_millis(2500),
+        "the isolated leader served for {after:?} after the cut, past its 1 s contact limit"
+    );
+}
