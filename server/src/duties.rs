@@ -3,6 +3,7 @@
 //! learner sends the leader the sessions its clients were heard from, in batches (never through
 //! the log). Both keep [`Contact`] up to date: whether this server may serve clients.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,7 @@ impl Duties {
         let mut was_leader = false;
         let mut seen_session_changes = u64::MAX;
         let mut last_reap = Instant::now();
+        let reaping = Arc::new(AtomicBool::new(false));
         let mut last_leader = None;
         let tick = (self.tick / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         loop {
@@ -117,25 +119,43 @@ impl Duties {
             was_leader = true;
             // Each expiry names the term it was decided in: one this leader proposes after it
             // lost its leadership (or that reaches another leader) then does nothing.
+            // The writes go on in tasks of their own: this loop must keep its pace, or a leader
+            // cut off from its quorum, waiting out the write timeout of expiries that cannot
+            // commit, would not see that it lost its quorum and would go on serving (test
+            // `cluster isolation::an_isolated_leader_with_expiries_to_propose_stops_serving_in_its_contact_limit`).
             let term = m.current_term;
-            for session_id in self.sessions.take_expired(now) {
-                tracing::info!(session = format_args!("0x{session_id:x}"), term, "session expired");
-                match self.writes.write(TxnKind::ExpireSession { session_id, term }).await {
-                    Ok(outcome) if outcome.result == TxnResult::SessionClosed => metrics::SESSIONS_EXPIRED.inc(),
-                    Ok(_) => {}
-                    Err(_) => self.sessions.retry_expiry(session_id),
-                }
+            let expired = self.sessions.take_expired(now);
+            if !expired.is_empty() {
+                let duties = self.clone();
+                tokio::spawn(async move {
+                    for session_id in expired {
+                        tracing::info!(session = format_args!("0x{session_id:x}"), term, "session expired");
+                        match duties.writes.write(TxnKind::ExpireSession { session_id, term }).await {
+                            Ok(outcome) if outcome.result == TxnResult::SessionClosed => {
+                                metrics::SESSIONS_EXPIRED.inc()
+                            }
+                            Ok(_) => {}
+                            Err(_) => duties.sessions.retry_expiry(session_id),
+                        }
+                    }
+                });
             }
-            if last_reap.elapsed() >= self.reap_interval {
+            if last_reap.elapsed() >= self.reap_interval && !reaping.load(Ordering::Acquire) {
                 let mut candidates = self.store.tree().reap_candidates(now_ms());
                 // A long list goes one batch a tick, so no log entry outgrows a peer frame.
                 if !first_batch(&mut candidates) {
                     last_reap = Instant::now();
                 }
                 if !candidates.is_empty() {
-                    if let Err(e) = self.writes.write(TxnKind::Reap { nodes: candidates }).await {
-                        tracing::debug!("reap proposal failed: {e}");
-                    }
+                    // One reap at a time: the next one would name the same nodes again.
+                    reaping.store(true, Ordering::Release);
+                    let (duties, reaping) = (self.clone(), reaping.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = duties.writes.write(TxnKind::Reap { nodes: candidates }).await {
+                            tracing::debug!("reap proposal failed: {e}");
+                        }
+                        reaping.store(false, Ordering::Release);
+                    });
                 }
             }
         }
