@@ -178,8 +178,13 @@ impl Duties {
                 _ = leader_changes.wait_until(|m| m.current_leader != leader) => {}
                 _ = self.touches.woken() => {}
             }
-            let m = self.raft.metrics().borrow_watched().clone();
-            leader = m.current_leader;
+            // Two fields, not a copy of all the metrics: a ping wakes this loop.
+            let member = {
+                let metrics = self.raft.metrics();
+                let m = metrics.borrow_watched();
+                leader = m.current_leader;
+                m.membership_config.membership().get_node(&self.id).is_some()
+            };
             if self.raft.is_leader() {
                 // The leader's own loop decides whether it serves; a leader that steps down
                 // keeps the contact it had as a leader a quorum followed, no more.
@@ -188,7 +193,6 @@ impl Duties {
                 }
                 continue;
             }
-            let member = m.membership_config.membership().get_node(&self.id).is_some();
             let limit = tick.max(Duration::from_millis(200));
             // A follower that serves goes on while in touch; one that does not starts only once
             // it has applied what the leader had committed when it answered: a follower back
