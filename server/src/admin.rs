@@ -219,6 +219,7 @@ async fn transfer_leader(
     if id == server.config.id {
         return Json(serde_json::json!({ "leader": id })).into_response();
     }
+    server.contact.transferring();
     if let Err(e) = server.raft.trigger().transfer_leader(id).await {
         return raft_failure(e);
     }

@@ -215,21 +215,22 @@ impl Duties {
 /// Sends the leader (over `link`, when one is known) the sessions heard from since the last
 /// batch; the leader's committed index when it took them within `limit`. A batch the leader
 /// did not take goes back for the next try: a session that pinged during a link blip keeps its
-/// touch.
+/// touch. So does one the leader took outside its lease: the pings it stands for wait for a
+/// batch the leader takes within it.
 async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: Duration) -> Option<u64> {
     let (batch, number) = touches.take();
     let answered = match link {
         Some(link) => match link.call(PeerRequest::Touch(batch.clone()), limit).await {
-            Ok(PeerResponse::Touched { committed }) => Some(committed),
+            Ok(PeerResponse::Touched { committed, promised }) => Some((committed, promised)),
             _ => None,
         },
         None => None,
     };
     match answered {
-        Some(_) => touches.taken(number),
-        None => touches.restore(batch),
+        Some((_, true)) => touches.taken(number),
+        _ => touches.restore(batch),
     }
-    answered
+    answered.map(|(committed, _)| committed)
 }
 
 #[cfg(test)]

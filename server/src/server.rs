@@ -66,7 +66,8 @@ impl Server {
             cluster_name: "paddock".into(),
             heartbeat_interval: 100,
             election_timeout_min: 400,
-            election_timeout_max: 800,
+            // The leader lease the servers' promises about sessions rely on.
+            election_timeout_max: crate::contact::LEADER_LEASE.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.snapshot_keep,
             install_snapshot_timeout: 60_000,
@@ -152,7 +153,7 @@ impl Server {
     }
 
     /// A client of `session_id` was heard from. On a follower the touch reaches the leader in
-    /// a batch: its number, for [`Server::touch_taken`].
+    /// a batch: its number, for [`Server::ping_answerable`].
     pub fn touch(&self, session_id: i64) -> Option<u64> {
         if self.raft.is_leader() {
             self.sessions.touch(session_id, Instant::now());
@@ -162,14 +163,28 @@ impl Server {
         }
     }
 
-    /// Resolves to whether the leader took touch batch `number` within `limit`.
-    pub fn touch_taken(
+    /// Resolves to whether a ping whose touch [`Server::touch`] recorded may be answered, within
+    /// `limit`: on a follower once the leader took the touch's batch, on the leader while it may
+    /// promise the session lives (its lease, [`Contact::leader_may_promise`]). A ping not
+    /// answerable in time goes unanswered, and the client moves on (issue 12 hole o).
+    pub fn ping_answerable(
         &self,
-        number: u64,
+        touched: Option<u64>,
         limit: Duration,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let touches = self.touches.clone();
-        async move { touches.wait_taken(number, limit).await }
+        let contact = self.contact.clone();
+        let mut metrics = self.raft.metrics();
+        async move {
+            match touched {
+                Some(number) => touches.wait_taken(number, limit).await,
+                None => {
+                    let lease =
+                        metrics.wait_until(|m: &openraft::RaftMetrics<TypeConfig>| contact.leader_may_promise(m));
+                    matches!(tokio::time::timeout(limit, lease).await, Ok(Ok(_)))
+                }
+            }
+        }
     }
 
     /// Whether this server is the Raft leader.

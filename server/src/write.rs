@@ -161,13 +161,19 @@ impl WritePath {
         self.propose(Txn::unstamped(kind)).await?.outcome().await
     }
 
-    /// `sync`: resolves once this server has applied everything the leader had committed when
-    /// the barrier was asked for (a read index through the leader). The question is sent now,
-    /// so the barrier orders after every request the session sent before it.
-    pub fn sync_barrier(self: &Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>> {
+    /// `sync` of `session`: resolves once this server has applied everything the leader had
+    /// committed when the barrier was asked for (a read index through the leader). The question
+    /// is sent now, so the barrier orders after every request the session sent before it. The
+    /// leader hears of the session with it: an answered sync proves the session cannot expire
+    /// sooner than its timeout after it was sent (the read index confirms the leader with a
+    /// quorum after it heard), which is how the sidecar measures its hold deadlines.
+    pub fn sync_barrier(
+        self: &Arc<Self>,
+        session: i64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>> {
         let path = self.clone();
         let link = if self.raft.is_leader() { None } else { self.leader_link() };
-        let answer = link.map(|l| l.start_call(PeerRequest::ReadIndex));
+        let answer = link.map(|l| l.start_call(PeerRequest::ReadIndex { session }));
         Box::pin(async move {
             let index = match answer {
                 None if path.raft.is_leader() => path

@@ -4,9 +4,11 @@
 //! and acts on them, streams and the CLI report them.
 //!
 //! The leader expires a session a full session timeout after it last got a touch of it, and a
-//! server touches a session when it receives one of its requests. A request *sent* at `s` and
-//! answered by a serving server was received at or after `s`, so the leader cannot expire the
-//! session before `s + timeout` (by the leader's clock). The sidecar's deadline is that minus
+//! leader elected later times every session from its election. The sidecar's probe is a `sync`:
+//! the leader touches the session when the sync reaches it, and answers only once a quorum has
+//! confirmed it still leads, so any later leader is elected after that. A sync *sent* at `s`
+//! and answered therefore means that nobody can expire the session before `s + timeout` (by the
+//! leader's clock). The sidecar's deadline is that minus
 //! [`drift_margin`], so it passes strictly earlier, whatever the two clocks' rates.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// 10 s timeout that is one second.
 pub const DRIFT_MARGIN_PERCENT: u32 = 10;
 
-/// How often the sidecar asks the cluster something cheap (the namespace root's stat) to learn
-/// that it is still heard, as a share of the session timeout (1/10). zookeeper-client does not
+/// How often the sidecar asks the cluster something cheap (a `sync` of the namespace root) to
+/// learn that it is still heard, as a share of the session timeout (1/10). zookeeper-client does not
 /// tell when it last got an answer (its pings are its own), so the sidecar measures it with its
 /// own probe; ten per timeout keep the deadline fresh to within a tenth of it.
 pub const PROBES_PER_TIMEOUT: u32 = 10;

@@ -5,8 +5,8 @@
 //! themselves; they take the current client from [`SessionHandle`].
 //!
 //! The session also measures how long the pod's holds are certainly valid ([`crate::deadline`]):
-//! it probes the cluster with a cheap read every tenth of the session timeout and remembers when
-//! the last answered probe was sent. Silence for a third of the timeout (a blackholed link shows
+//! it probes the cluster with a `sync` (answered through the leader) every tenth of the session
+//! timeout and remembers when the last answered probe was sent. Silence for a third of the timeout (a blackholed link shows
 //! no error) suspends the session as a lost connection does; silence up to the hold deadline
 //! ends it: its holds are reported lost and a new session is made, even while the cluster is
 //! still unreachable.
@@ -373,16 +373,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Probes the session: a cheap read (the namespace root's stat) every
+/// Probes the session: a `sync` of the namespace root every
 /// [`crate::deadline::probe_interval`], one at a time; each answer reports its request's send
 /// time into `heard`. Never ends on its own.
+///
+/// A sync, not a read: a read is answered by the server the sidecar is connected to, and a
+/// follower cut off from its leader answers reads until its own contact limit runs out while the
+/// leader hears nothing of the session (issue 12 hole o). A sync goes through the leader, which
+/// touches the session and has a quorum confirm it still leads before it answers; so an answer
+/// proves the leader heard of the session after the probe was sent.
 async fn probe(client: Client, heard: watch::Sender<Heard>) {
     let timeout = client.session_timeout();
     let interval = crate::deadline::probe_interval(timeout);
     loop {
         let sent = Instant::now();
         // Bounded, so that a request lost with its connection does not stop the probing.
-        if let Ok(Ok(_)) = tokio::time::timeout(timeout, client.check_stat("/")).await {
+        if let Ok(Ok(())) = tokio::time::timeout(timeout, client.sync("/")).await {
             heard.send_modify(|last| *last = last.latest(Heard { at: sent, timeout }));
         }
         tokio::time::sleep_until((sent + interval).into()).await;

@@ -11,10 +11,49 @@ use tokio::sync::watch;
 
 /// `n` free, distinct loopback addresses: every listener is held until all are picked (peers
 /// must know each other's addresses before any of them starts).
+///
+/// The ports come from below the kernel's ephemeral range, never from it: a port picked here is
+/// free again until the server meant for it binds it, and in between any outgoing connection
+/// (a client, a peer link, a proxy) may be given it as its local port, and the server then fails
+/// with "address in use". Within one test process the picks go round the range in turn, so two
+/// tests do not pick the same port either.
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = picking_range();
+    let span = high - low;
+    let next = NEXT.get_or_init(|| {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        AtomicU32::new(seed.wrapping_add(std::process::id().wrapping_mul(7919)))
+    });
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..span {
+        if listeners.len() == n {
+            break;
+        }
+        let port = low + next.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            listeners.push(listener);
+        }
+    }
+    assert_eq!(listeners.len(), n, "no {n} free loopback ports in {low}..{high}");
     listeners.iter().map(|l| l.local_addr().expect("local addr")).collect()
+}
+
+/// The ports [`free_addrs`] picks from: 10000 up to the start of the kernel's ephemeral range
+/// (32768 by default), or the 4000 ports above it when the range starts too low to leave room.
+fn picking_range() -> (u32, u32) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range.split_whitespace().map(|b| b.parse::<u32>().ok());
+    let ephemeral_low = bounds.next().flatten().unwrap_or(32768);
+    let ephemeral_high = bounds.next().flatten().unwrap_or(60999);
+    if ephemeral_low >= 14000 {
+        (10000, ephemeral_low)
+    } else {
+        (ephemeral_high + 1, (ephemeral_high + 4001).min(65536))
+    }
 }
 
 /// A loopback TCP proxy to one target; [`Proxy::cut`] drops every connection and refuses new

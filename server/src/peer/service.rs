@@ -131,11 +131,13 @@ async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
             // Only members may write, keep sessions alive or ask for a read index: a removed
             // server (openraft never tells it of its removal) thus loses contact and stops
             // serving instead of taking writes it would never apply.
-            PeerRequest::Forward(_) | PeerRequest::Touch(_) | PeerRequest::ReadIndex if !server.is_member(from) => {
+            PeerRequest::Forward(_) | PeerRequest::Touch(_) | PeerRequest::ReadIndex { .. }
+                if !server.is_member(from) =>
+            {
                 let refusal = format!("server {from} is not a member of this cluster");
                 let body = match frame.body {
                     PeerRequest::Forward(_) => PeerResponse::Forwarded(Err(refusal)),
-                    PeerRequest::ReadIndex => PeerResponse::ReadIndex(Err(refusal)),
+                    PeerRequest::ReadIndex { .. } => PeerResponse::ReadIndex(Err(refusal)),
                     _ => PeerResponse::Refused(refusal),
                 };
                 answer(id, body, &out_tx);
@@ -214,12 +216,28 @@ async fn handle(server: &PeerService, body: PeerRequest) -> Option<PeerResponse>
             for session in sessions {
                 server.sessions.touch(session, now);
             }
-            let metrics = openraft::async_runtime::WatchReceiver::borrow_watched(&raft.metrics()).local_committed;
-            PeerResponse::Touched { committed: metrics.map(|id| id.index()).unwrap_or(0) }
+            let metrics = raft.metrics();
+            let m = openraft::async_runtime::WatchReceiver::borrow_watched(&metrics);
+            // A follower answers its clients' pings on this answer, so it says whether no
+            // other leader can have been elected yet (issue 12 hole o).
+            PeerResponse::Touched {
+                committed: m.local_committed.as_ref().map(|id| id.index()).unwrap_or(0),
+                promised: server.contact.leader_may_promise(&m),
+            }
         }
-        PeerRequest::ReadIndex => PeerResponse::ReadIndex(
-            raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(|read| read.index()).map_err(|e| e.to_string()),
-        ),
+        PeerRequest::ReadIndex { session } => {
+            // Touched on arrival, confirmed by a quorum after: a new leader, if any, is
+            // elected after this and times the session from its election.
+            if raft.is_leader() {
+                server.sessions.touch(session, std::time::Instant::now());
+            }
+            PeerResponse::ReadIndex(
+                raft.ensure_linearizable(ReadPolicy::ReadIndex)
+                    .await
+                    .map(|read| read.index())
+                    .map_err(|e| e.to_string()),
+            )
+        }
         // Answered where they are read, in order (see `serve_link`).
         PeerRequest::Forward(_) | PeerRequest::SnapshotChunk(_) => return None,
     })

@@ -53,8 +53,11 @@ pub enum PeerRequest {
     Forward(Command),
     /// Sessions the sender's clients were heard from since its last batch.
     Touch(Vec<i64>),
-    /// The leader's read index, for `sync`.
-    ReadIndex,
+    /// The leader's read index, for a `sync` of `session`, which the leader touches.
+    ReadIndex {
+        /// The session that sent the sync.
+        session: i64,
+    },
 }
 
 /// One piece of a snapshot in transfer (see [`super::snapshot`]): the chunks of a transfer go
@@ -99,6 +102,9 @@ pub enum PeerResponse {
     Touched {
         /// The leader's committed log index when it took the touches.
         committed: u64,
+        /// Whether the leader took them within its lease: only then may the follower answer
+        /// the pings they stand for (issue 12 hole o).
+        promised: bool,
     },
     /// The request was refused (the sender is not a member).
     Refused(String),

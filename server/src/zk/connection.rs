@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::frame::{self, FrameError};
 use crate::metrics;
 use crate::proto::connect::ConnectRequest;
-use crate::proto::header::{RequestHeader, PING_XID};
+use crate::proto::header::RequestHeader;
 use crate::proto::jute::write_frame;
 use crate::proto::request::Request;
 use crate::proto::response::Response;
@@ -219,13 +219,10 @@ async fn run(
         };
         let caller = Caller { conn, session_id, auth: &auth };
         let slot = match dispatch::dispatch(op, request, &caller, server.config.super_digest.as_deref()) {
-            // A follower answers a ping once the leader has taken its touch (issue 12 hole o);
-            // one the leader did not take within a quarter of the timeout goes unanswered, and
-            // the client moves on.
-            Action::Ping => match touched {
-                Some(batch) => Slot::Ping { taken: Box::pin(server.touch_taken(batch, timeout / 4)), started },
-                None => Slot::Immediate { xid: PING_XID, op, result: Ok(Response::Empty), started },
-            },
+            // A follower answers a ping once the leader has taken its touch, the leader while
+            // within its lease (issue 12 hole o); a ping not answerable within a quarter of the
+            // timeout goes unanswered, and the client moves on.
+            Action::Ping => Slot::Ping { taken: Box::pin(server.ping_answerable(touched, timeout / 4)), started },
             Action::Answer(result) => Slot::Immediate { xid, op, result, started },
             Action::Authenticated(ids) => {
                 let mut next = (*auth).clone();
@@ -250,7 +247,7 @@ async fn run(
                 let _ = slots_tx.send(Slot::Close { xid, pending }).await;
                 break Ok(());
             }
-            Action::Sync { path } => Slot::Sync { xid, path, barrier: server.writes.sync_barrier(), started },
+            Action::Sync { path } => Slot::Sync { xid, path, barrier: server.writes.sync_barrier(session_id), started },
             Action::Write { kind, sub_ops } => match server.writes.propose(Txn::unstamped(kind)).await {
                 Ok(pending) => Slot::Write { xid, op, sub_ops, pending, started },
                 Err(e) => Slot::Immediate { xid, op, result: Err(write_error_code(e)), started },

@@ -17,13 +17,21 @@ pub const SESSION: Duration = Duration::from_secs(4);
 
 /// Starts `size` voters with the test flags plus `extra` and waits for a leader.
 pub async fn start_cluster(size: u64, extra: &[&str]) -> Cluster {
+    Cluster::start(size, launcher(extra)).await
+}
+
+/// [`start_cluster`] with every peer link through a proxy, so the test can partition it.
+pub async fn start_partitionable_cluster(size: u64, extra: &[&str]) -> Cluster {
+    Cluster::start_partitionable(size, launcher(extra)).await
+}
+
+fn launcher(extra: &[&str]) -> paddock_testkit::cluster::Launcher {
     let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-    let launcher = Arc::new(move |spec: &NodeSpec| {
+    Arc::new(move |spec: &NodeSpec| {
         let mut command = spec.server_command(std::path::Path::new(env!("CARGO_BIN_EXE_paddock-server")));
         command.args(["--tick-ms", "200", "--enable-fault-injection"]).args(&extra);
         command
-    });
-    Cluster::start(size, launcher).await
+    })
 }
 
 /// Clients of a cluster with the [`SESSION`] timeout.

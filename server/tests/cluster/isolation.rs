@@ -248,7 +248,7 @@ async fn a_server_out_of_touch_turns_a_client_away_within_its_connection_timeout
 /// since the ping was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answered() {
-    use paddock_testkit::raw::{self, flags, op, Connect, Frame, RawConn, PING_XID};
+    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
     use std::time::Duration;
 
     let cluster = start_cluster(3, &[]).await;
@@ -264,31 +264,10 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answ
     observer.sync("/").bounded().await.expect("sync");
     let (_, deleted) = observer.check_and_watch_stat("/o-alive").bounded().await.expect("watch the ephemeral node");
 
-    let clock = Instant::now();
-    let seen = tokio::spawn(async move {
-        deleted.changed().await;
-        clock.elapsed()
-    });
-    cluster.node(follower).isolate(true).await;
-    // Ping every 50 ms until the follower stops answering (it closes the connection once it
-    // knows it is out of touch) or the expiry is seen.
-    let mut answered = Vec::new();
-    while !seen.is_finished() && clock.elapsed() < Duration::from_secs(5) {
-        let sent = clock.elapsed();
-        if conn.send_ping().await.is_err() {
-            break;
-        }
-        match conn.recv().bounded().await {
-            Ok(Frame::Reply(reply)) if reply.xid == PING_XID => answered.push((sent, clock.elapsed())),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let expired_at = seen.bounded().await.expect("the observer saw the session's node go");
+    let cut = cluster.node(follower).isolate(true);
+    let (expired_at, early) =
+        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
     cluster.node(follower).isolate(false).await;
-    let early: Vec<_> =
-        answered.iter().filter(|(sent, at)| *at <= expired_at && expired_at < *sent + timeout * 9 / 10).collect();
     assert!(
         early.is_empty(),
         "the session expired at {expired_at:?}, sooner than its {timeout:?} after pings the cut-off follower \
@@ -329,5 +308,113 @@ async fn an_isolated_leader_with_expiries_to_propose_stops_serving_in_its_contac
     assert!(
         after < Duration::from_millis(2500),
         "the isolated leader served for {after:?} after the cut, past its 1 s contact limit"
+    );
+}
+
+/// Pings over `conn` every 50 ms from now until `deleted` fires (the session's ephemeral node
+/// went, seen by an observer on the majority side), the server stops answering (it closes the
+/// connection) or 12 s pass, after `cut` (which the caller heals). Returns the pings answered
+/// (sent, answered) on `clock` whose answer came before the expiry yet less than `timeout`
+/// before it: each is a session told it was alive that then expired sooner than its timeout.
+async fn pings_answered_too_close_to_the_expiry(
+    conn: &mut paddock_testkit::raw::RawConn,
+    deleted: zookeeper_client::OneshotWatcher,
+    clock: Instant,
+    timeout: std::time::Duration,
+    cut: impl std::future::Future<Output = ()>,
+) -> (std::time::Duration, Vec<(std::time::Duration, std::time::Duration)>) {
+    use paddock_testkit::raw::{Frame, PING_XID};
+    use std::time::Duration;
+
+    let seen = tokio::spawn(async move {
+        deleted.changed().await;
+        clock.elapsed()
+    });
+    cut.await;
+    let mut answered = Vec::new();
+    while !seen.is_finished() && clock.elapsed() < Duration::from_secs(12) {
+        let sent = clock.elapsed();
+        if conn.send_ping().await.is_err() {
+            break;
+        }
+        match conn.recv().bounded().await {
+            Ok(Frame::Reply(reply)) if reply.xid == PING_XID => answered.push((sent, clock.elapsed())),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expired_at = seen.bounded().await.expect("the observer saw the session's node go");
+    let early = answered.into_iter().filter(|(sent, at)| *at <= expired_at && expired_at < *sent + timeout).collect();
+    (expired_at, early)
+}
+
+/// Issue 12 hole o, the leader's side: a leader cut off from its quorum answered pings from its
+/// own tracker until its contact limit ran out (half the smallest session: 2 s here), while the
+/// others, once their leader lease of it ran out, elected a new leader, which times every
+/// session from its election and so expired this one sooner than its timeout after pings the
+/// old leader had answered. A leader answers a ping only within its lease: no other server can
+/// have been elected yet, so whoever expires the session does so a whole timeout after the ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_cut_off_leader_answered() {
+    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
+    use std::time::Duration;
+
+    let cluster = start_cluster(3, &["--min-session-timeout-ms", "4000"]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let observer = cluster.client(&[follower]).await;
+    let timeout = Duration::from_millis(4000);
+    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
+    let mut conn = RawConn::connect_with(cluster.node(leader).client_addr, &connect).await;
+    let created = conn.request(op::CREATE, &raw::create_body("/o-leader", b"", flags::EPHEMERAL)).await;
+    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    observer.sync("/").bounded().await.expect("sync");
+    let (_, deleted) = observer.check_and_watch_stat("/o-leader").bounded().await.expect("watch the ephemeral node");
+
+    let cut = cluster.node(leader).isolate(true);
+    let (expired_at, early) =
+        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
+    cluster.node(leader).isolate(false).await;
+    assert!(
+        early.is_empty(),
+        "the session expired at {expired_at:?}, sooner than its {timeout:?} after pings the cut-off leader \
+         answered (sent, answered): {early:?}"
+    );
+}
+
+/// Hole o once more, through a follower: the leader and one follower on the minority side of
+/// a five-node cluster still reach each other. The follower answers a ping once the leader took
+/// its touch — and the leader took touches while it still served (up to its contact limit),
+/// past its lease, while the majority elected a new leader. A leader now says whether it took a
+/// batch within its lease, and the follower answers pings only on such a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_of_a_cut_off_leader_answered() {
+    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
+    use std::time::Duration;
+
+    let cluster = crate::harness::start_partitionable_cluster(5, &["--min-session-timeout-ms", "4000"]).await;
+    let all = cluster.ids();
+    let leader = cluster.wait_leader(&all, None).await;
+    let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+    let (follower, majority) = (others[0], &others[1..]);
+    let observer = cluster.client(majority).await;
+    let timeout = Duration::from_millis(4000);
+    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
+    let mut conn = RawConn::connect_with(cluster.node(follower).client_addr, &connect).await;
+    let created = conn.request(op::CREATE, &raw::create_body("/o-minority", b"", flags::EPHEMERAL)).await;
+    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    observer.sync("/").bounded().await.expect("sync");
+    let (_, deleted) = observer.check_and_watch_stat("/o-minority").bounded().await.expect("watch the ephemeral node");
+
+    let cut = async { cluster.partition(&[leader, follower]) };
+    let (expired_at, early) =
+        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
+    cluster.heal();
+    assert!(
+        early.is_empty(),
+        "the session expired at {expired_at:?}, sooner than its {timeout:?} after pings a follower of the \
+         cut-off leader answered (sent, answered): {early:?}"
     );
 }

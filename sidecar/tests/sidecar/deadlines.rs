@@ -9,7 +9,7 @@ use paddock_e2e::check::holds::{check_holds, Hold};
 use paddock_sidecar::client::EventLines;
 use serde_json::Value;
 
-use crate::harness::{expect, Proxy, Server, Sidecar, SidecarExt};
+use crate::harness::{expect, start_cluster, Proxy, Server, Sidecar, SidecarExt};
 
 /// This machine's wall clock in Unix milliseconds: the clock the sidecars' deadlines are in.
 fn now_ms() -> u64 {
@@ -57,15 +57,15 @@ fn held_until(events: &[(u64, Value)]) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_lock() {
-    let server = Server::start().await;
-    let blackhole = Proxy::start(server.client_addr).await;
-    let cluster = server.client_addr.to_string();
-    let timeout = ["--session-timeout-ms", "2000"];
-    let holder = Sidecar::start(&server, &blackhole.addr.to_string(), "pod-a", &timeout).await;
-    let waiter = Sidecar::start(&server, &cluster, "pod-b", &timeout).await;
-
+/// `holder` takes the lock, `waiter` queues behind it, then `cut` cuts the holder off from the
+/// cluster; both streams are recorded in real time and judged by the holds checker: the holder's
+/// hold ends at the deadline its stream gave (or when it heard `lost`), and the waiter's grant
+/// must come after it. Returns the holder's events.
+async fn race_after_cut(
+    holder: &Sidecar,
+    waiter: &Sidecar,
+    cut: impl std::future::Future<Output = ()>,
+) -> Vec<(u64, Value)> {
     let mut held = holder.stream(Method::POST, "/v1/locks/ledger", None).await;
     expect(&mut held, "waiting").await;
     expect(&mut held, "acquired").await;
@@ -73,7 +73,7 @@ async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_
     let mut waiting = waiter.stream(Method::POST, "/v1/locks/ledger", None).await;
     assert_eq!(expect(&mut waiting, "waiting").await["ahead"], 1);
 
-    blackhole.stall();
+    cut.await;
     // Both apps listen at once: the waiter's grant and the holder's deadline race in real time.
     let holder_events = tokio::spawn(record(held, &["lost", "released", "error"], Duration::from_secs(20)));
     let waiter_events =
@@ -90,8 +90,6 @@ async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_
         Ok(events) => events.expect("holder recorder"),
         Err(_) => Vec::new(),
     };
-    blackhole.restore();
-
     let holds = [
         hold("pod-a", "ledger", holder_acquired_at, held_until(&holder_events)),
         hold("pod-b", "ledger", waiter_acquired_at, u64::MAX),
@@ -99,11 +97,46 @@ async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_
     if let Err(problems) = check_holds(&holds) {
         panic!("{problems:?}: the holder's stream said {holder_events:?}, the waiter got {granted}");
     }
+    holder_events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_holder_lets_go_by_its_deadline_before_the_waiter_gets_the_lock() {
+    let server = Server::start().await;
+    let blackhole = Proxy::start(server.client_addr).await;
+    let cluster = server.client_addr.to_string();
+    let timeout = ["--session-timeout-ms", "2000"];
+    let holder = Sidecar::start(&server, &blackhole.addr.to_string(), "pod-a", &timeout).await;
+    let waiter = Sidecar::start(&server, &cluster, "pod-b", &timeout).await;
+
+    let holder_events = race_after_cut(&holder, &waiter, async { blackhole.stall() }).await;
+    blackhole.restore();
     assert!(
         holder_events.iter().any(|(_, event)| event["type"] == "lost"),
         "the holder must hear `lost` while still cut off: {holder_events:?}"
     );
     // Once the link is back, the cut-off sidecar gets a session again.
+    holder.ready().await;
+}
+
+/// Issue 12 hole o, the sidecar's side: the holder's sidecar reaches its server, but that
+/// server (a follower) is cut off from the leader. The follower went on answering the
+/// sidecar's probe reads until its own contact limit (1 s) ran out, so the sidecar's deadline
+/// counted from a moment the leader had not heard of the session since: the leader expired it
+/// and gave the waiter the lock before the holder's deadline. A probe must prove that the
+/// leader heard of the session after it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_on_a_follower_cut_off_from_its_leader_lets_go_before_the_waiter_gets_the_lock() {
+    let cluster = start_cluster(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    let timeout = ["--session-timeout-ms", "4000"];
+    let holder = Sidecar::start_in(cluster.dir(), &cluster.connect_string(&[follower]), "pod-a", &timeout).await;
+    let waiter = Sidecar::start_in(cluster.dir(), &cluster.connect_string(&[leader]), "pod-b", &timeout).await;
+
+    let cut = cluster.node(follower).isolate(true);
+    race_after_cut(&holder, &waiter, cut).await;
+    cluster.node(follower).isolate(false).await;
     holder.ready().await;
 }
 

@@ -53,11 +53,11 @@ impl Server {
 }
 
 /// A three-node-style Raft cluster of `paddock-server`s on loopback (200 ms ticks, sessions up
-/// to 30 s); returns once the nodes agree on a leader.
+/// to 30 s, fault injection on); returns once the nodes agree on a leader.
 pub async fn start_cluster(size: u64) -> Cluster {
     let launcher = Arc::new(|spec: &NodeSpec| {
         let mut command = spec.server_command(&binary("paddock-server"));
-        command.args(["--tick-ms", "200", "--max-session-timeout-ms", "30000"]);
+        command.args(["--tick-ms", "200", "--max-session-timeout-ms", "30000", "--enable-fault-injection"]);
         command
     });
     Cluster::start(size, launcher).await
