@@ -88,10 +88,19 @@ async fn settle(server: &Server, ids: &SessionIds, request: &ConnectRequest) -> 
                 // ordered after the move, and refused (SessionMoved) instead of landing after
                 // the writes the client sends here.
                 let owned = owner == server.config.id || move_here(server, request.session_id, timeout).await?;
-                owned.then(|| {
-                    server.touch(request.session_id);
-                    (request.session_id, password, timeout)
-                })
+                if !owned {
+                    None
+                } else {
+                    // A resumed session is a promise that it lives, as a ping answer is: given
+                    // only once the leader may make it (issue 12 hole o; test `cluster
+                    // isolation::no_session_expires_sooner_than_its_timeout_after_a_cut_off_leader_resumed_it`).
+                    // Else the client is turned away and tries another server.
+                    let touched = server.touch(request.session_id);
+                    if !server.ping_answerable(touched, HANDSHAKE_HOLD.min(requested / 10)).await {
+                        return None;
+                    }
+                    Some((request.session_id, password, timeout))
+                }
             }
             _ => None,
         }

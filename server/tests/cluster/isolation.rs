@@ -266,7 +266,7 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answ
 
     let cut = cluster.node(follower).isolate(true);
     let (expired_at, early) =
-        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
+        answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
     cluster.node(follower).isolate(false).await;
     assert!(
         early.is_empty(),
@@ -311,19 +311,28 @@ async fn an_isolated_leader_with_expiries_to_propose_stops_serving_in_its_contac
     );
 }
 
-/// Pings over `conn` every 50 ms from now until `deleted` fires (the session's ephemeral node
-/// went, seen by an observer on the majority side), the server stops answering (it closes the
-/// connection) or 12 s pass, after `cut` (which the caller heals). Returns the pings answered
-/// (sent, answered) on `clock` whose answer came before the expiry yet less than `timeout`
-/// before it: each is a session told it was alive that then expired sooner than its timeout.
-async fn pings_answered_too_close_to_the_expiry(
-    conn: &mut paddock_testkit::raw::RawConn,
+/// How a test asks a server, again and again, whether a session lives.
+enum Asking<'a> {
+    /// A ping over the session's connection; the server closing it ends the asking.
+    Pings(&'a mut paddock_testkit::raw::RawConn),
+    /// A fresh connection resuming the session (its id and password) at `addr`, as a client
+    /// reconnecting does; a handshake the server turns away is no answer.
+    Handshakes(std::net::SocketAddr, paddock_testkit::raw::Connect),
+}
+
+/// Asks (see [`Asking`]) every 50 ms from `cut` on until `deleted` fires (the session's
+/// ephemeral node went, seen by an observer on the majority side), the asking ends or 12 s
+/// pass; the caller heals the cut. Returns when the expiry was seen and the answers (sent,
+/// answered) on `clock` that came before the expiry yet less than `timeout` before it: each is
+/// a session told it was alive that then expired sooner than its timeout.
+async fn answers_too_close_to_the_expiry(
+    mut asking: Asking<'_>,
     deleted: zookeeper_client::OneshotWatcher,
     clock: Instant,
     timeout: std::time::Duration,
     cut: impl std::future::Future<Output = ()>,
 ) -> (std::time::Duration, Vec<(std::time::Duration, std::time::Duration)>) {
-    use paddock_testkit::raw::{Frame, PING_XID};
+    use paddock_testkit::raw::{Frame, RawConn, PING_XID};
     use std::time::Duration;
 
     let seen = tokio::spawn(async move {
@@ -334,13 +343,24 @@ async fn pings_answered_too_close_to_the_expiry(
     let mut answered = Vec::new();
     while !seen.is_finished() && clock.elapsed() < Duration::from_secs(12) {
         let sent = clock.elapsed();
-        if conn.send_ping().await.is_err() {
-            break;
-        }
-        match conn.recv().bounded().await {
-            Ok(Frame::Reply(reply)) if reply.xid == PING_XID => answered.push((sent, clock.elapsed())),
-            Ok(_) => {}
-            Err(_) => break,
+        let alive = match &mut asking {
+            Asking::Pings(conn) => {
+                if conn.send_ping().await.is_err() {
+                    break;
+                }
+                match conn.recv().bounded().await {
+                    Ok(Frame::Reply(reply)) => reply.xid == PING_XID,
+                    Ok(_) => false,
+                    Err(_) => break,
+                }
+            }
+            Asking::Handshakes(addr, connect) => {
+                let resumed = RawConn::try_connect(*addr, connect).bounded().await;
+                resumed.is_ok_and(|conn| conn.handshake.session_id == connect.session_id)
+            }
+        };
+        if alive {
+            answered.push((sent, clock.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -375,7 +395,7 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_cut_off_leade
 
     let cut = cluster.node(leader).isolate(true);
     let (expired_at, early) =
-        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
+        answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
     cluster.node(leader).isolate(false).await;
     assert!(
         early.is_empty(),
@@ -410,11 +430,52 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_of_a
 
     let cut = async { cluster.partition(&[leader, follower]) };
     let (expired_at, early) =
-        pings_answered_too_close_to_the_expiry(&mut conn, deleted, Instant::now(), timeout, cut).await;
+        answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
     cluster.heal();
     assert!(
         early.is_empty(),
         "the session expired at {expired_at:?}, sooner than its {timeout:?} after pings a follower of the \
          cut-off leader answered (sent, answered): {early:?}"
+    );
+}
+
+/// Hole o for handshakes: a client that reconnects and is told its session is still there
+/// counts on it as on an answered ping. A leader cut off from its quorum resumed the session of
+/// a client reconnecting to it until its contact limit ran out, while the majority elected a
+/// leader that expired the session sooner than its timeout after that. A server resumes a
+/// session only once the leader may promise it lives, as for a ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_expires_sooner_than_its_timeout_after_a_cut_off_leader_resumed_it() {
+    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
+    use std::time::Duration;
+
+    let cluster = start_cluster(3, &["--min-session-timeout-ms", "4000"]).await;
+    let all = [1, 2, 3];
+    let leader = cluster.wait_leader(&all, None).await;
+    let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
+    let observer = cluster.client(&[follower]).await;
+    let timeout = Duration::from_millis(4000);
+    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
+    let mut conn = RawConn::connect_with(cluster.node(leader).client_addr, &connect).await;
+    let created = conn.request(op::CREATE, &raw::create_body("/o-resumed", b"", flags::EPHEMERAL)).await;
+    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    let resume = Connect {
+        session_id: conn.handshake.session_id,
+        password: conn.handshake.password.clone(),
+        last_zxid_seen: created.zxid,
+        ..connect
+    };
+    drop(conn);
+    observer.sync("/").bounded().await.expect("sync");
+    let (_, deleted) = observer.check_and_watch_stat("/o-resumed").bounded().await.expect("watch the ephemeral node");
+
+    let cut = cluster.node(leader).isolate(true);
+    let asking = Asking::Handshakes(cluster.node(leader).client_addr, resume);
+    let (expired_at, early) = answers_too_close_to_the_expiry(asking, deleted, Instant::now(), timeout, cut).await;
+    cluster.node(leader).isolate(false).await;
+    assert!(
+        early.is_empty(),
+        "the session expired at {expired_at:?}, sooner than its {timeout:?} after the cut-off leader resumed it \
+         (sent, answered): {early:?}"
     );
 }
