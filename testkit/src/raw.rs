@@ -80,6 +80,12 @@ pub mod event {
     pub const NODE_CHILDREN_CHANGED: i32 = 4;
 }
 
+/// `AddWatchMode` of addWatch.
+pub mod watch_mode {
+    pub const PERSISTENT: i32 = 0;
+    pub const PERSISTENT_RECURSIVE: i32 = 1;
+}
+
 /// `WatcherType` of checkWatches / removeWatches.
 pub mod watcher_type {
     pub const CHILDREN: i32 = 1;
@@ -228,6 +234,17 @@ pub fn delete_body(path: &str, version: i32) -> Vec<u8> {
 /// last zxid the client saw.
 pub fn set_watches_body(relative_zxid: i64, data: &[&str], exist: &[&str], child: &[&str]) -> Vec<u8> {
     Jute::new().i64(relative_zxid).strs(data).strs(exist).strs(child).bytes()
+}
+
+/// A setWatches2 request body: [`set_watches_body`] with the persistent and the persistent
+/// recursive watches too.
+pub fn set_watches2_body(relative_zxid: i64, [data, exist, child, persistent, recursive]: [&[&str]; 5]) -> Vec<u8> {
+    Jute::new().i64(relative_zxid).strs(data).strs(exist).strs(child).strs(persistent).strs(recursive).bytes()
+}
+
+/// An addWatch request body: `path` and the mode ([`watch_mode`]).
+pub fn add_watch_body(path: &str, mode: i32) -> Vec<u8> {
+    Jute::new().str(path).i32(mode).bytes()
 }
 
 /// The body of a getData reply: data and stat.
@@ -477,8 +494,9 @@ impl RawConn {
         }
     }
 
-    /// Reads the next non-notification reply.
-    async fn next_reply(&mut self) -> Reply {
+    /// Reads the next non-notification reply (of pipelined requests, say), queueing the
+    /// notifications that arrive first.
+    pub async fn next_reply(&mut self) -> Reply {
         loop {
             let frame = read_frame(&mut self.stream).bounded().await.expect("reply frame");
             match decode_frame(&frame).expect("a reply frame") {

@@ -13,6 +13,8 @@
 //! - [`ephemerals`]: ephemeral nodes live as long as their session, unless deleted.
 //! - [`watches`]: one-shot watch events arrive once, after their read, before newer data, in
 //!   zxid order, and are not lost.
+//! - [`persistent`]: persistent (and recursive) watch events arrive once for every change they
+//!   cover, in zxid order, before newer replies, and none is lost on a connection.
 //! - [`sessions`]: no session expires while its pings are being answered.
 //! - [`holds`]: no two holders of one lock (through the sidecar) overlap in time.
 
@@ -22,6 +24,7 @@ pub mod history;
 pub mod holds;
 pub mod linearizable;
 pub mod multi;
+pub mod persistent;
 pub mod sequential;
 pub mod sessions;
 pub mod watches;

@@ -22,7 +22,7 @@
 //!
 //! What it cannot see: changes the workload did not learn of (a path whose list is not complete
 //! is spared the "no change after it" rule), and what the client library did before recording.
-//! Persistent watches (addWatch) are left out: a stream must not hold their events.
+//! Persistent watches (addWatch) are [`super::persistent`]'s: a stream here must not hold them.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +38,12 @@ pub enum WatchKind {
     Exists,
     /// getChildren with watch.
     Child,
+    /// addWatch, mode PERSISTENT: every change of the path, until removed (judged by
+    /// [`super::persistent`], never in a stream this checker reads).
+    Persistent,
+    /// addWatch, mode PERSISTENT_RECURSIVE: creations, deletions and data changes of the path
+    /// and every path below it (judged by [`super::persistent`]).
+    PersistentRecursive,
 }
 
 /// What happened to a path, as a change and as the event it fires.
@@ -60,6 +66,8 @@ impl WatchKind {
         match self {
             WatchKind::Data | WatchKind::Exists => kind != EventKind::ChildrenChanged,
             WatchKind::Child => matches!(kind, EventKind::ChildrenChanged | EventKind::Deleted),
+            WatchKind::Persistent => true,
+            WatchKind::PersistentRecursive => kind != EventKind::ChildrenChanged,
         }
     }
 }
@@ -158,8 +166,8 @@ struct Pending {
     reconnects: usize,
 }
 
-/// Checks every session's stream against the known changes of the paths.
-pub fn check_watches(sessions: &[SessionStream], changes: &[PathChanges]) -> Result<Summary, Vec<String>> {
+/// The known changes by path, each path's in zxid order, and whether they are all of them.
+pub(super) fn by_path(changes: &[PathChanges]) -> BTreeMap<&str, (Vec<Change>, bool)> {
     let mut known: BTreeMap<&str, (Vec<Change>, bool)> = BTreeMap::new();
     for path in changes {
         let entry = known.entry(&path.path).or_default();
@@ -169,6 +177,12 @@ pub fn check_watches(sessions: &[SessionStream], changes: &[PathChanges]) -> Res
     for (changes, _) in known.values_mut() {
         changes.sort_by_key(|c| c.zxid);
     }
+    known
+}
+
+/// Checks every session's stream against the known changes of the paths.
+pub fn check_watches(sessions: &[SessionStream], changes: &[PathChanges]) -> Result<Summary, Vec<String>> {
+    let known = by_path(changes);
     let mut problems = Vec::new();
     let mut summary = Summary { sessions: sessions.len(), ..Summary::default() };
     for stream in sessions {

@@ -58,6 +58,8 @@ pub struct Record {
     pub seq_listings: Vec<FinalListing>,
     /// What every raw session received.
     pub streams: Vec<SessionStream>,
+    /// The streams of the sessions that set persistent watches.
+    pub persistent_streams: Vec<SessionStream>,
     /// The known changes of every watched path.
     pub changes: Vec<PathChanges>,
     /// Raw sessions' pings and observed expiries.
@@ -246,6 +248,20 @@ impl Traffic {
         }
         kids.complete = !raw.unknown.contains(&kids.path);
         record.changes.push(kids);
+        // Each node's under `kids/` (its creation and deletion, when acknowledged), for the
+        // recursive watch; never complete, as a node may go with its session.
+        let mut below: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+        let prefix = format!("{}/", self.paths.kids);
+        for (path, change) in &raw.changes {
+            if path.starts_with(&prefix) {
+                below.entry(path).or_default().push(*change);
+            }
+        }
+        record.changes.extend(below.into_iter().map(|(path, changes)| PathChanges {
+            path: path.to_owned(),
+            changes,
+            complete: false,
+        }));
         let last_change = record.changes.iter().flat_map(|p| &p.changes).map(|c| c.zxid).max().unwrap_or(0);
         record.listings.extend(raw.listings);
         record.ephemerals = raw.ephemerals;
@@ -254,7 +270,11 @@ impl Traffic {
             let observed = raw.observed.get(&id).copied();
             let mut stream = session.stream;
             stream.alive_at_end &= session.final_zxid.is_some_and(|z| z >= last_change);
-            record.streams.push(stream);
+            if session.persistent {
+                record.persistent_streams.push(stream);
+            } else {
+                record.streams.push(stream);
+            }
             record.lives.push(SessionLife { expiry_observed: observed, ..session.life });
             let ended = match (session.closed, observed) {
                 (Some(a), Some(b)) => Some(a.min(b)),

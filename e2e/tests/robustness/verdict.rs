@@ -69,6 +69,10 @@ pub fn judge(name: &str, record: &Record, allow: Allow) -> Verdict {
             )
         }),
     );
+    run(
+        "persistent watches",
+        check::persistent::check_persistent(&record.persistent_streams, &record.changes).map(|s| format!("{s:?}")),
+    );
     run("session liveness", check::sessions::check_sessions(&record.lives).map(|s| format!("{s:?}")));
     if !allow.expiry && !record.expired.is_empty() {
         problems.push(format!("sessions expired that should have lived: {:x?}", record.expired));

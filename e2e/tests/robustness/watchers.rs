@@ -12,6 +12,13 @@
 //! same session id and password, and setWatches for the watches still pending; a server that
 //! answers session 0 ends the session (expired), and a new one begins.
 //!
+//! One more raw client sets persistent watches instead of one-shot ones (addWatch): a
+//! persistent watch on each register and a recursive one on `kids/`, set again with setWatches2
+//! after every reconnection; it reads registers without watches and creates and deletes its
+//! own nodes under `kids/`. Its stream goes to the persistent watch checker. It tells a server
+//! it reconnects to the highest zxid of any reply or event it received (see
+//! `paddock_e2e::check::persistent`).
+//!
 //! Beside them, doomed sessions one after another (1 s timeout; their expiry is expected, so
 //! not counted as one that should not have happened): each creates its liveness node, answers a
 //! few pings and falls silent (its connection left open), so that it expires while the faults
@@ -34,7 +41,7 @@ use std::time::Duration;
 use paddock_e2e::check::ephemerals::{Attempt, Done, Ephemeral, Listing};
 use paddock_e2e::check::sessions::{Ping, SessionLife};
 use paddock_e2e::check::watches::{Change, EventKind, Received, SessionStream, WatchKind};
-use paddock_testkit::raw::{self, code, event, flags, op, Connect, Frame, RawConn, Reply};
+use paddock_testkit::raw::{self, code, event, flags, op, watch_mode, Connect, Frame, RawConn, Reply};
 use paddock_testkit::zk::{connect, lost_connection};
 use tokio::sync::{mpsc, watch};
 use zookeeper_client::{Client, Error as ZkError, EventType};
@@ -93,6 +100,8 @@ pub struct RawSession {
     pub expired: bool,
     /// It was one of the doomed sessions, meant to expire.
     pub doomed: bool,
+    /// It set persistent watches (its stream is the persistent watch checker's).
+    pub persistent: bool,
     /// The opcode of each xid it sent (for a look at a stream that fails).
     pub requests: Vec<(i32, i32)>,
 }
@@ -140,6 +149,7 @@ impl Watchers {
                 w,
                 timeout: SESSION,
                 doomed: false,
+                persistent: false,
                 addrs: order,
                 next_addr: 0,
                 paths: paths.clone(),
@@ -156,6 +166,8 @@ impl Watchers {
         let mut tasks: Vec<_> = (0..clients).map(|w| tokio::spawn(raw(w).run(reached.clone()))).collect();
         let doomed = RawClient { timeout: DOOMED_SESSION, doomed: true, ..raw(clients) };
         tasks.push(tokio::spawn(doomed.run_doomed(reached.clone())));
+        let persistent = RawClient { persistent: true, ..raw(clients + 1) };
+        tasks.push(tokio::spawn(persistent.run(reached.clone())));
         Watchers { phase, reached, tasks, stop_observer, observer }
     }
 
@@ -205,6 +217,11 @@ struct Session {
     data: BTreeSet<String>,
     exist: BTreeSet<String>,
     child: BTreeSet<String>,
+    /// Persistent watches and persistent recursive ones (never consumed).
+    persistent: BTreeSet<String>,
+    recursive: BTreeSet<String>,
+    /// Events' zxids count in `last_zxid` too (a persistent watcher's).
+    counts_events: bool,
     /// Its ephemeral nodes under `kids/` that are there (indices into the record's).
     kids: VecDeque<usize>,
     acked_writes: Vec<u64>,
@@ -222,6 +239,8 @@ struct RawClient {
     timeout: Duration,
     /// Its sessions are meant to expire ([`RawClient::run_doomed`]).
     doomed: bool,
+    /// It sets persistent watches, not one-shot ones.
+    persistent: bool,
     addrs: Vec<SocketAddr>,
     next_addr: usize,
     paths: Paths,
@@ -242,6 +261,10 @@ enum Asks {
     Data,
     Exists,
     Child,
+    /// addWatch, PERSISTENT.
+    Persistent,
+    /// addWatch, PERSISTENT_RECURSIVE.
+    Recursive,
 }
 
 impl RawClient {
@@ -252,6 +275,17 @@ impl RawClient {
             }
             if self.ping_due() {
                 self.ping().await;
+                continue;
+            }
+            if self.persistent {
+                if self.watches_missing() {
+                    self.add_watches().await;
+                    continue;
+                }
+                match self.dice.below(10) {
+                    0..=6 => self.read_register_unwatched().await,
+                    _ => self.create_or_delete().await,
+                }
                 continue;
             }
             match self.dice.below(10) {
@@ -370,7 +404,19 @@ impl RawClient {
         self.conn = Some(conn);
         let session = self.session.as_mut().expect("a session");
         session.stream.push(Received::Reconnected { at });
-        if !(session.data.is_empty() && session.exist.is_empty() && session.child.is_empty()) {
+        if !(session.persistent.is_empty() && session.recursive.is_empty()) {
+            let body = raw::set_watches2_body(
+                session.last_zxid,
+                [
+                    &refs(&session.data),
+                    &refs(&session.exist),
+                    &refs(&session.child),
+                    &refs(&session.persistent),
+                    &refs(&session.recursive),
+                ],
+            );
+            self.request(op::SET_WATCHES2, &body, None).await;
+        } else if !(session.data.is_empty() && session.exist.is_empty() && session.child.is_empty()) {
             let body = raw::set_watches_body(
                 session.last_zxid,
                 &refs(&session.data),
@@ -423,6 +469,9 @@ impl RawClient {
             data: BTreeSet::new(),
             exist: BTreeSet::new(),
             child: BTreeSet::new(),
+            persistent: BTreeSet::new(),
+            recursive: BTreeSet::new(),
+            counts_events: self.persistent,
             kids: VecDeque::new(),
             acked_writes: Vec::new(),
             final_zxid: None,
@@ -440,6 +489,31 @@ impl RawClient {
             }
         }
         true
+    }
+
+    /// Whether the session lacks some of a persistent watcher's watches (a new session, or one
+    /// whose connection was lost while it set them).
+    fn watches_missing(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.persistent.len() + s.recursive.len() < self.paths.registers.len() + 1)
+    }
+
+    /// Sets a persistent watcher's missing watches: one on each register, a recursive one on
+    /// `kids/`.
+    async fn add_watches(&mut self) {
+        let Some(session) = &self.session else { return };
+        let registers = self.paths.registers.iter().filter(|r| !session.persistent.contains(*r));
+        let mut watches: Vec<_> = registers.map(|r| (r.clone(), Asks::Persistent)).collect();
+        if !session.recursive.contains(&self.paths.kids) {
+            watches.push((self.paths.kids.clone(), Asks::Recursive));
+        }
+        for (path, asks) in watches {
+            let mode =
+                if matches!(asks, Asks::Recursive) { watch_mode::PERSISTENT_RECURSIVE } else { watch_mode::PERSISTENT };
+            if self.request(op::ADD_WATCH, &raw::add_watch_body(&path, mode), Some((&path, asks))).await.is_none() {
+                // The connection is gone; the watches set so far are set again on the next.
+                return;
+            }
+        }
     }
 
     /// Ends the current session: told expired by a server, or closed at the end.
@@ -464,6 +538,7 @@ impl RawClient {
             acked_writes: s.acked_writes,
             expired,
             doomed: self.doomed,
+            persistent: self.persistent,
             requests: s.requests,
         });
     }
@@ -511,6 +586,9 @@ impl RawClient {
                         session.child.remove(&e.path);
                     }
                     let zxid = (e.zxid != -1).then_some(e.zxid);
+                    if session.counts_events && e.zxid > session.last_zxid {
+                        session.last_zxid = e.zxid;
+                    }
                     session.stream.push(Received::Event { path: e.path, kind, zxid, at });
                 }
                 Frame::Reply(reply) => {
@@ -523,6 +601,10 @@ impl RawClient {
                             (Asks::Exists, code::OK) => Some((WatchKind::Exists, &mut session.data)),
                             (Asks::Exists, code::NO_NODE) => Some((WatchKind::Exists, &mut session.exist)),
                             (Asks::Child, code::OK) => Some((WatchKind::Child, &mut session.child)),
+                            (Asks::Persistent, code::OK) => Some((WatchKind::Persistent, &mut session.persistent)),
+                            (Asks::Recursive, code::OK) => {
+                                Some((WatchKind::PersistentRecursive, &mut session.recursive))
+                            }
                             _ => None,
                         };
                         set.map(|(kind, pending)| {
@@ -565,6 +647,12 @@ impl RawClient {
         self.request(opcode, &raw::path_watch_body(&path, true), Some((&path, asks))).await;
     }
 
+    /// getData of a register, without a watch (a persistent watcher's read).
+    async fn read_register_unwatched(&mut self) {
+        let path = self.paths.registers[self.dice.below(self.paths.registers.len())].clone();
+        self.request(op::GET_DATA, &raw::path_watch_body(&path, false), None).await;
+    }
+
     /// sync, then getChildren of `kids/` with a child watch: a linearizable listing.
     async fn list_kids(&mut self) {
         let kids = self.paths.kids.clone();
@@ -597,7 +685,7 @@ impl RawClient {
         let invoked = self.clock.now();
         let answer = self.request(op::DELETE, &raw::delete_body(&path, -1), None).await;
         let (attempt, zxid) = self.attempt(invoked, answer);
-        self.learn(&self.paths.kids.clone(), &attempt, zxid);
+        self.learn(&self.paths.kids.clone(), &path, EventKind::Deleted, &attempt, zxid);
         if matches!(attempt.outcome, Done::Failed(_)) {
             // Still there: it goes with the session, at a zxid nobody learns.
             if let Some(s) = self.session.as_mut() {
@@ -617,7 +705,7 @@ impl RawClient {
         let answer = self.request(op::CREATE, &raw::create_body(&path, b"", flags::EPHEMERAL), None).await;
         let (attempt, zxid) = self.attempt(invoked, answer);
         if parent == self.paths.kids {
-            self.learn(parent, &attempt, zxid);
+            self.learn(parent, &path, EventKind::Created, &attempt, zxid);
         }
         let acked = attempt.outcome == Done::Ok;
         let i = self.record.ephemerals.len();
@@ -656,12 +744,14 @@ impl RawClient {
         }
     }
 
-    /// Records a change of `parent`'s children by an acknowledged write, or that one may have
-    /// happened unseen.
-    fn learn(&mut self, parent: &str, attempt: &Attempt, zxid: Option<i64>) {
+    /// Records a change of `parent`'s children — `child` created or deleted (`kind`) — by an
+    /// acknowledged write, or that one may have happened unseen. A child's own changes are never
+    /// all known (its deletion may come with its session's end).
+    fn learn(&mut self, parent: &str, child: &str, kind: EventKind, attempt: &Attempt, zxid: Option<i64>) {
         match (&attempt.outcome, zxid) {
             (Done::Ok, Some(zxid)) => {
-                self.record.changes.push((parent.to_owned(), Change { zxid, kind: EventKind::ChildrenChanged }))
+                self.record.changes.push((parent.to_owned(), Change { zxid, kind: EventKind::ChildrenChanged }));
+                self.record.changes.push((child.to_owned(), Change { zxid, kind }));
             }
             (Done::Unknown, _) => {
                 self.record.unknown.insert(parent.to_owned());

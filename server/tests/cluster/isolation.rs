@@ -248,22 +248,13 @@ async fn a_server_out_of_touch_turns_a_client_away_within_its_connection_timeout
 /// since the ping was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_answered() {
-    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
-    use std::time::Duration;
-
     let cluster = start_cluster(3, &[]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
     let observer = cluster.client(&[leader]).await;
-    let timeout = Duration::from_millis(1000);
-    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
-    let mut conn = RawConn::connect_with(cluster.node(follower).client_addr, &connect).await;
-    let created = conn.request(op::CREATE, &raw::create_body("/o-alive", b"", flags::EPHEMERAL)).await;
-    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
-    observer.sync("/").bounded().await.expect("sync");
-    let (_, deleted) = observer.check_and_watch_stat("/o-alive").bounded().await.expect("watch the ephemeral node");
-
+    let timeout = std::time::Duration::from_millis(1000);
+    let (mut conn, deleted) = watched_session(&cluster, follower, &observer, "/o-alive", timeout).await;
     let cut = cluster.node(follower).isolate(true);
     let (expired_at, early) =
         answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
@@ -309,6 +300,27 @@ async fn an_isolated_leader_with_expiries_to_propose_stops_serving_in_its_contac
         after < Duration::from_millis(2500),
         "the isolated leader served for {after:?} after the cut, past its 1 s contact limit"
     );
+}
+
+/// A raw session of `timeout` on `server` with an ephemeral node at `path`, and a watch on
+/// that node from `observer` (after a sync, so it sees the node): the watch fires when the
+/// session expires.
+async fn watched_session(
+    cluster: &Cluster,
+    server: u64,
+    observer: &Client,
+    path: &str,
+    timeout: std::time::Duration,
+) -> (paddock_testkit::raw::RawConn, zookeeper_client::OneshotWatcher) {
+    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
+
+    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
+    let mut conn = RawConn::connect_with(cluster.node(server).client_addr, &connect).await;
+    let created = conn.request(op::CREATE, &raw::create_body(path, b"", flags::EPHEMERAL)).await;
+    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    observer.sync("/").bounded().await.expect("sync");
+    let (_, deleted) = observer.check_and_watch_stat(path).bounded().await.expect("watch the ephemeral node");
+    (conn, deleted)
 }
 
 /// How a test asks a server, again and again, whether a session lives.
@@ -377,22 +389,13 @@ async fn answers_too_close_to_the_expiry(
 /// have been elected yet, so whoever expires the session does so a whole timeout after the ping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_cut_off_leader_answered() {
-    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
-    use std::time::Duration;
-
     let cluster = start_cluster(3, &["--min-session-timeout-ms", "4000"]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
     let observer = cluster.client(&[follower]).await;
-    let timeout = Duration::from_millis(4000);
-    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
-    let mut conn = RawConn::connect_with(cluster.node(leader).client_addr, &connect).await;
-    let created = conn.request(op::CREATE, &raw::create_body("/o-leader", b"", flags::EPHEMERAL)).await;
-    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
-    observer.sync("/").bounded().await.expect("sync");
-    let (_, deleted) = observer.check_and_watch_stat("/o-leader").bounded().await.expect("watch the ephemeral node");
-
+    let timeout = std::time::Duration::from_millis(4000);
+    let (mut conn, deleted) = watched_session(&cluster, leader, &observer, "/o-leader", timeout).await;
     let cut = cluster.node(leader).isolate(true);
     let (expired_at, early) =
         answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
@@ -411,23 +414,14 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_cut_off_leade
 /// batch within its lease, and the follower answers pings only on such a batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_of_a_cut_off_leader_answered() {
-    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
-    use std::time::Duration;
-
     let cluster = crate::harness::start_partitionable_cluster(5, &["--min-session-timeout-ms", "4000"]).await;
     let all = cluster.ids();
     let leader = cluster.wait_leader(&all, None).await;
     let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
     let (follower, majority) = (others[0], &others[1..]);
     let observer = cluster.client(majority).await;
-    let timeout = Duration::from_millis(4000);
-    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
-    let mut conn = RawConn::connect_with(cluster.node(follower).client_addr, &connect).await;
-    let created = conn.request(op::CREATE, &raw::create_body("/o-minority", b"", flags::EPHEMERAL)).await;
-    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
-    observer.sync("/").bounded().await.expect("sync");
-    let (_, deleted) = observer.check_and_watch_stat("/o-minority").bounded().await.expect("watch the ephemeral node");
-
+    let timeout = std::time::Duration::from_millis(4000);
+    let (mut conn, deleted) = watched_session(&cluster, follower, &observer, "/o-minority", timeout).await;
     let cut = async { cluster.partition(&[leader, follower]) };
     let (expired_at, early) =
         answers_too_close_to_the_expiry(Asking::Pings(&mut conn), deleted, Instant::now(), timeout, cut).await;
@@ -446,29 +440,22 @@ async fn no_session_expires_sooner_than_its_timeout_after_a_ping_a_follower_of_a
 /// session only once the leader may promise it lives, as for a ping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_expires_sooner_than_its_timeout_after_a_cut_off_leader_resumed_it() {
-    use paddock_testkit::raw::{self, flags, op, Connect, RawConn};
-    use std::time::Duration;
+    use paddock_testkit::raw::Connect;
 
     let cluster = start_cluster(3, &["--min-session-timeout-ms", "4000"]).await;
     let all = [1, 2, 3];
     let leader = cluster.wait_leader(&all, None).await;
     let follower = all.into_iter().find(|id| *id != leader).expect("a follower");
     let observer = cluster.client(&[follower]).await;
-    let timeout = Duration::from_millis(4000);
-    let connect = Connect { timeout_ms: timeout.as_millis() as i32, ..Connect::default() };
-    let mut conn = RawConn::connect_with(cluster.node(leader).client_addr, &connect).await;
-    let created = conn.request(op::CREATE, &raw::create_body("/o-resumed", b"", flags::EPHEMERAL)).await;
-    assert_eq!(created.err, raw::code::OK, "the session's ephemeral node");
+    let timeout = std::time::Duration::from_millis(4000);
+    let (conn, deleted) = watched_session(&cluster, leader, &observer, "/o-resumed", timeout).await;
     let resume = Connect {
+        timeout_ms: timeout.as_millis() as i32,
         session_id: conn.handshake.session_id,
         password: conn.handshake.password.clone(),
-        last_zxid_seen: created.zxid,
-        ..connect
+        ..Connect::default()
     };
     drop(conn);
-    observer.sync("/").bounded().await.expect("sync");
-    let (_, deleted) = observer.check_and_watch_stat("/o-resumed").bounded().await.expect("watch the ephemeral node");
-
     let cut = cluster.node(leader).isolate(true);
     let asking = Asking::Handshakes(cluster.node(leader).client_addr, resume);
     let (expired_at, early) = answers_too_close_to_the_expiry(asking, deleted, Instant::now(), timeout, cut).await;
