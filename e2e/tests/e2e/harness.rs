@@ -32,8 +32,12 @@ pub const CLUSTER: &str = "demo";
 pub const NAMESPACE: &str = "e2e";
 /// The cluster's tick (`spec.config.tickMs`): sessions between 400 ms and 4 s.
 pub const TICK_MS: u32 = 200;
-/// The session timeout pods ask for (`paddock.dev/session-timeout-ms`).
-pub const POD_SESSION_MS: u32 = 2000;
+/// The session timeout pods ask for (`paddock.dev/session-timeout-ms`): the longest the tick
+/// allows. A sidecar's hold deadline (nine tenths of it after its last probe the leader
+/// answered) must outlast a leader failover, which takes 1.2–1.6 s with no leader to answer;
+/// with 2 s sessions a leader kill often ended every hold and watch stream of a pod
+/// (docs/sidecar-api.md, "Hold deadlines").
+pub const POD_SESSION_MS: u32 = 4000;
 /// The session timeout test clients ask for.
 pub const CLIENT_SESSION: std::time::Duration = std::time::Duration::from_secs(4);
 
