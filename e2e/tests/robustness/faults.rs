@@ -139,16 +139,22 @@ impl Fault {
             }
             Fault::LaggingFollower => {
                 let lagging = follower(cluster).await;
-                let at = cluster.node(lagging).view().await.map_or(0, |view| view.applied);
                 cluster.lab().partition(&[lagging]);
                 traffic.wait_progress(PROGRESS, FAULT_WAIT).await;
-                // On until the leader's log no longer holds what the follower lacks (with a margin
-                // for entries it holds but had not applied).
+                // On until the leader's log no longer holds what the follower's does: the last
+                // entry of the follower's own log, cut off by now, not its applied index — under
+                // load a follower's log ran more than 100 entries ahead of what it applied, and it
+                // caught up from the leader's log without the install this fault is for.
+                let at = cluster
+                    .node(lagging)
+                    .metric("paddock_raft_last_log_index")
+                    .await
+                    .expect("the lagging follower's metrics") as u64;
                 let leader = cluster.leader().await;
                 let node = cluster.node(leader);
                 let purged = wait_for("the leader to purge its log past the lagging follower", FAULT_WAIT, || async {
                     let purged = node.metric("paddock_raft_purged_index").await?;
-                    (purged > (at + 100) as f64).then_some(purged)
+                    (purged > at as f64).then_some(purged)
                 })
                 .await;
                 cluster.lab().heal();
