@@ -160,8 +160,15 @@ impl Fault {
                 cluster.lab().heal();
                 let all = cluster.ids();
                 cluster.wait_caught_up(lagging, &all).await;
-                let snapshot = cluster.node(lagging).metric("paddock_snapshot_last_index").await.unwrap_or(0.0);
-                assert!(snapshot >= purged, "the lagging follower caught up without a snapshot install");
+                // Waited for, not read once: openraft shows the installed snapshot in its metrics
+                // a moment after the applied index (a one-shot read failed twice right after a
+                // quick catch-up, though the follower had installed a snapshot past `purged`).
+                let node = cluster.node(lagging);
+                wait_for("the lagging follower to show a snapshot install past the purge", FAULT_WAIT, || async {
+                    let snapshot = node.metric("paddock_snapshot_last_index").await?;
+                    (snapshot >= purged).then_some(())
+                })
+                .await;
             }
             Fault::IsolateLeaderThenKillTheNext => {
                 let old = cluster.leader().await;
