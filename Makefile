@@ -10,9 +10,12 @@ export ROCKSDB_STATIC := 1
 VENV ?= $(HOME)/.cache/paddock/venv
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug
+VERSION := $(shell awk '/^\[workspace.package\]/ { p = 1 } p && /^version = / { gsub(/version = |"/, ""); print; exit }' Cargo.toml)
+# The release binaries `make images` and `make bench` share (one cargo command, one feature set).
+RELEASE_BUILD := cargo build --release -p paddock-server -p paddock-sidecar -p paddock-operator -p paddock-e2e --bins
 
 
-.PHONY: run test deps system-deps python-deps rocksdb porcupine build fmt-check imports-check clippy rust-test kazoo-test chart-test bench soak
+.PHONY: run test deps system-deps python-deps rocksdb porcupine kube-tools build fmt-check imports-check clippy rust-test kazoo-test chart-test images image-test bench soak
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 # The same cargo command as `make test` builds with, so neither rebuilds after the other.
@@ -20,13 +23,14 @@ run: build
 	BIN=$(BIN) scripts/run-local.sh
 
 ## test: everything CI runs
-test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test
+test: deps fmt-check imports-check clippy rust-test kazoo-test chart-test image-test
 
 deps: system-deps python-deps
 
 # RocksDB's bindings need libclang and its C++ a compiler; the zkCli test needs Debian's
 # zookeeper (Java client); the robustness suite's network faults need iproute2 and iptables;
-# the cluster suite's skewed clock needs faketime (libfaketime).
+# the cluster suite's skewed clock needs faketime (libfaketime); the image is laid out by umoci
+# and read back by skopeo.
 system-deps:
 	@missing=""; \
 	[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing clang libclang-dev"; \
@@ -37,6 +41,8 @@ system-deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing="$$missing faketime"; \
+	command -v umoci >/dev/null || missing="$$missing umoci"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -44,8 +50,8 @@ system-deps:
 
 python-deps:
 	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
-	@$(PYTHON) -c "import kazoo, pytest, yaml, helm_python, kubernetes_validate" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
+	@$(PYTHON) -c "import kazoo, pytest, yaml, kubernetes_validate" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml kubernetes-validate==1.37.0
 
 rocksdb: system-deps
 	@scripts/rocksdb.sh >/dev/null
@@ -60,6 +66,12 @@ build: rocksdb
 # once per machine by scripts/porcupine.sh; rust-test hands its path to the tests.
 porcupine:
 	@scripts/porcupine.sh >/dev/null
+
+# The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kube-proxy, kubectl), CoreDNS and helm, built once per machine from the pinned modules in
+# e2e/kube-tools by scripts/kube-tools.sh (~15 minutes cold); e2e/tests/kube runs them.
+kube-tools:
+	@scripts/kube-tools.sh >/dev/null
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -78,8 +90,8 @@ clippy: rocksdb
 # cluster suite (tests/cluster) and the e2e suite (e2e/tests/e2e: servers and sidecars
 # configured by the operator's own rendering, app processes, SIGKILL/SIGSTOP/rollouts/
 # partitions) start several processes per test, and the machine has 2 cores.
-rust-test: build porcupine
-	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) cargo test --workspace -- --test-threads=1
+rust-test: build porcupine kube-tools
+	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) PADDOCK_KUBE_TOOLS=$$(scripts/kube-tools.sh) cargo test --workspace -- --test-threads=1
 
 ## soak: the robustness suite's faults in turn on one cluster for DURATION (default 30m), every round's history checked; the table goes to $(CACHE)/soak-report.md
 # The same cargo command as rust-test (nothing recompiles); only the soak test runs.
@@ -92,17 +104,31 @@ soak: build porcupine
 kazoo-test: build python-deps
 	PADDOCK_SERVER_BIN=$(BIN)/paddock-server $(PYTHON) -m pytest -q server/tests/kazoo
 
-# The Helm chart rendered by Helm's own engine (helm-python-sdk), linted, and every object
-# validated against the Kubernetes schemas (kubernetes-validate).
-chart-test: python-deps
-	$(PYTHON) -m pytest -q charts/paddock/tests
+# The Helm chart rendered and linted by the helm binary, and every object validated against the
+# Kubernetes schemas (kubernetes-validate); its installation on a real control plane is in
+# rust-test (e2e/tests/kube).
+chart-test: python-deps kube-tools
+	PADDOCK_HELM=$$(scripts/kube-tools.sh)/helm $(PYTHON) -m pytest -q charts/paddock/tests
+
+## images: the Paddock image (server, sidecar, operator, CLI) as an OCI archive, built without a container engine
+# The release binaries laid out by images/build.sh into $(CACHE)/images/; `docker build .` makes
+# the same image from the Dockerfile. Load it with `docker load -i`, `podman load -i`,
+# `kind load image-archive` or `skopeo copy oci-archive:...` (docs/quickstart.md).
+images: system-deps rocksdb
+	$(RELEASE_BUILD)
+	images/build.sh $(CARGO_TARGET_DIR)/release $(CACHE)/images/paddock-$(VERSION).oci.tar
+
+# The image made from the test build's binaries (nothing compiles again), unpacked by umoci,
+# each binary run from its root file system (chroot).
+image-test: system-deps build python-deps
+	images/build.sh $(BIN) $(CACHE)/images/paddock-debug.oci.tar
+	PADDOCK_IMAGE=$(CACHE)/images/paddock-debug.oci.tar $(PYTHON) -m pytest -q images/tests
 
 ## bench: Paddock and Apache ZooKeeper side by side (3 nodes each, loopback); table into docs/benchmarks.md
 # Installs Debian's zookeeper (system-deps) and a JDK for jcmd if missing, builds the release
 # binaries, then paddock-bench starts each ensemble in turn, drives it and stops it (~6 min).
 bench: rocksdb
 	@command -v jcmd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless >/dev/null; }
-	cargo build --release -p paddock-server -p paddock-sidecar -p paddock-e2e \
-		--bin paddock-server --bin paddock-sidecar --bin paddock-bench
+	$(RELEASE_BUILD)
 	$(CARGO_TARGET_DIR)/release/paddock-bench --paddock-server $(CARGO_TARGET_DIR)/release/paddock-server \
 		--paddock-sidecar $(CARGO_TARGET_DIR)/release/paddock-sidecar --out docs/benchmarks.md

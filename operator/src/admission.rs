@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     fn config() -> InjectorConfig {
-        InjectorConfig { image: "ghcr.io/paddock-dev/paddock-sidecar:0.1.0".to_owned(), ..InjectorConfig::default() }
+        InjectorConfig { image: "paddock:0.1.0".to_owned(), ..InjectorConfig::default() }
     }
 
     #[test]

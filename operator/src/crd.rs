@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 /// The API group of every Paddock resource.
 pub const GROUP: &str = "paddock.dev";
 
-/// Image used when the spec names none.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/paddock-dev/paddock-server:0.1.0";
+/// Image used when the spec names none: the one image `make images` (or `docker build .`) makes,
+/// holding the server, the sidecar and the operator; each container names its binary.
+pub const DEFAULT_IMAGE: &str = concat!("paddock:", env!("CARGO_PKG_VERSION"));
 
 /// A quantity of storage greater than zero (`1Gi`, `500Mi`, `0.5Ti`); the API server's own
 /// quantity syntax is wider, but a data volume needs a positive size with a binary or decimal unit.

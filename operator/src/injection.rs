@@ -24,6 +24,8 @@ pub const INJECTED_ANNOTATION: &str = "paddock.dev/injected";
 
 /// Name of the injected container.
 pub const SIDECAR_CONTAINER: &str = "paddock-sidecar";
+/// The sidecar binary in the Paddock image.
+pub const SIDECAR_COMMAND: &str = "/usr/local/bin/paddock-sidecar";
 /// Name of the socket volume.
 pub const SOCKET_VOLUME: &str = "paddock-socket";
 /// Where the socket volume is mounted in every container.
@@ -113,6 +115,7 @@ pub fn sidecar(
         image_pull_policy: config.image_pull_policy.clone(),
         // A native sidecar: runs for the pod's lifetime, started before the app containers.
         restart_policy: Some("Always".to_owned()),
+        command: Some(vec![SIDECAR_COMMAND.to_owned()]),
         args: Some(args),
         env: Some(vec![
             downward("POD_NAME", "metadata.name"),
@@ -207,7 +210,7 @@ mod tests {
     }
 
     fn config() -> InjectorConfig {
-        InjectorConfig { image: "ghcr.io/paddock-dev/paddock-sidecar:0.1.0".to_owned(), ..InjectorConfig::default() }
+        InjectorConfig { image: "paddock:0.1.0".to_owned(), ..InjectorConfig::default() }
     }
 
     fn patched(pod: &Pod) -> Value {

@@ -49,7 +49,7 @@ struct Args {
     webhook_key: Option<PathBuf>,
 
     /// paddock-sidecar image the webhook injects.
-    #[arg(long, env = "PADDOCK_OPERATOR_SIDECAR_IMAGE", default_value = "ghcr.io/paddock-dev/paddock-sidecar:0.1.0")]
+    #[arg(long, env = "PADDOCK_OPERATOR_SIDECAR_IMAGE", default_value = paddock_operator::crd::DEFAULT_IMAGE)]
     sidecar_image: String,
 
     /// Pull policy of the injected sidecar.

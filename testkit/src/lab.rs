@@ -106,6 +106,21 @@ fn sweep() {
     }
 }
 
+/// A fresh name for a network namespace of this test process outside a lab
+/// (`pd<pid in hex>l<kind><n>`, `kind` a letter), which the next lab made on the machine sweeps
+/// once the process is gone.
+pub fn name(kind: &str) -> Result<String, String> {
+    let _pick = PICK.lock().unwrap_or_else(|e| e.into_inner());
+    sweep();
+    let list = output(&["ip", "netns", "list"]);
+    let taken: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let pid = std::process::id();
+    (0..1000)
+        .map(|k| format!("pd{pid:x}l{kind}{k}"))
+        .find(|n| !taken.contains(&n.as_str()))
+        .ok_or_else(|| "no free namespace name".to_owned())
+}
+
 impl Lab {
     /// Whether labs can be made here: root, `ip` and `iptables`.
     pub fn available() -> bool {

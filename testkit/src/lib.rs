@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod kube;
 pub mod lab;
 pub mod net;
 pub mod process;

@@ -36,6 +36,8 @@ pub const DATA_MOUNT: &str = "/var/lib/paddock";
 pub const DATA_DIR: &str = "/var/lib/paddock/data";
 
 const SERVER_CONTAINER: &str = "server";
+/// The server binary in the Paddock image.
+const SERVER_COMMAND: &str = "/usr/local/bin/paddock-server";
 const INITIAL_MEMBERS_FLAG: &str = "--initial-members=";
 const JOIN_FLAG: &str = "--join";
 
@@ -156,6 +158,7 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
         name: SERVER_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(vec![SERVER_COMMAND.to_owned()]),
         env: Some(vec![downward("POD_NAME", "metadata.name")]),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource { name: names.config_map(), optional: Some(false) }),

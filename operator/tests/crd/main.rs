@@ -146,7 +146,7 @@ fn valid_specs_are_admitted() {
     for spec in [
         "{}",
         "{replicas: 1}",
-        "{replicas: 9, image: 'ghcr.io/paddock-dev/paddock-server:0.2.0', storage: {size: 10Gi, storageClassName: ssd}}",
+        "{replicas: 9, image: 'registry.example/paddock:0.2.0', storage: {size: 10Gi, storageClassName: ssd}}",
         "{config: {tickMs: 1000, minSessionTimeoutMs: 2000, maxSessionTimeoutMs: 40000}}",
         "{metrics: {serviceMonitor: {enabled: true, interval: 30s}}, pvcRetention: Delete}",
     ] {

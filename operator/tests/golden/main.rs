@@ -135,7 +135,7 @@ fn config_hash_tracks_what_should_restart_a_server() {
     assert_eq!(base, hash_of(&cr, 5, &Membership::Join), "scaling and membership mode must not roll pods");
     for change in [
         "spec: {config: {tickMs: 3000}}",
-        "spec: {image: 'ghcr.io/paddock-dev/paddock-server:0.2.0'}",
+        "spec: {image: 'registry.example/paddock:0.2.0'}",
         "spec: {resources: {limits: {memory: 1Gi}}}",
         "spec: {pod: {nodeSelector: {a: b}}}",
     ] {
