@@ -15,7 +15,7 @@ VERSION := $(shell awk '/^\[workspace.package\]/ { p = 1 } p && /^version = / { 
 RELEASE_BUILD := cargo build --release -p paddock-server -p paddock-sidecar -p paddock-operator -p paddock-e2e --bins
 
 
-.PHONY: run test deps system-deps python-deps rocksdb porcupine kube-tools build fmt-check imports-check clippy rust-test kazoo-test chart-test images image-test bench soak
+.PHONY: run test deps system-deps python-deps rocksdb porcupine kube-tools build fmt-check imports-check clippy rust-test kazoo-test chart-test images test-image image-test bench soak
 
 ## run: a local 3-node cluster and one sidecar on 127.0.0.1 (temp dir; Ctrl-C stops it)
 # The same cargo command as `make test` builds with, so neither rebuilds after the other.
@@ -90,8 +90,9 @@ clippy: rocksdb
 # cluster suite (tests/cluster) and the e2e suite (e2e/tests/e2e: servers and sidecars
 # configured by the operator's own rendering, app processes, SIGKILL/SIGSTOP/rollouts/
 # partitions) start several processes per test, and the machine has 2 cores.
-rust-test: build porcupine kube-tools
-	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) PADDOCK_KUBE_TOOLS=$$(scripts/kube-tools.sh) cargo test --workspace -- --test-threads=1
+rust-test: build porcupine kube-tools test-image
+	PADDOCK_PORCUPINE=$$(scripts/porcupine.sh) PADDOCK_KUBE_TOOLS=$$(scripts/kube-tools.sh) PADDOCK_IMAGE=$(TEST_IMAGE) \
+		cargo test --workspace -- --test-threads=1
 
 ## soak: the robustness suite's faults in turn on one cluster for DURATION (default 30m), every round's history checked; the table goes to $(CACHE)/soak-report.md
 # The same cargo command as rust-test (nothing recompiles); only the soak test runs.
@@ -118,11 +119,15 @@ images: system-deps rocksdb
 	$(RELEASE_BUILD)
 	images/build.sh $(CARGO_TARGET_DIR)/release $(CACHE)/images/paddock-$(VERSION).oci.tar
 
-# The image made from the test build's binaries (nothing compiles again), unpacked by umoci,
-# each binary run from its root file system (chroot).
-image-test: system-deps build python-deps
-	images/build.sh $(BIN) $(CACHE)/images/paddock-debug.oci.tar
-	PADDOCK_IMAGE=$(CACHE)/images/paddock-debug.oci.tar $(PYTHON) -m pytest -q images/tests
+# The image made from the test build's binaries (nothing compiles again): the pods of the
+# real-control-plane tests run it, and image-test unpacks it with umoci and runs each binary
+# from its root file system (chroot).
+TEST_IMAGE := $(CACHE)/images/paddock-debug.oci.tar
+test-image: system-deps build
+	images/build.sh $(BIN) $(TEST_IMAGE)
+
+image-test: test-image python-deps
+	PADDOCK_IMAGE=$(TEST_IMAGE) $(PYTHON) -m pytest -q images/tests
 
 ## bench: Paddock and Apache ZooKeeper side by side (3 nodes each, loopback); table into docs/benchmarks.md
 # Installs Debian's zookeeper (system-deps) and a JDK for jcmd if missing, builds the release

@@ -38,6 +38,8 @@ pub const API_ADDR: Ipv4Addr = Ipv4Addr::new(10, 243, 0, 1);
 pub const API_PORT: u16 = 6443;
 /// CoreDNS's address, the cluster DNS every pod's resolv.conf names.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 243, 0, 10);
+/// The gateway every pod routes through (the node agent's pods' default route).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Pod addresses.
 pub const POD_CIDR: &str = "10.244.0.0/16";
 /// Service ClusterIPs.
@@ -65,6 +67,28 @@ pub fn tools() -> Result<PathBuf, String> {
                 return Err(format!("{} failed ({}); PADDOCK_KUBE_TOOLS is not set", script.display(), output.status));
             }
             Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        })
+        .clone()
+}
+
+/// The Paddock image archive the pods run: `PADDOCK_IMAGE` (what `make test` builds from the
+/// test binaries), else one built now by images/build.sh from the binaries next to the tests.
+pub fn image() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("PADDOCK_IMAGE") {
+        return Ok(PathBuf::from(path));
+    }
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = crate::package_dir(env!("CARGO_MANIFEST_DIR")).join("..");
+            let bin = crate::binary("paddock-server");
+            let bin_dir = bin.parent().ok_or("no binary directory")?;
+            let out = std::env::temp_dir().join(format!("paddock-test-image-{}.oci.tar", std::process::id()));
+            run(
+                "images/build.sh",
+                Command::new(root.join("images/build.sh")).arg(bin_dir).arg(&out).stderr(Stdio::inherit()),
+            )?;
+            Ok(out)
         })
         .clone()
 }
@@ -272,7 +296,9 @@ impl ControlPlane {
     /// the API server is ready.
     pub fn start(nodes: &[&str]) -> Result<ControlPlane, String> {
         let tools = tools()?;
-        let temp = tempfile::Builder::new().prefix("paddock-kube.").tempdir().map_err(|e| e.to_string())?;
+        let mut temp = tempfile::Builder::new().prefix("paddock-kube.").tempdir().map_err(|e| e.to_string())?;
+        // PADDOCK_KEEP_TEST_DIR=1 keeps certificates, logs and the pods' files for a look.
+        temp.disable_cleanup(std::env::var_os("PADDOCK_KEEP_TEST_DIR").is_some());
         let dir = temp.path().to_owned();
         let ns = lab::name("k")?;
         run("ip netns add", Command::new("ip").args(["netns", "add", &ns]))?;
@@ -282,6 +308,12 @@ impl ControlPlane {
         // into the namespace and delivered here.
         ip(&ns, &["addr", "add", &format!("{API_ADDR}/32"), "dev", "lo"])?;
         ip(&ns, &["addr", "add", &format!("{DNS_ADDR}/32"), "dev", "lo"])?;
+        // Every pod's gateway: a local address here, so the node answers the pods' ARP for it
+        // on each veth.
+        ip(&ns, &["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", "lo"])?;
+        // A route for ClusterIPs, so that connections made here (the API server calling a
+        // webhook, a test's Forward) get as far as kube-proxy's DNAT in OUTPUT.
+        ip(&ns, &["route", "add", SERVICE_CIDR, "dev", "lo", "src", &API_ADDR.to_string()])?;
         plane.sysctl("net.ipv4.ip_forward", "1")?;
         certificates(&dir, nodes)?;
         for name in ["admin", "controller-manager", "scheduler", "proxy"] {
@@ -396,14 +428,21 @@ impl ControlPlane {
 
     /// Starts tool `name` with `args` inside the namespace, its output appended to its log.
     fn spawn(&mut self, name: &str, args: &[&str]) -> Result<(), String> {
+        let program = self.tools.join(name);
+        self.spawn_program(name, &program, args)
+    }
+
+    fn spawn_program(&mut self, name: &str, program: &Path, args: &[&str]) -> Result<(), String> {
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = file.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
-            .arg(self.tools.join(name))
+            .arg(program)
             .args(args)
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PADDOCK_LOG", std::env::var_os("PADDOCK_LOG").unwrap_or_else(|| "info".into()))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
@@ -445,6 +484,47 @@ impl ControlPlane {
             let gone = status.as_deref().is_none_or(|s| s.split_whitespace().nth(2) == Some("Z"));
             gone.then(|| format!("{} exited; its log ends:\n{}", c.name, tail(&c.log, 30)))
         })
+    }
+
+    /// Starts the node agent (`paddock-node-agent`, the tests' kubelet) for the nodes the
+    /// control plane was made with, running `images` (reference, OCI archive), and waits until
+    /// every node is Ready.
+    pub fn start_agent(&mut self, nodes: &[&str], images: &[(&str, &Path)]) -> Result<(), String> {
+        let agent = crate::binary("paddock-node-agent");
+        let dir = self.dir.join("agent");
+        // The agent is PID 1 of a PID namespace of its own: when it dies, however it dies, the
+        // kernel kills every container it started (their PID namespaces are nested in its).
+        let mut args = vec![
+            "--pid".to_owned(),
+            "--fork".to_owned(),
+            "--mount-proc".to_owned(),
+            "--kill-child=SIGKILL".to_owned(),
+            "--".to_owned(),
+            agent.display().to_string(),
+            format!("--netns-prefix={}p", self.ns),
+            format!("--dir={}", dir.display()),
+            format!("--kubeconfigs={}", self.dir.display()),
+            format!("--cluster-dns={DNS_ADDR}"),
+            format!("--cluster-domain={CLUSTER_DOMAIN}"),
+            format!("--node-ip={API_ADDR}"),
+        ];
+        args.extend(nodes.iter().map(|n| format!("--node={n}")));
+        args.extend(images.iter().map(|(r, a)| format!("--image={r}={}", a.display())));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn_program("paddock-node-agent", Path::new("unshare"), &args)?;
+        self.wait_until("the node agent is ready", || self.log("paddock-node-agent").contains("ready nodes="))?;
+        for node in nodes {
+            self.wait_until(&format!("node {node} is Ready"), || {
+                self.kubectl(&["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])
+                    .is_ok_and(|s| s.trim() == "True")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The directory of a pod's container logs under the node agent (`<uid>/logs`).
+    pub fn pod_logs(&self, uid: &str) -> PathBuf {
+        self.dir.join("agent/pods").join(uid).join("logs")
     }
 
     /// The admin kubeconfig.
@@ -515,6 +595,17 @@ fn output(what: &str, result: std::io::Result<Output>) -> Result<String, String>
     }
 }
 
+fn glob_logs(pods: &Path) -> Vec<PathBuf> {
+    let mut logs = Vec::new();
+    for pod in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+        for log in std::fs::read_dir(pod.path().join("logs")).into_iter().flatten().flatten() {
+            logs.push(log.path());
+        }
+    }
+    logs.sort();
+    logs
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let mut text = String::new();
     if let Ok(mut file) = std::fs::File::open(path) {
@@ -530,11 +621,23 @@ impl Drop for ControlPlane {
             for c in &self.components {
                 eprintln!("--- {} log tail ---\n{}", c.name, tail(&c.log, 20));
             }
+            // Every container's log the node agent kept (pods/<uid>/logs/<container>.log).
+            for log in glob_logs(&self.dir.join("agent/pods")) {
+                eprintln!("--- {} ---\n{}", log.display(), tail(&log, 15));
+            }
         }
         for c in self.components.iter_mut().rev() {
             let _ = kill(Pid::from_raw(c.child.id() as i32), Signal::SIGKILL);
             let _ = c.child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "delete", &self.ns]).output();
+        // The pods' namespaces (their processes died with the agent's PID namespace).
+        let list = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+        let pods = format!("{}p", self.ns);
+        for name in String::from_utf8_lossy(&list).lines().filter_map(|l| l.split_whitespace().next()) {
+            if name.starts_with(&pods) {
+                let _ = Command::new("ip").args(["netns", "delete", name]).output();
+            }
+        }
+        lab::remove_namespaces_of_name(&self.ns);
     }
 }

@@ -80,12 +80,30 @@ fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Kills whatever runs in namespace `name` and deletes it.
+pub fn remove_namespaces_of_name(name: &str) {
+    for p in output(&["ip", "netns", "pids", name]).split_whitespace().filter_map(|p| p.parse().ok()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = run("cleanup", &["ip", "netns", "delete", name]);
+}
+
+/// Kills whatever runs in the namespaces named after process `pid` and deletes them.
+fn remove_namespaces_of(pid: i32) {
+    for line in output(&["ip", "netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if owner(name) == Some(pid) {
+            remove_namespaces_of_name(name);
+        }
+    }
+}
+
 /// Removes what labs of dead test processes left behind.
 fn sweep() {
     for line in output(&["ip", "netns", "list"]).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        if owner(name).is_some_and(|pid| !alive(pid)) {
-            let _ = run("sweep", &["ip", "netns", "delete", name]);
+        if let Some(pid) = owner(name).filter(|pid| !alive(*pid)) {
+            remove_namespaces_of(pid);
         }
     }
     // Bridges and the host ends of veth pairs (`name@peer`).

@@ -7,3 +7,4 @@
 //! root (network namespaces). Run with `--test-threads=1`.
 
 mod crd;
+mod operator;
