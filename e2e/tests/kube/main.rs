@@ -7,4 +7,5 @@
 //! root (network namespaces). Run with `--test-threads=1`.
 
 mod crd;
+mod inject;
 mod operator;

@@ -57,7 +57,7 @@ fn wait(plane: &ControlPlane, what: &str, args: &[&str]) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     let plane = installed();
     let operators = plane
@@ -67,7 +67,7 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     let crd = std::fs::read_to_string(root().join("crds/coordinationclusters.paddock.dev.yaml")).expect("CRD");
     assert!(crd.contains("kind: CustomResourceDefinition"));
     plane
-        .apply("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {name: zk, namespace: default}\nspec: {replicas: 3, storage: {size: 1Gi}}\n")
+        .apply("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {name: zk, namespace: default}\nspec: {replicas: 3, storage: {size: 1Gi}, pvcRetention: Delete}\n")
         .expect("apply the cluster");
     wait(&plane, "the cluster becomes Available", &["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"]);
     let status = plane.kubectl(&["get", "pcc", "zk", "-o", "jsonpath={.status}"]).expect("status");
@@ -79,18 +79,72 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     let table = plane.kubectl(&["get", "pcc", "zk"]).expect("get pcc");
     assert!(table.contains(&leader) && table.contains("Running"), "printer columns: {table}");
 
-    // A ZooKeeper client through the client Service (kube-proxy's rules, CoreDNS-free).
-    let ip =
-        plane.kubectl(&["get", "service", "zk-client", "-o", "jsonpath={.spec.clusterIP}"]).expect("client service");
-    let ip: std::net::Ipv4Addr = ip.trim().parse().expect("cluster IP");
-    let forward = Forward::start(&plane.ns, (ip, 2181).into()).expect("forward");
-    let client = zookeeper_client::Client::connector()
-        .with_session_timeout(Duration::from_secs(10))
-        .connect(&forward.addr.to_string())
-        .await
-        .expect("a ZooKeeper client connects through the Service");
-    let create = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
-    client.create("/from-kube", b"hello", &create).await.expect("create");
+    // A ZooKeeper client through the client Service (kube-proxy's rules).
+    let (_forward, client) = zk_client(&plane, "zk-client").await;
+    client.create("/from-kube", b"hello", &paddock_testkit::zk::PERSISTENT).await.expect("create");
     let (data, _) = client.get_data("/from-kube").await.expect("get");
     assert_eq!(data, b"hello");
+
+    // A server pod deleted: the StatefulSet controller makes it again on its claim, and it
+    // rejoins with the data.
+    let uid = |plane: &ControlPlane| {
+        plane.kubectl(&["get", "pod", "zk-1", "-o", "jsonpath={.metadata.uid}"]).unwrap_or_default()
+    };
+    let before = uid(&plane);
+    plane.kubectl(&["delete", "pod", "zk-1", "--wait=false"]).expect("delete zk-1");
+    plane
+        .wait_until("zk-1 is recreated", || {
+            let now = uid(&plane);
+            !now.is_empty() && now != before
+        })
+        .expect("recreated");
+    wait(&plane, "zk-1 is Ready again", &["wait", "--for=condition=Ready", "--timeout=120s", "pod/zk-1"]);
+    plane
+        .wait_until("the cluster has 3 ready members again", || {
+            plane
+                .kubectl(&["get", "pcc", "zk", "-o", "jsonpath={.status.readyReplicas}"])
+                .is_ok_and(|r| r.trim() == "3")
+        })
+        .expect("rejoined");
+    let claim = plane.kubectl(&[
+        "get",
+        "pod",
+        "zk-1",
+        "-o",
+        "jsonpath={.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
+    ]);
+    assert_eq!(claim.as_deref().map(str::trim), Ok("data-zk-1"), "the new pod mounts the old claim");
+    let (data, _) = client.get_data("/from-kube").await.expect("get after the pod came back");
+    assert_eq!(data, b"hello");
+    drop(client);
+
+    // The cluster deleted: what it owns is garbage-collected by the API server's owner
+    // references, and with pvcRetention: Delete the claims and their volumes go too.
+    plane.kubectl(&["delete", "pcc", "zk", "--wait=true", "--timeout=60s"]).expect("delete the cluster");
+    for kind in ["statefulset", "service", "configmap", "poddisruptionbudget", "persistentvolumeclaim"] {
+        plane
+            .wait_until(&format!("every {kind} of the cluster is gone"), || {
+                plane
+                    .kubectl(&["get", kind, "-l", "app.kubernetes.io/instance=zk", "-o", "name"])
+                    .is_ok_and(|out| out.trim().is_empty())
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
+    }
+    plane
+        .wait_until("the volumes are deleted", || {
+            plane.kubectl(&["get", "pv", "-o", "name"]).is_ok_and(|o| o.trim().is_empty())
+        })
+        .expect("volumes reclaimed");
+}
+
+/// A ZooKeeper client of Service `service` in `default`, through a [`Forward`] into the
+/// control plane's namespace (the Service's ClusterIP, so kube-proxy picks the pod).
+pub async fn zk_client(plane: &ControlPlane, service: &str) -> (Forward, zookeeper_client::Client) {
+    let ip = plane.kubectl(&["get", "service", service, "-o", "jsonpath={.spec.clusterIP}"]).expect("client service");
+    let ip: std::net::Ipv4Addr = ip.trim().parse().expect("cluster IP");
+    let forward = Forward::start(&plane.ns, (ip, 2181).into()).expect("forward");
+    let client = paddock_testkit::zk::connect(&forward.addr.to_string(), Duration::from_secs(10))
+        .await
+        .expect("a ZooKeeper client connects through the Service");
+    (forward, client)
 }
