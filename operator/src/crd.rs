@@ -36,6 +36,8 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
     namespaced,
     shortname = "pcc",
     status = "CoordinationClusterStatus",
+    // `kubectl scale pcc NAME --replicas=N` (and an autoscaler) change spec.replicas.
+    scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.readyReplicas"),
     doc = "A replicated Paddock (ZooKeeper-compatible) coordination cluster",
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),

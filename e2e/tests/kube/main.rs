@@ -9,3 +9,5 @@
 mod crd;
 mod inject;
 mod operator;
+mod rolling;
+mod scale;

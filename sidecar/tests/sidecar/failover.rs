@@ -73,6 +73,10 @@ async fn holds_survive_a_sigkill_of_the_cluster_leader() {
     .await;
     cluster.transfer_leader(a_node).await;
     let b = Sidecar::start_in(cluster.dir(), &connect, "pod-b", &flags).await;
+    // A sidecar whose probe met the transfer (no server answers for a moment) is suspended and
+    // turns requests away until it reconnects: start once both are connected.
+    a.ready().await;
+    b.ready().await;
 
     let mut campaign = a.stream(Method::POST, "/v1/elections/primary/campaign", Some(json!({"value": "a"}))).await;
     let led = expect(&mut campaign, "leader").await;
