@@ -547,6 +547,13 @@ impl ControlPlane {
         command
     }
 
+    /// Any program run inside the namespace (a ZooKeeper CLI, say): its stdout.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns, program]).args(args).stdin(Stdio::null());
+        output(&format!("{program} {}", args.join(" ")), command.output())
+    }
+
     /// kubectl with `args`, as admin: its stdout, or an error with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         let mut command = self.command("kubectl");

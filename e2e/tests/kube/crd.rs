@@ -2,9 +2,7 @@
 
 use paddock_testkit::kube::ControlPlane;
 
-fn root() -> std::path::PathBuf {
-    paddock_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::harness::root;
 
 fn cr(name: &str, spec: &str) -> String {
     format!("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n")

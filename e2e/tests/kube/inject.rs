@@ -1,7 +1,7 @@
 //! The sidecar injected by the real API server calling the operator's webhook over TLS, apps
 //! holding a lock over the socket, and the lock moving on when its holder's pod is deleted.
 
-use crate::operator::{describe, installed, zk_client};
+use crate::harness::{available, describe, installed, zk_client};
 
 const WORKERS: &str = r#"
 apiVersion: apps/v1
@@ -39,12 +39,7 @@ async fn holder(client: &zookeeper_client::Client) -> Option<(String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_pods_take_a_lock_and_a_deleted_holder_hands_it_on() {
     let plane = installed();
-    plane
-        .apply("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {name: zk, namespace: default}\nspec: {replicas: 1}\n")
-        .expect("apply the cluster");
-    plane
-        .kubectl(&["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"])
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
+    available(&plane, "{replicas: 1}");
     plane.apply(&WORKERS.replace("VERSION", env!("CARGO_PKG_VERSION"))).expect("apply the workers");
     plane
         .kubectl(&["rollout", "status", "deployment/worker", "--timeout=120s"])

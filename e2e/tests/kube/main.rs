@@ -6,6 +6,8 @@
 //! scenarios grow) RBAC, server-side apply, the webhook over TLS and garbage collection. Needs
 //! root (network namespaces). Run with `--test-threads=1`.
 
+mod harness;
+
 mod crd;
 mod inject;
 mod operator;

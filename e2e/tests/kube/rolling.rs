@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use paddock_testkit::kube::ControlPlane;
 
-use crate::operator::{describe, installed};
+use crate::harness::{available, describe, installed};
 
 /// Each server pod's uid and whether it is Ready.
 fn pods(plane: &ControlPlane) -> Option<BTreeMap<String, (String, bool)>> {
@@ -35,12 +35,7 @@ fn leader(plane: &ControlPlane) -> String {
 #[test]
 fn a_config_change_rolls_one_pod_at_a_time_and_the_leader_last() {
     let plane = Arc::new(installed());
-    plane
-        .apply("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {name: zk, namespace: default}\nspec: {replicas: 3}\n")
-        .expect("apply the cluster");
-    plane
-        .kubectl(&["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"])
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
+    available(&plane, "{replicas: 3}");
     let before = pods(&plane).expect("pods");
     assert_eq!(before.len(), 3);
     let first_leader = leader(&plane);

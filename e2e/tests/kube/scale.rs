@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use paddock_testkit::kube::{in_netns, ControlPlane};
 
-use crate::operator::{describe, installed, zk_client};
+use crate::harness::{available, describe, installed, zk_client};
 
 /// `GET /v1/cluster` of the server at `ip`, asked from inside the control plane's namespace.
 fn admin_view(plane: &ControlPlane, ip: Ipv4Addr) -> Option<serde_json::Value> {
@@ -82,12 +82,7 @@ fn settled(plane: &ControlPlane, n: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_3_5_3_under_writes_with_the_operator_killed_midway_loses_nothing() {
     let plane = Arc::new(installed());
-    plane
-        .apply("apiVersion: paddock.dev/v1alpha1\nkind: CoordinationCluster\nmetadata: {name: zk, namespace: default}\nspec: {replicas: 3}\n")
-        .expect("apply the cluster");
-    plane
-        .kubectl(&["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"])
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
+    available(&plane, "{replicas: 3}");
 
     // The writer: sequential creates, each acknowledged one recorded.
     let (_forward, client) = zk_client(&plane, "zk-client").await;
