@@ -34,9 +34,13 @@ trap 'rm -rf "$work"' EXIT
 layout=$work/oci
 bundle=$work/bundle
 
+# As a user other than root, umoci keeps file ownership in the image's metadata instead.
+rootless=()
+[ "$(id -u)" -eq 0 ] || rootless=(--rootless)
+
 umoci init --layout "$layout"
 umoci new --image "$layout:$version"
-umoci unpack --image "$layout:$version" "$bundle"
+umoci unpack "${rootless[@]}" --image "$layout:$version" "$bundle"
 root=$bundle/rootfs
 
 install -d -m 0755 "$root/usr/local/bin" "$root/etc/ssl/certs"
