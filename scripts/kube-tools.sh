@@ -20,9 +20,13 @@ cache=${PADDOCK_CACHE:-$HOME/.cache/paddock}
 hash=$(cat "$0" "$src"/*/go.mod "$src"/*/go.sum | sha256sum | cut -c1-16)
 out=$cache/tools/kube-$hash
 if [ -f "$out/.complete" ]; then
+    touch "$out/.complete"  # last use: builds unused for two weeks are pruned below
     echo "$out"
     exit 0
 fi
+# Builds of other versions nothing used for two weeks (~600 MB each).
+find "$cache/tools" -maxdepth 2 -path "$cache/tools/kube-*/.complete" -mtime +14 -printf '%h\n' 2>/dev/null |
+    xargs -r rm -rf
 
 go=$(command -v go || echo /usr/local/go/bin/go)
 [ -x "$go" ] || { echo "kube-tools.sh: no Go toolchain (looked on PATH and at /usr/local/go/bin/go)" >&2; exit 1; }
