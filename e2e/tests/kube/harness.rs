@@ -46,6 +46,23 @@ pub fn available(plane: &ControlPlane, spec: &str) {
     wait(plane, "the cluster becomes Available", &["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"]);
 }
 
+/// The reasons of the Events about CoordinationClusters, oldest first.
+pub fn events(plane: &ControlPlane) -> Vec<String> {
+    plane
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=CoordinationCluster",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What a failing test prints: every pod with its status, and the events of `ns`.
 pub fn describe(plane: &ControlPlane, ns: &str) -> String {
     let pods = plane.kubectl(&["get", "pods", "-A", "-o", "wide"]).unwrap_or_else(|e| e);

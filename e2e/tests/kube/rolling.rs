@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use paddock_testkit::kube::ControlPlane;
 
-use crate::harness::{available, describe, installed};
+use crate::harness::{available, describe, events, installed};
 
 /// Each server pod's uid and whether it is Ready.
 fn pods(plane: &ControlPlane) -> Option<BTreeMap<String, (String, bool)>> {
@@ -93,17 +93,11 @@ fn a_config_change_rolls_one_pod_at_a_time_and_the_leader_last() {
     assert_eq!(names.last(), Some(&first_leader.as_str()), "the leader restarts last: {order:?}");
     let (_, led_by) = &order[2];
     assert_ne!(led_by, &first_leader, "leadership moved before the leader's restart: {order:?}");
-    let reasons = plane
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.kind=CoordinationCluster",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .unwrap_or_default();
-    assert!(reasons.contains("TransferLeader") && reasons.contains("RestartPod"), "events: {reasons}");
+    let reasons = events(&plane);
+    assert!(
+        reasons.iter().any(|r| r == "TransferLeader") && reasons.iter().any(|r| r == "RestartPod"),
+        "events: {reasons:?}"
+    );
     // The new setting reached the servers' configuration.
     let config =
         plane.kubectl(&["get", "configmap", "-l", "app.kubernetes.io/instance=zk", "-o", "yaml"]).expect("configmap");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use paddock_testkit::kube::{in_netns, ControlPlane};
 
-use crate::harness::{available, describe, installed, zk_client};
+use crate::harness::{available, describe, events, installed, zk_client};
 
 /// `GET /v1/cluster` of the server at `ip`, asked from inside the control plane's namespace.
 fn admin_view(plane: &ControlPlane, ip: Ipv4Addr) -> Option<serde_json::Value> {
@@ -43,22 +43,6 @@ fn leader_members(plane: &ControlPlane) -> Option<Vec<u64>> {
 
 fn replicas(plane: &ControlPlane) -> Option<u64> {
     plane.kubectl(&["get", "statefulset", "zk", "-o", "jsonpath={.spec.replicas}"]).ok()?.trim().parse().ok()
-}
-
-fn events(plane: &ControlPlane) -> Vec<String> {
-    plane
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.kind=CoordinationCluster",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn lease_holder(plane: &ControlPlane) -> String {
