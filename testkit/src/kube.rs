@@ -5,8 +5,7 @@
 //!
 //! Inside the namespace the control plane has the addresses a cluster's would: the API server
 //! listens on 6443 of every address there and advertises [`API_ADDR`] (on the namespace's
-//! loopback), which the `kubernetes`
-//! Service (10.96.0.1) leads to; CoreDNS answers on [`DNS_ADDR`] for `cluster.local`. Pods (the
+//! loopback), which the `kubernetes` Service (10.96.0.1) leads to; CoreDNS answers on [`DNS_ADDR`] for `cluster.local`. Pods (the
 //! node agent's) get addresses of [`POD_CIDR`], one /32 route each, so every packet between
 //! pods and Services crosses the namespace's own routing and kube-proxy's iptables rules.
 //! Nothing of it is reachable from the host: tests run kubectl and helm inside the namespace
@@ -50,25 +49,10 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 const START: Duration = Duration::from_secs(120);
 
 /// The directory holding the tools: `PADDOCK_KUBE_TOOLS`, or what scripts/kube-tools.sh builds
-/// (once per machine; ~20 minutes cold).
+/// (once per machine; ~18 minutes cold).
 pub fn tools() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("PADDOCK_KUBE_TOOLS") {
-        return Ok(PathBuf::from(path));
-    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let script = crate::package_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube-tools.sh");
-            let output = Command::new(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
-            if !output.status.success() {
-                return Err(format!("{} failed ({}); PADDOCK_KUBE_TOOLS is not set", script.display(), output.status));
-            }
-            Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
-        })
-        .clone()
+    BUILT.get_or_init(|| crate::tool_from_script("PADDOCK_KUBE_TOOLS", "kube-tools.sh")).clone()
 }
 
 /// The Paddock image archive the pods run: `PADDOCK_IMAGE` (what `make test` builds from the
@@ -189,17 +173,7 @@ pub struct ControlPlane {
 }
 
 fn run(what: &str, command: &mut Command) -> Result<String, String> {
-    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim(),
-            String::from_utf8_lossy(&output.stdout).trim()
-        ))
-    }
+    output(what, command.output())
 }
 
 fn ip(ns: &str, args: &[&str]) -> Result<String, String> {
@@ -502,6 +476,8 @@ impl ControlPlane {
             "--".to_owned(),
             agent.display().to_string(),
             format!("--netns-prefix={}p", self.ns),
+            format!("--pod-cidr={POD_CIDR}"),
+            format!("--pod-gateway={POD_GATEWAY}"),
             format!("--dir={}", dir.display()),
             format!("--kubeconfigs={}", self.dir.display()),
             format!("--cluster-dns={DNS_ADDR}"),
@@ -520,11 +496,6 @@ impl ControlPlane {
             })?;
         }
         Ok(())
-    }
-
-    /// The directory of a pod's container logs under the node agent (`<uid>/logs`).
-    pub fn pod_logs(&self, uid: &str) -> PathBuf {
-        self.dir.join("agent/pods").join(uid).join("logs")
     }
 
     /// The admin kubeconfig.
@@ -593,12 +564,18 @@ impl ControlPlane {
     }
 }
 
+/// A finished command's stdout, or an error with its status, stderr and stdout.
 fn output(what: &str, result: std::io::Result<Output>) -> Result<String, String> {
     let output = result.map_err(|e| format!("{what}: {e}"))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(format!("{what}: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
     }
 }
 
@@ -637,14 +614,12 @@ impl Drop for ControlPlane {
             let _ = kill(Pid::from_raw(c.child.id() as i32), Signal::SIGKILL);
             let _ = c.child.wait();
         }
-        // The pods' namespaces (their processes died with the agent's PID namespace).
-        let list = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+        // The pods' namespaces (their processes died with the agent's PID namespace), then
+        // the control plane's own.
         let pods = format!("{}p", self.ns);
-        for name in String::from_utf8_lossy(&list).lines().filter_map(|l| l.split_whitespace().next()) {
-            if name.starts_with(&pods) {
-                let _ = Command::new("ip").args(["netns", "delete", name]).output();
-            }
+        for name in lab::namespaces().into_iter().filter(|n| n.starts_with(&pods)) {
+            lab::remove_namespace(&name);
         }
-        lab::remove_namespaces_of_name(&self.ns);
+        lab::remove_namespace(&self.ns);
     }
 }

@@ -80,30 +80,24 @@ fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The names of the machine's network namespaces.
+pub fn namespaces() -> Vec<String> {
+    output(&["ip", "netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
 /// Kills whatever runs in namespace `name` and deletes it.
-pub fn remove_namespaces_of_name(name: &str) {
+pub fn remove_namespace(name: &str) {
     for p in output(&["ip", "netns", "pids", name]).split_whitespace().filter_map(|p| p.parse().ok()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
     }
     let _ = run("cleanup", &["ip", "netns", "delete", name]);
 }
 
-/// Kills whatever runs in the namespaces named after process `pid` and deletes them.
-fn remove_namespaces_of(pid: i32) {
-    for line in output(&["ip", "netns", "list"]).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        if owner(name) == Some(pid) {
-            remove_namespaces_of_name(name);
-        }
-    }
-}
-
 /// Removes what labs of dead test processes left behind.
 fn sweep() {
-    for line in output(&["ip", "netns", "list"]).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        if let Some(pid) = owner(name).filter(|pid| !alive(*pid)) {
-            remove_namespaces_of(pid);
+    for name in namespaces() {
+        if owner(&name).is_some_and(|pid| !alive(pid)) {
+            remove_namespace(&name);
         }
     }
     // Bridges and the host ends of veth pairs (`name@peer`).
@@ -130,12 +124,11 @@ fn sweep() {
 pub fn name(kind: &str) -> Result<String, String> {
     let _pick = PICK.lock().unwrap_or_else(|e| e.into_inner());
     sweep();
-    let list = output(&["ip", "netns", "list"]);
-    let taken: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let taken = namespaces();
     let pid = std::process::id();
     (0..1000)
         .map(|k| format!("pd{pid:x}l{kind}{k}"))
-        .find(|n| !taken.contains(&n.as_str()))
+        .find(|n| !taken.contains(n))
         .ok_or_else(|| "no free namespace name".to_owned())
 }
 

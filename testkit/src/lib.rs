@@ -20,6 +20,28 @@ pub use net::{free_addrs, Proxy};
 pub use process::{clean_env, Process};
 pub use wait::{eventually, poll_for, wait_for, wait_for_within, Bounded, POLL, WAIT};
 
+/// A tool one of the repository's scripts builds once per machine: the path in `env` if set,
+/// else what `scripts/<script>` prints (its build log goes to stderr). Callers keep the answer
+/// in a `OnceLock`, so that the tests of one process do not all build it at once.
+pub fn tool_from_script(env: &str, script: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = package_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(script);
+    let output = std::process::Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({}); {env} is not set", script.display(), output.status));
+    }
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if path.is_empty() {
+        return Err(format!("{} printed no path", script.display()));
+    }
+    Ok(PathBuf::from(path))
+}
+
 /// The directory of the package whose tests run: as cargo says when it runs them, else `built`
 /// (pass `env!("CARGO_MANIFEST_DIR")`, the path at build time). The build-time path alone goes
 /// stale when another checkout built the binary into the shared target directory (CI's fresh

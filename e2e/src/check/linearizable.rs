@@ -164,27 +164,8 @@ fn tool_input(history: &[Op], initial: &BTreeMap<String, String>) -> Result<Vec<
 /// The porcupine tool: `PADDOCK_PORCUPINE`, or what scripts/porcupine.sh builds (once per
 /// process: the tests of this module would otherwise all build it at once).
 fn tool_path() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("PADDOCK_PORCUPINE") {
-        return Ok(PathBuf::from(path));
-    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(build_tool).clone()
-}
-
-fn build_tool() -> Result<PathBuf, String> {
-    let script = paddock_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts/porcupine.sh");
-    let output = Command::new(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!("{} failed ({}); PADDOCK_PORCUPINE is not set", script.display(), output.status));
-    }
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if path.is_empty() {
-        return Err(format!("{} printed no path", script.display()));
-    }
-    Ok(PathBuf::from(path))
+    BUILT.get_or_init(|| paddock_testkit::tool_from_script("PADDOCK_PORCUPINE", "porcupine.sh")).clone()
 }
 
 /// Runs the tool on `input` and returns what it printed, killing it if it takes longer than

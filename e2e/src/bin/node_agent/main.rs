@@ -75,6 +75,14 @@ struct Args {
     #[arg(long)]
     netns_prefix: String,
 
+    /// The cluster's pod network, a /16: node k (from 0) gets its (k+1)th /24.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: String,
+
+    /// Every pod's gateway (a local address of the node's namespace, answered by proxy ARP).
+    #[arg(long, default_value = "169.254.1.1")]
+    pod_gateway: Ipv4Addr,
+
     /// The address of the `kubernetes` Service pods are told (KUBERNETES_SERVICE_HOST).
     #[arg(long, default_value = "10.96.0.1")]
     api_service_host: Ipv4Addr,
@@ -84,12 +92,24 @@ struct Args {
 pub struct Agent {
     pub dir: PathBuf,
     pub netns_prefix: String,
+    /// The first two octets of the pod network.
+    pub pod_network: [u8; 2],
+    pub pod_gateway: Ipv4Addr,
     pub images: HashMap<String, image::Image>,
     pub cluster_dns: Ipv4Addr,
     pub cluster_domain: String,
     pub node_ip: Ipv4Addr,
     pub api_service_host: Ipv4Addr,
     pub tools: container::Tools,
+}
+
+/// The first two octets of a `a.b.0.0/16` network.
+fn pod_network(cidr: &str) -> anyhow::Result<[u8; 2]> {
+    let network = cidr.strip_suffix("/16").and_then(|n| n.parse::<Ipv4Addr>().ok());
+    match network.map(|n| n.octets()) {
+        Some([a, b, 0, 0]) => Ok([a, b]),
+        _ => bail!("--pod-cidr {cidr}: expected a /16 network such as 10.244.0.0/16"),
+    }
 }
 
 async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
@@ -118,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         dir: args.dir.clone(),
         netns_prefix: args.netns_prefix.clone(),
+        pod_network: pod_network(&args.pod_cidr)?,
+        pod_gateway: args.pod_gateway,
         images,
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain.clone(),
@@ -145,6 +167,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    pod::stop_all().await;
+    pod::stop_all();
     Ok(())
 }

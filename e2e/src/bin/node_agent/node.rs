@@ -27,7 +27,7 @@ const STATUS_EVERY: Duration = Duration::from_secs(60);
 pub struct Node {
     pub name: String,
     pub client: kube::Client,
-    /// Its pod CIDR, `10.244.<index + 1>.0/24`.
+    /// Its pod CIDR: the `<index + 1>`th /24 of the pod network.
     pub subnet: [u8; 3],
     /// Host octets of the pod addresses in use.
     used: Mutex<Vec<u8>>,
@@ -37,9 +37,10 @@ impl Node {
     /// Creates (or takes over) the Node object and posts its status.
     pub async fn register(client: kube::Client, name: &str, index: usize, agent: &Agent) -> anyhow::Result<Node> {
         let third = u8::try_from(index + 1)?;
-        let node = Node { name: name.to_owned(), client, subnet: [10, 244, third], used: Mutex::new(Vec::new()) };
+        let [a, b] = agent.pod_network;
+        let node = Node { name: name.to_owned(), client, subnet: [a, b, third], used: Mutex::new(Vec::new()) };
         let api: Api<KubeNode> = Api::all(node.client.clone());
-        let cidr = format!("10.244.{third}.0/24");
+        let cidr = format!("{a}.{b}.{third}.0/24");
         let object: KubeNode = serde_json::from_value(json!({
             "apiVersion": "v1",
             "kind": "Node",

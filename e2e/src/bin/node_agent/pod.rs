@@ -93,6 +93,7 @@ impl Sandbox {
         let tools = &self.agent.tools;
         let ip = |args: &[&str]| tools.run(&tools.ip, args);
         let (ns, veth, addr) = (self.netns.as_str(), self.veth.as_str(), format!("{}/32", self.ip));
+        let gateway = self.agent.pod_gateway.to_string();
         ip(&["netns", "add", ns])?;
         ip(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
         ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
@@ -100,8 +101,8 @@ impl Sandbox {
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         // One /32 per pod, routed through the node (the agent's namespace) by proxy ARP: every
         // packet between pods and to Services crosses kube-proxy's rules there.
-        ip(&["-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])?;
-        ip(&["-n", ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])?;
+        ip(&["-n", ns, "route", "add", &gateway, "dev", "eth0", "scope", "link"])?;
+        ip(&["-n", ns, "route", "add", "default", "via", &gateway, "dev", "eth0"])?;
         ip(&["link", "set", veth, "up"])?;
         std::fs::write(format!("/proc/sys/net/ipv4/conf/{veth}/proxy_arp"), "1")?;
         ip(&["route", "add", &addr, "dev", veth])?;
@@ -124,7 +125,7 @@ impl Sandbox {
 }
 
 /// Kills every pod's processes and removes their namespaces (the agent is stopping).
-pub async fn stop_all() {
+pub fn stop_all() {
     let all: Vec<Arc<Sandbox>> = SANDBOXES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for sandbox in all {
         sandbox.teardown();
@@ -156,10 +157,7 @@ struct Report {
     apps: Vec<Status>,
     phase: &'static str,
     initialized: bool,
-    sandbox_ready: bool,
-    message: Option<String>,
     start_time: String,
-    ip: Option<Ipv4Addr>,
 }
 
 /// Which list a container is in.
@@ -719,18 +717,18 @@ fn pod_status(ctx: &Ctx) -> Value {
     let sidecars_ready =
         report.init.iter().zip(init_kinds(&ctx.pod)).filter(|(_, k)| *k == Kind::Sidecar).all(|(s, _)| s.ready);
     let containers_ready = report.initialized && report.apps.iter().all(|s| s.ready) && sidecars_ready;
-    let ip = report.ip.map(|ip| ip.to_string());
+    let ip = ctx.sandbox.ip.to_string();
     json!({
         "status": {
             "phase": report.phase,
-            "message": report.message,
             "hostIP": ctx.agent.node_ip.to_string(),
             "hostIPs": [{"ip": ctx.agent.node_ip.to_string()}],
             "podIP": ip,
-            "podIPs": ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
+            "podIPs": [{"ip": ip}],
             "startTime": report.start_time,
             "conditions": [
-                condition("PodReadyToStartContainers", report.sandbox_ready, &now),
+                // The sandbox exists before the worker reports anything.
+                condition("PodReadyToStartContainers", true, &now),
                 condition("Initialized", report.initialized, &now),
                 condition("ContainersReady", containers_ready, &now),
                 condition("Ready", containers_ready, &now),
@@ -820,15 +818,12 @@ async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, ag
     let init_containers = spec.init_containers.clone().unwrap_or_default();
     let kinds = init_kinds(&pod);
     let volumes_dir = sandbox.dir.join("volumes");
-    let mut report = Report {
+    let report = Report {
         init: initial(&init_containers),
         apps: initial(&spec.containers),
         phase: "Pending",
         initialized: false,
-        sandbox_ready: true,
-        message: None,
         start_time: now_rfc3339(),
-        ip: Some(sandbox.ip),
     };
     let volumes = loop {
         match crate::volumes::prepare(
@@ -842,7 +837,6 @@ async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, ag
         {
             Ok(volumes) => break volumes,
             Err(e) => {
-                report.message = Some(format!("{e:#}"));
                 tracing::info!(pod = %pod.name_any(), "volumes not ready: {e:#}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -854,7 +848,6 @@ async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, ag
             }
         }
     };
-    report.message = None;
     let ctx = Arc::new(Ctx {
         pod: pod.clone(),
         node: node.clone(),
