@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -19,22 +20,59 @@ use paddock_contract::admin::{
 
 use crate::metrics;
 use crate::server::Server;
+use paddock_tls::listener::Peer as TlsPeer;
 
-/// The admin routes.
-pub fn router(server: Arc<Server>) -> Router {
-    let mut router = Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+/// The admin routes. With admin TLS the cluster API (`/v1/...`) answers only clients that showed
+/// a certificate of the admin CA (the operator); `/metrics`, `/healthz` and `/readyz` stay open
+/// to kubelets and Prometheus.
+pub fn router(server: Arc<Server>) -> Router<()> {
+    let mut cluster_api = Router::new()
         .route(api::CLUSTER, get(cluster))
         .route(api::LEARNERS, post(add_learner))
         .route(api::VOTERS, post(change_voters))
         .route(&format!("{}/{{id}}", api::MEMBERS), delete(remove_member))
         .route(api::LEADER, post(transfer_leader));
     if server.config.enable_fault_injection {
-        router = router.route(api::ISOLATE, post(isolate));
+        cluster_api = cluster_api.route(api::ISOLATE, post(isolate));
     }
-    router.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") }).with_state(server)
+    if server.tls.admin.is_some() {
+        cluster_api = cluster_api.route_layer(middleware::from_fn(require_client_certificate));
+    }
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(cluster_api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(server)
+}
+
+/// Serves the admin port until `shutdown`: over TLS when the server has admin TLS.
+pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let shutdown = server.shutdown.clone();
+    let stopped = async move { shutdown.cancelled().await };
+    match server.tls.admin.clone() {
+        None => axum::serve(listener, router(server)).with_graceful_shutdown(stopped).await,
+        Some(tls) => {
+            let listener = paddock_tls::listener::TlsListener::new(listener, tls)?;
+            let app = router(server).into_make_service_with_connect_info::<TlsPeer>();
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+    }
+}
+
+/// Lets a request through only from a client that showed a certificate of the admin CA (the
+/// TLS layer verified it against the CA; a client that showed none has no certificate here).
+async fn require_client_certificate(request: Request, next: Next) -> Response {
+    let verified = request.extensions().get::<ConnectInfo<TlsPeer>>().is_some_and(|peer| peer.0.certificate.is_some());
+    if !verified {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the cluster API needs a client certificate of the admin CA",
+        );
+    }
+    next.run(request).await
 }
 
 /// `{ "error": { "code", "message" } }`, as DESIGN.md specifies for admin errors.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use paddock_tls::{ClientAuth, TlsFiles};
 
 /// `paddock-server` flags.
 #[derive(Parser, Debug, Clone)]
@@ -95,6 +96,79 @@ pub struct Config {
     /// How often the leader checks for containers and TTL nodes to delete, in milliseconds.
     #[arg(long, env = "PADDOCK_REAP_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub reap_interval_ms: u64,
+
+    /// Address of the TLS client port (ZooKeeper's secureClientPort); needs --tls-cert and
+    /// --tls-key.
+    #[arg(long, env = "PADDOCK_SECURE_CLIENT_ADDR", requires = "tls_cert")]
+    pub secure_client_addr: Option<SocketAddr>,
+
+    /// Serve clients on the TLS port alone: no plain-text client port.
+    #[arg(long, env = "PADDOCK_NO_PLAIN_CLIENT", requires = "secure_client_addr")]
+    pub no_plain_client: bool,
+
+    /// Certificate chain (PEM) of the TLS client port.
+    #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the TLS client port.
+    #[arg(long, env = "PADDOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) client certificates must chain to.
+    #[arg(long, env = "PADDOCK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Whether TLS clients must show a certificate of --tls-ca (ZooKeeper's ssl.clientAuth):
+    /// `need` (the default with a CA), `want`, or `none` (the default without one).
+    #[arg(long, env = "PADDOCK_TLS_CLIENT_AUTH", value_enum)]
+    pub tls_client_auth: Option<ClientAuthFlag>,
+
+    /// The client certificate subject (RFC 2253, as the x509 scheme names it) that is the super
+    /// user (ZooKeeper's zookeeper.X509AuthenticationProvider.superUser).
+    #[arg(long, env = "PADDOCK_X509_SUPER_USER")]
+    pub x509_super_user: Option<String>,
+
+    /// Certificate chain (PEM) of this member on the peer port, naming it as
+    /// urn:paddock:member:<id>; with --peer-tls-key and --peer-tls-ca, peers speak mutual TLS.
+    #[arg(long, env = "PADDOCK_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the peer certificate.
+    #[arg(long, env = "PADDOCK_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) every member's peer certificate chains to.
+    #[arg(long, env = "PADDOCK_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
+
+    /// Certificate chain (PEM) of the admin port; with --admin-tls-key and --admin-tls-ca the
+    /// admin port speaks TLS and its cluster routes need a client certificate of that CA.
+    #[arg(long, env = "PADDOCK_ADMIN_TLS_CERT", requires_all = ["admin_tls_key", "admin_tls_ca"])]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the admin port.
+    #[arg(long, env = "PADDOCK_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) admin clients' certificates must chain to.
+    #[arg(long, env = "PADDOCK_ADMIN_TLS_CA", requires = "admin_tls_cert")]
+    pub admin_tls_ca: Option<PathBuf>,
+
+    /// How often certificate files are read again, in milliseconds (renewed ones are used for
+    /// new connections; open ones keep theirs).
+    #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub tls_reload_ms: u64,
+}
+
+/// `--tls-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientAuthFlag {
+    /// Clients show no certificate.
+    None,
+    /// Clients may show one; if they do it must be of the CA.
+    Want,
+    /// Clients must show one of the CA.
+    Need,
 }
 
 /// The largest `--max-buffer`: a client request becomes one log entry, and one log entry must
@@ -159,6 +233,12 @@ pub enum ConfigError {
     /// The super digest is not `super:<hash>`.
     #[error("super digest must look like user:base64hash")]
     SuperDigest,
+    /// Client certificates are asked for but there is no CA to check them against.
+    #[error("--tls-client-auth {0} needs --tls-ca")]
+    ClientAuthWithoutCa(&'static str),
+    /// TLS files given but no TLS port to use them on.
+    #[error("--tls-cert is given but not --secure-client-addr")]
+    TlsWithoutPort,
 }
 
 impl Config {
@@ -191,7 +271,46 @@ impl Config {
                 return Err(ConfigError::SuperDigest);
             }
         }
+        if self.tls_ca.is_none() {
+            match self.tls_client_auth {
+                Some(ClientAuthFlag::Want) => return Err(ConfigError::ClientAuthWithoutCa("want")),
+                Some(ClientAuthFlag::Need) => return Err(ConfigError::ClientAuthWithoutCa("need")),
+                _ => {}
+            }
+        }
+        if self.tls_cert.is_some() && self.secure_client_addr.is_none() {
+            return Err(ConfigError::TlsWithoutPort);
+        }
         Ok(self)
+    }
+
+    /// The TLS client port's files and client authentication, when it is on.
+    pub fn client_tls(&self) -> Option<(TlsFiles, ClientAuth)> {
+        let files = TlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()?, ca: self.tls_ca.clone() };
+        let auth = match (self.tls_client_auth, &self.tls_ca) {
+            (Some(ClientAuthFlag::None), _) | (None, None) => ClientAuth::None,
+            (Some(ClientAuthFlag::Want), _) => ClientAuth::Want,
+            (Some(ClientAuthFlag::Need), _) | (None, Some(_)) => ClientAuth::Need,
+        };
+        Some((files, auth))
+    }
+
+    /// The peer port's files, when peers speak TLS.
+    pub fn peer_tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.peer_tls_cert.clone()?,
+            key: self.peer_tls_key.clone()?,
+            ca: Some(self.peer_tls_ca.clone()?),
+        })
+    }
+
+    /// The admin port's files, when it speaks TLS.
+    pub fn admin_tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.admin_tls_cert.clone()?,
+            key: self.admin_tls_key.clone()?,
+            ca: Some(self.admin_tls_ca.clone()?),
+        })
     }
 
     /// The peer address others dial.
@@ -250,6 +369,25 @@ mod tests {
         let c = Config::try_parse_from(["p", "--id", "4", "--initial-members", "1=a:1,2=b:2"]).expect("flags");
         assert!(c.resolve().is_err());
         assert!(Config::try_parse_from(["p", "--join", "--initial-members", "1=a:1"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_hang_together() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["p"], args].concat()).map_err(|e| e.to_string());
+        let tls = ["--secure-client-addr", "127.0.0.1:2281", "--tls-cert", "c", "--tls-key", "k"];
+        let c = parse(&tls).expect("flags").resolve().expect("resolves");
+        assert_eq!(c.client_tls().map(|(_, auth)| auth), Some(ClientAuth::None));
+        let c = parse(&[&tls[..], &["--tls-ca", "ca"]].concat()).expect("flags").resolve().expect("resolves");
+        assert_eq!(c.client_tls().map(|(_, auth)| auth), Some(ClientAuth::Need), "a CA means certificates are needed");
+        let want = parse(&[&tls[..], &["--tls-client-auth", "want"]].concat()).expect("flags");
+        assert!(want.resolve().is_err(), "want without a CA");
+        assert!(parse(&["--secure-client-addr", "127.0.0.1:2281"]).is_err(), "a TLS port without a certificate");
+        assert!(parse(&["--tls-cert", "c", "--tls-key", "k"]).expect("flags").resolve().is_err(), "files, no port");
+        assert!(parse(&["--no-plain-client"]).is_err(), "TLS-only without a TLS port");
+        assert!(parse(&["--peer-tls-cert", "c", "--peer-tls-key", "k"]).is_err(), "peer TLS without a CA");
+        assert!(parse(&["--admin-tls-cert", "c", "--admin-tls-ca", "ca"]).is_err(), "admin TLS without a key");
+        let peer = parse(&["--peer-tls-cert", "c", "--peer-tls-key", "k", "--peer-tls-ca", "ca"]).expect("flags");
+        assert!(peer.peer_tls().is_some() && peer.admin_tls().is_none() && peer.client_tls().is_none());
     }
 
     #[test]

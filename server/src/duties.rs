@@ -236,6 +236,7 @@ async fn send_touches(touches: &Touches, link: Option<Arc<PeerClient>>, limit: D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::client::Greeting;
     use crate::peer::Faults;
 
     #[test]
@@ -264,7 +265,12 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = closed.local_addr().expect("addr").to_string();
         drop(closed);
-        let link = PeerClient::spawn(2, addr, 1, "127.0.0.1:0".into(), Arc::new(Faults::default()));
+        let link = PeerClient::spawn(
+            2,
+            addr,
+            Greeting { me: 1, my_admin: "127.0.0.1:0".into(), tls: None },
+            Arc::new(Faults::default()),
+        );
         assert!(send_touches(&touches, Some(link), Duration::from_secs(2)).await.is_none());
         assert_eq!(touches.take().0, vec![7], "the failed batch was dropped");
         touches.add(8);

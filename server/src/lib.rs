@@ -21,7 +21,8 @@
 //! - [`clock`]: the wall clock the leader stamps into txns (never read by the tree).
 //! - [`server`]: the parts of one running server and their start-up.
 //! - [`zk`]: the client port; [`admin`]: the admin HTTP API; [`frame`]: the length-prefixed
-//!   frame reader both TCP ports use; [`metrics`]: Prometheus metrics.
+//!   frame reader both TCP ports use; [`metrics`]: Prometheus metrics; [`tls`]: the ports'
+//!   certificates and the identities they give.
 
 pub mod admin;
 pub mod clock;
@@ -37,6 +38,7 @@ pub mod raft;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod tree;
 pub mod write;
 pub mod zk;

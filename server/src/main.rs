@@ -18,20 +18,39 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let mut config = Config::parse().resolve()?;
     // Bind first: a port clash is reported before any storage is touched.
-    let client = tokio::net::TcpListener::bind(config.client_addr)
-        .await
-        .with_context(|| format!("failed to bind the client port {}", config.client_addr))?;
+    let client = match config.no_plain_client {
+        true => None,
+        false => Some(
+            tokio::net::TcpListener::bind(config.client_addr)
+                .await
+                .with_context(|| format!("failed to bind the client port {}", config.client_addr))?,
+        ),
+    };
+    let secure = match config.secure_client_addr {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind the TLS client port {addr}"))?,
+        ),
+    };
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("failed to bind the admin port {}", config.admin_addr))?;
     let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
         .await
         .with_context(|| format!("failed to bind the peer port {}", config.peer_addr))?;
-    let client_addr = client.local_addr()?;
+    let secure_addr = secure.as_ref().map(|l| l.local_addr()).transpose()?;
     let peer_addr = peer_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    // With port 0 the flag is not the port clients use; `conf` reports the bound one.
+    // With port 0 the flag is not the port clients use; `conf` reports the bound ones. With TLS
+    // alone, the client port is the TLS one.
+    let client_addr = match &client {
+        Some(listener) => listener.local_addr()?,
+        None => secure_addr.unwrap_or(config.client_addr),
+    };
     config.client_addr = client_addr;
+    config.secure_client_addr = secure_addr;
     if config.advertise_peer.is_none() {
         // Nothing to advertise was given: the bound peer port, on loopback if bound to any.
         let ip = if peer_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { peer_addr.ip().to_string() };
@@ -40,21 +59,17 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     tracing::info!(%client_addr, %admin_addr, %peer_addr, id = server.config.id, "paddock-server serving");
     // One machine-readable line, so tests and scripts that ask for port 0 learn the real ports.
-    println!("paddock-server listening client={client_addr} admin={admin_addr} peer={peer_addr}");
+    let secure_field = secure_addr.map(|addr| format!(" secure={addr}")).unwrap_or_default();
+    println!("paddock-server listening client={client_addr} admin={admin_addr} peer={peer_addr}{secure_field}");
 
-    let listener = tokio::spawn(zk::listener::run(zk::port::ClientPort::new(server.clone()), client));
+    let secure = secure.zip(server.tls.client.clone());
+    let listener = tokio::spawn(zk::listener::run(zk::port::ClientPort::new(server.clone()), client, secure));
     let peer_service = tokio::spawn(paddock_server::peer::service::run(
         std::sync::Arc::new(server.peer_service()),
         peer_listener,
         server.shutdown.clone(),
     ));
-    let admin_server = {
-        let shutdown = server.shutdown.clone();
-        let router = admin::router(server.clone());
-        tokio::spawn(async move {
-            axum::serve(admin_listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
-        })
-    };
+    let admin_server = tokio::spawn(admin::serve(server.clone(), admin_listener));
     shutdown::signal().await;
     tracing::info!("shutting down");
     server.stop().await;

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The registry every server metric is in.
@@ -104,6 +105,29 @@ metric!(/// Snapshot build time.
     SNAPSHOT_BUILD_SECONDS: Histogram = seconds("paddock_snapshot_build_seconds", "time to serialize, compress and store a snapshot"));
 metric!(/// Snapshot restore time.
     SNAPSHOT_RESTORE_SECONDS: Histogram = seconds("paddock_snapshot_restore_seconds", "time to restore the tree from a snapshot"));
+metric!(/// TLS certificate loads by port and outcome.
+    TLS_RELOADS: IntCounterVec = register(
+        IntCounterVec::new(
+            Opts::new("paddock_tls_reloads_total", "TLS certificate files loaded (at start and when they change), by port and outcome"),
+            &["port", "outcome"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))));
+metric!(/// Failed TLS handshakes on the client port.
+    TLS_HANDSHAKE_FAILURES: IntCounter = counter("paddock_client_tls_handshake_failures_total", "client connections whose TLS handshake failed (no or a wrong certificate, plain text on the TLS port)"));
+metric!(/// Peer links refused for their certificate, by reason.
+    PEER_LINKS_REFUSED: IntCounterVec = register(
+        IntCounterVec::new(
+            Opts::new("paddock_peer_links_refused_total", "peer links refused: failed TLS handshake, no member name, or a greeting claiming another member"),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))));
+metric!(/// When each TLS port's certificate expires.
+    TLS_CERT_EXPIRY: IntGaugeVec = register(
+        IntGaugeVec::new(
+            Opts::new("paddock_tls_certificate_expiry_seconds", "expiry of the certificate in use, in seconds since the Unix epoch, by port"),
+            &["port"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))));
 
 /// Makes sure every metric exists (and is registered) before the first scrape.
 pub fn init() {
@@ -112,7 +136,8 @@ pub fn init() {
     let _ = (&*DATA_BYTES, &*WATCHES, &*SESSIONS, &*SESSIONS_EXPIRED, &*RAFT_TERM, &*RAFT_LEADER_CHANGES);
     let _ = (&*RAFT_IS_LEADER, &*RAFT_LAST_LOG_INDEX, &*RAFT_COMMIT_INDEX, &*RAFT_APPLIED_INDEX);
     let _ = (&*RAFT_APPLY_LAG, &*RAFT_PURGED_INDEX, &*SNAPSHOT_INDEX, &*SNAPSHOT_BYTES);
-    let _ = (&*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS);
+    let _ = (&*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS, &*TLS_RELOADS, &*TLS_CERT_EXPIRY);
+    let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES);
 }
 
 /// The registry in Prometheus text format.

@@ -25,6 +25,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{open_db, Raft, TypeConfig};
 use crate::store::Store;
+use crate::tls::ServerTls;
 use crate::write::WritePath;
 
 /// See the module docs.
@@ -49,6 +50,8 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// When the process started.
     pub started: Instant,
+    /// The ports' TLS.
+    pub tls: ServerTls,
 }
 
 impl Server {
@@ -56,6 +59,7 @@ impl Server {
     /// and the background duties.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Server>> {
         metrics::init();
+        let tls = ServerTls::load(&config).context("failed to load the TLS certificates")?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let db = open_db(&config.data_dir)
@@ -76,7 +80,7 @@ impl Server {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().context("invalid raft config")?);
-        let peers = Arc::new(Peers::new(config.id, config.admin_addr.to_string()));
+        let peers = Arc::new(Peers::new(config.id, config.admin_addr.to_string(), tls.peer.clone()));
         let network = PeerNetwork::new(peers.clone());
         let raft = Raft::new(config.id, raft_config, network, LogStore::new(db), state_machine)
             .await
@@ -120,8 +124,10 @@ impl Server {
             contact,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            tls,
             config,
         });
+        server.tls.spawn_reloaders(Duration::from_millis(server.config.tls_reload_ms), &server.shutdown);
         let duties = Duties {
             id: server.config.id,
             raft: server.raft.clone(),

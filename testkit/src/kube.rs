@@ -30,6 +30,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::lab;
+use crate::pki::{Pki, Usage};
 
 /// The API server's advertised address (on the namespace's loopback).
 pub const API_ADDR: Ipv4Addr = Ipv4Addr::new(10, 243, 0, 1);
@@ -182,47 +183,8 @@ fn ip(ns: &str, args: &[&str]) -> Result<String, String> {
 
 /// The test CA and every certificate signed by it, written by openssl into `dir`.
 fn certificates(dir: &Path, nodes: &[&str]) -> Result<(), String> {
-    let openssl = |args: &[&str]| {
-        run(&format!("openssl {}", args.join(" ")), Command::new("openssl").current_dir(dir).args(args))
-    };
-    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])?;
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=paddock-test-ca",
-    ])?;
-    let issue = |name: &str, subject: &str, ext: &str| -> Result<(), String> {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).map_err(|e| e.to_string())?;
-        openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{name}.key")])?;
-        openssl(&["req", "-new", "-key", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", subject])?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            &format!("{name}.crt"),
-            "-extfile",
-            &format!("{name}.ext"),
-        ])?;
-        Ok(())
-    };
-    let client = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n";
+    let pki = Pki::new(dir, "paddock-test-ca")?;
+    let client = |name: &str, subject: &str| pki.issue(name, subject, Usage::Client, &[]).map(drop);
     let sans = [
         "DNS:kubernetes".to_owned(),
         "DNS:kubernetes.default".to_owned(),
@@ -233,21 +195,17 @@ fn certificates(dir: &Path, nodes: &[&str]) -> Result<(), String> {
         format!("IP:{API_ADDR}"),
         "IP:10.96.0.1".to_owned(),
     ];
-    issue(
-        "apiserver",
-        "/CN=kube-apiserver",
-        &format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
-            sans.join(",")
-        ),
-    )?;
-    issue("admin", "/O=system:masters/CN=paddock-test-admin", client)?;
-    issue("controller-manager", "/CN=system:kube-controller-manager", client)?;
-    issue("scheduler", "/CN=system:kube-scheduler", client)?;
-    issue("proxy", "/CN=system:kube-proxy", client)?;
+    pki.issue("apiserver", "/CN=kube-apiserver", Usage::Server, &sans)?;
+    client("admin", "/O=system:masters/CN=paddock-test-admin")?;
+    client("controller-manager", "/CN=system:kube-controller-manager")?;
+    client("scheduler", "/CN=system:kube-scheduler")?;
+    client("proxy", "/CN=system:kube-proxy")?;
     for node in nodes {
-        issue(&format!("node-{node}"), &format!("/O=system:nodes/CN=system:node:{node}"), client)?;
+        client(&format!("node-{node}"), &format!("/O=system:nodes/CN=system:node:{node}"))?;
     }
+    let openssl = |args: &[&str]| {
+        run(&format!("openssl {}", args.join(" ")), Command::new("openssl").current_dir(dir).args(args))
+    };
     openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"])?;
     openssl(&["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     Ok(())

@@ -7,6 +7,7 @@ pub mod http;
 pub mod kube;
 pub mod lab;
 pub mod net;
+pub mod pki;
 pub mod process;
 pub mod raw;
 pub mod sidecar;

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use paddock_contract::peer::Hello;
+use paddock_tls::{member_server_name, split, split_tcp, ReadHalf, Reloading, WriteHalf};
 
 use super::wire::{self, Frame, PeerRequest, PeerResponse};
 use super::Faults;
@@ -45,6 +46,18 @@ struct Call {
     reply: Reply,
 }
 
+/// How this server introduces itself on a link: its id and admin address, over mutual TLS
+/// when peers speak it.
+#[derive(Clone)]
+pub struct Greeting {
+    /// This server's id.
+    pub me: u64,
+    /// This server's admin address.
+    pub my_admin: String,
+    /// The peer port's TLS.
+    pub tls: Option<Arc<Reloading>>,
+}
+
 /// A handle to the link task of one peer.
 pub struct PeerClient {
     /// The peer's id.
@@ -59,10 +72,10 @@ fn unreachable(what: impl std::fmt::Display) -> io::Error {
 }
 
 impl PeerClient {
-    /// Starts the link task to `target` at `addr`, introducing this server as `me`.
-    pub fn spawn(target: u64, addr: String, me: u64, my_admin: String, faults: Arc<Faults>) -> Arc<Self> {
+    /// Starts the link task to `target` at `addr`, introducing this server with `greeting`.
+    pub fn spawn(target: u64, addr: String, greeting: Greeting, faults: Arc<Faults>) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(link(target, addr.clone(), me, my_admin, faults, rx));
+        tokio::spawn(link(target, addr.clone(), greeting, faults, rx));
         Arc::new(Self { target, addr, calls: tx })
     }
 
@@ -96,24 +109,39 @@ fn fail_all(pending: &Pending, why: &str) {
     }
 }
 
-async fn connect(addr: &str, me: u64, my_admin: &str) -> io::Result<TcpStream> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr))
+/// Dials `target` at `addr`: TCP, then mutual TLS when peers speak it (the answering
+/// server must show member `target`'s certificate), then the greetings.
+async fn connect(target: u64, addr: &str, greeting: &Greeting) -> io::Result<(ReadHalf, WriteHalf)> {
+    let stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr))
         .await
         .map_err(|_| unreachable(format!("connect to {addr} timed out")))??;
     stream.set_nodelay(true)?;
-    let hello = wire::encode_hello(&Hello { id: me, admin_addr: my_admin.to_owned() })?;
-    stream.write_all(&hello).await?;
-    tokio::time::timeout(Duration::from_secs(2), wire::read_hello(&mut stream))
+    let (mut read_half, mut write_half) = match &greeting.tls {
+        None => split_tcp(stream),
+        Some(tls) => {
+            let Some(connector) = tls.current().connector.clone() else {
+                return Err(unreachable("peer TLS has no client configuration"));
+            };
+            let name = member_server_name(target).map_err(|e| unreachable(format!("member {target}: {e}")))?;
+            let stream = tokio::time::timeout(Duration::from_secs(2), connector.connect(name, stream))
+                .await
+                .map_err(|_| unreachable(format!("TLS handshake with {addr} timed out")))??;
+            split(stream)
+        }
+    };
+    let hello = wire::encode_hello(&Hello { id: greeting.me, admin_addr: greeting.my_admin.clone() })?;
+    write_half.write_all(&hello).await?;
+    write_half.flush().await?;
+    tokio::time::timeout(Duration::from_secs(2), wire::read_hello(&mut read_half))
         .await
         .map_err(|_| unreachable(format!("{addr} did not answer hello")))??;
-    Ok(stream)
+    Ok((read_half, write_half))
 }
 
 async fn link(
     target: u64,
     addr: String,
-    me: u64,
-    my_admin: String,
+    greeting: Greeting,
     faults: Arc<Faults>,
     mut calls: mpsc::UnboundedReceiver<Call>,
 ) {
@@ -125,8 +153,8 @@ async fn link(
             let _ = first.reply.send(Err(unreachable(format!("peer {target} unreachable"))));
             continue;
         }
-        let stream = match connect(&addr, me, &my_admin).await {
-            Ok(s) => s,
+        let (read_half, write_half) = match connect(target, &addr, &greeting).await {
+            Ok(halves) => halves,
             Err(e) => {
                 tracing::debug!(target, %addr, "peer connect failed: {e}");
                 let _ = first.reply.send(Err(e));
@@ -136,7 +164,6 @@ async fn link(
             }
         };
         backoff = Duration::from_millis(20);
-        let (read_half, write_half) = stream.into_split();
         let pending: Pending = Arc::default();
         let last_read = Arc::new(Mutex::new(Instant::now()));
         let (dead_tx, mut dead_rx) = oneshot::channel::<()>();
@@ -258,7 +285,12 @@ mod tests {
                 });
             }
         });
-        let link = PeerClient::spawn(2, addr, 1, "127.0.0.1:0".into(), Arc::new(Faults::default()));
+        let link = PeerClient::spawn(
+            2,
+            addr,
+            Greeting { me: 1, my_admin: "127.0.0.1:0".into(), tls: None },
+            Arc::new(Faults::default()),
+        );
         let wait = Duration::from_secs(10);
         let asked = link.call(PeerRequest::Touch(vec![1]), Duration::from_millis(100)).await;
         assert!(asked.is_err(), "the silent peer answered: {asked:?}");

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use client::PeerClient;
+use client::{Greeting, PeerClient};
+use paddock_tls::Reloading;
 
 /// Fault injection for tests: an isolated server neither sends nor answers peer traffic.
 #[derive(Default)]
@@ -45,12 +46,14 @@ pub struct Peers {
     pub faults: Arc<Faults>,
     links: Mutex<HashMap<u64, Arc<PeerClient>>>,
     admin_addrs: Mutex<HashMap<u64, String>>,
+    /// Mutual TLS of the links, when peers speak it.
+    pub tls: Option<Arc<Reloading>>,
 }
 
 impl Peers {
-    /// Links for server `me`, whose admin API is at `my_admin`.
-    pub fn new(me: u64, my_admin: String) -> Self {
-        Self { me, my_admin, faults: Arc::default(), links: Mutex::default(), admin_addrs: Mutex::default() }
+    /// Links for server `me`, whose admin API is at `my_admin`, over TLS when `tls` is given.
+    pub fn new(me: u64, my_admin: String, tls: Option<Arc<Reloading>>) -> Self {
+        Self { me, my_admin, faults: Arc::default(), links: Mutex::default(), admin_addrs: Mutex::default(), tls }
     }
 
     /// The link to `target` at `addr` (replaced when the address changed).
@@ -59,8 +62,12 @@ impl Peers {
         match links.get(&target) {
             Some(link) if link.addr == addr => link.clone(),
             _ => {
-                let link =
-                    PeerClient::spawn(target, addr.to_owned(), self.me, self.my_admin.clone(), self.faults.clone());
+                let link = PeerClient::spawn(
+                    target,
+                    addr.to_owned(),
+                    Greeting { me: self.me, my_admin: self.my_admin.clone(), tls: self.tls.clone() },
+                    self.faults.clone(),
+                );
                 links.insert(target, link.clone());
                 link
             }

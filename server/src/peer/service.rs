@@ -20,7 +20,9 @@ use super::Peers;
 use crate::clock::now_ms;
 use crate::contact::Contact;
 use crate::liveness::SessionTracker;
+use crate::metrics;
 use crate::raft::Raft;
+use paddock_tls::{leaf, member_id, split, split_tcp, ReadHalf, WriteHalf};
 
 /// What the peer port answers with: this server's Raft, its links (for the fault switch and
 /// the admin addresses peers announce), and the leader's session liveness table.
@@ -56,8 +58,8 @@ pub async fn run(server: Arc<PeerService>, listener: TcpListener, shutdown: Canc
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_link(server.clone(), stream));
+            Ok((stream, addr)) => {
+                tokio::spawn(accept_link(server.clone(), stream, addr));
             }
             Err(e) => {
                 tracing::warn!("peer accept failed: {e}");
@@ -67,13 +69,52 @@ pub async fn run(server: Arc<PeerService>, listener: TcpListener, shutdown: Canc
     }
 }
 
-async fn serve_link(server: Arc<PeerService>, stream: TcpStream) {
+/// How long a dialer may take over its TLS handshake and its greeting.
+const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes a dialed link: with peer TLS, the handshake first (the dialer must show a member
+/// certificate of the cluster's CA, or it sends nothing at all), noting the member the
+/// certificate names.
+async fn accept_link(server: Arc<PeerService>, stream: TcpStream, addr: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let Some(tls) = server.peers.tls.clone() else {
+        let (read_half, write_half) = split_tcp(stream);
+        return serve_link(server, read_half, write_half, None).await;
+    };
+    let Some(acceptor) = tls.current().acceptor.clone() else {
+        return;
+    };
+    match tokio::time::timeout(GREETING_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let member = leaf(stream.get_ref().1.peer_certificates()).and_then(member_id);
+            let Some(member) = member else {
+                metrics::PEER_LINKS_REFUSED.with_label_values(&["no_member_name"]).inc();
+                tracing::warn!(%addr, "peer certificate names no member (urn:paddock:member:<id>): link refused");
+                return;
+            };
+            let (read_half, write_half) = split(stream);
+            serve_link(server, read_half, write_half, Some(member)).await
+        }
+        Ok(Err(e)) => {
+            metrics::PEER_LINKS_REFUSED.with_label_values(&["handshake"]).inc();
+            tracing::warn!(%addr, "peer TLS handshake failed: {e}");
+        }
+        Err(_) => tracing::debug!(%addr, "peer TLS handshake timed out"),
+    }
+}
+
+/// Serves one link. `member` is the id the dialer's certificate names, with peer TLS: the
+/// greeting must claim that id, or the link ends before any frame is read.
+async fn serve_link(server: Arc<PeerService>, read_half: ReadHalf, write_half: WriteHalf, member: Option<u64>) {
     let mut reader = BufReader::new(read_half);
     // Whoever dials may send anything: the greeting is read with a small cap, and in time.
-    let greeting = tokio::time::timeout(std::time::Duration::from_secs(5), wire::read_hello(&mut reader)).await;
+    let greeting = tokio::time::timeout(GREETING_TIMEOUT, wire::read_hello(&mut reader)).await;
     let from = match greeting {
+        Ok(Ok(Hello { id, .. })) if member.is_some_and(|member| member != id) => {
+            metrics::PEER_LINKS_REFUSED.with_label_values(&["wrong_member"]).inc();
+            tracing::warn!(claimed = id, certificate = member, "peer claims another member's id: link refused");
+            return;
+        }
         Ok(Ok(Hello { id, admin_addr })) => {
             server.peers.learn_admin(id, admin_addr);
             id

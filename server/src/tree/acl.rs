@@ -1,6 +1,7 @@
 //! ACL semantics: validating and expanding a client's ACL (`PrepRequestProcessor.fixupACL`),
 //! permission checks (`ZooKeeperServer.checkACL`) for the schemes ZooKeeper registers by default
-//! (`world`, `auth`, `digest`, `ip`, plus the `super` identity), and digest ids.
+//! (`world`, `auth`, `digest`, `ip`, plus the `super` identity), the `x509` scheme of TLS client
+//! certificates (`X509AuthenticationProvider`), and digest ids.
 
 use base64::Engine as _;
 use sha1::{Digest as _, Sha1};
@@ -30,7 +31,7 @@ pub fn acl_allows(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
             return true;
         }
         let matches: fn(&str, &str) -> bool = match id.scheme.as_str() {
-            "digest" => |auth_id, acl_id| auth_id == acl_id,
+            "digest" | "x509" => |auth_id, acl_id| auth_id == acl_id,
             "ip" => ip_matches,
             _ => return false,
         };
@@ -58,11 +59,13 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
         if id.scheme == "world" && id.id == "anyone" {
             fixed.push(entry.clone());
         } else if id.scheme == "auth" {
-            // Only providers that say `isAuthenticated()` expand: digest does, ip does not, and
-            // `super` has no provider at all.
+            // Only providers that say `isAuthenticated()` expand: digest and x509 do, ip does
+            // not, and `super` has no provider at all.
             let before = fixed.len();
             fixed.extend(
-                auth.iter().filter(|a| a.scheme == "digest").map(|a| Acl { perms: entry.perms, id: a.clone() }),
+                auth.iter()
+                    .filter(|a| a.scheme == "digest" || a.scheme == "x509")
+                    .map(|a| Acl { perms: entry.perms, id: a.clone() }),
             );
             if fixed.len() == before {
                 return Err(ErrorCode::InvalidAcl);
@@ -70,6 +73,7 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
         } else {
             let valid = match id.scheme.as_str() {
                 "digest" => digest_id_is_valid(&id.id),
+                "x509" => x509_id_is_valid(&id.id),
                 "ip" => ip_expr_is_valid(&id.id),
                 _ => false,
             };
@@ -93,6 +97,30 @@ fn digest_id_is_valid(id: &str) -> bool {
         parts.pop();
     }
     parts.len() == 2
+}
+
+/// `X509AuthenticationProvider.isValid` asks Java whether the id parses as an X.500 name; this
+/// takes what has the name's shape: `type=value` pairs separated by `,` or `+`, none empty
+/// (an escaped separator does not separate).
+fn x509_id_is_valid(id: &str) -> bool {
+    let mut parts = Vec::new();
+    let (mut current, mut escaped) = (String::new(), false);
+    for c in id.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' => {
+                current.push(c);
+                escaped = true;
+            }
+            ',' | '+' | ';' => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts.iter().all(|part| part.split_once('=').is_some_and(|(kind, _)| !kind.trim().is_empty()))
 }
 
 /// `IPAuthenticationProvider.isValid`: an address, optionally `/bits` within its length.
@@ -202,6 +230,24 @@ fn mask(bytes: &mut [u8], bits: usize) {
 mod tests {
     use super::*;
     use crate::proto::perms;
+
+    #[test]
+    fn x509_ids_match_exactly_and_expand_auth() {
+        let subject = "CN=app,O=paddock";
+        let entry = [acl(perms::READ, "x509", subject)];
+        assert!(acl_allows(&entry, perms::READ, &[Id::new("x509", subject)]));
+        assert!(!acl_allows(&entry, perms::READ, &[Id::new("x509", "CN=other,O=paddock")]));
+        assert!(!acl_allows(&entry, perms::READ, &[Id::new("digest", subject)]));
+        assert!(!acl_allows(&entry, perms::WRITE, &[Id::new("x509", subject)]));
+        let auth = [Id::new("ip", "127.0.0.1"), Id::new("x509", subject)];
+        let fixed = fixup_acl(&[acl(perms::ALL, "auth", "")], &auth).expect("x509 is an authenticated scheme");
+        assert_eq!(fixed, vec![acl(perms::ALL, "x509", subject)]);
+        assert!(fixup_acl(&[acl(perms::ALL, "x509", subject)], &[]).is_ok());
+        for bad in ["", "CN", "=x", "CN=a,", "CN=a,,O=b"] {
+            assert_eq!(fixup_acl(&[acl(perms::ALL, "x509", bad)], &[]), Err(ErrorCode::InvalidAcl), "{bad:?}");
+        }
+        assert!(fixup_acl(&[acl(perms::ALL, "x509", "CN=a\\,b+OU=c")], &[]).is_ok());
+    }
 
     fn acl(perms: i32, scheme: &str, id: &str) -> Acl {
         Acl { perms, id: Id::new(scheme, id) }

@@ -10,9 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use paddock_tls::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::frame::{self, FrameError};
@@ -64,7 +63,7 @@ impl From<FrameError> for ConnectionError {
 
 /// One request frame (its length prefix `prefix` read already), counted in the metrics.
 async fn read_request(
-    reader: &mut BufReader<OwnedReadHalf>,
+    reader: &mut BufReader<ReadHalf>,
     prefix: [u8; 4],
     max: usize,
 ) -> Result<Vec<u8>, ConnectionError> {
@@ -73,16 +72,16 @@ async fn read_request(
     Ok(body)
 }
 
-async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>, ConnectionError> {
+async fn read_frame(reader: &mut BufReader<ReadHalf>, max: usize) -> Result<Vec<u8>, ConnectionError> {
     let mut prefix = [0u8; 4];
     reader.read_exact(&mut prefix).await?;
     read_request(reader, prefix, max).await
 }
 
-/// Serves one accepted connection until it ends.
-pub async fn serve(port: Arc<ClientPort>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut write_half) = stream.into_split();
+/// Serves one accepted connection until it ends. `identities` are what its TLS client
+/// certificate says (the `x509` ids), besides the `ip` id every connection has.
+pub async fn serve(port: Arc<ClientPort>, halves: (ReadHalf, WriteHalf), peer: SocketAddr, identities: Vec<Id>) {
+    let (read_half, mut write_half) = halves;
     let mut reader = BufReader::new(read_half);
     let mut first = [0u8; 4];
     // A peer that never says anything is not held forever.
@@ -100,7 +99,8 @@ pub async fn serve(port: Arc<ClientPort>, stream: TcpStream, peer: SocketAddr) {
     metrics::CONNECTIONS_ACCEPTED.inc();
     metrics::CONNECTIONS.inc();
     let (conn, stats) = port.connections.open(peer);
-    let result = run(&port, conn, &stats, reader, write_half, first, peer).await;
+    let auth = [vec![Id::new("ip", peer.ip().to_string())], identities].concat();
+    let result = run(&port, conn, &stats, reader, write_half, first, auth).await;
     match result {
         Ok(()) => {}
         Err(ConnectionError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -119,8 +119,8 @@ pub async fn serve(port: Arc<ClientPort>, stream: TcpStream, peer: SocketAddr) {
 /// session and its timeout, or `None` when the client was turned away.
 async fn handshake(
     port: &ClientPort,
-    reader: &mut BufReader<OwnedReadHalf>,
-    write_half: &mut OwnedWriteHalf,
+    reader: &mut BufReader<ReadHalf>,
+    write_half: &mut WriteHalf,
     prefix: [u8; 4],
 ) -> Result<Option<(i64, Duration)>, ConnectionError> {
     let limit = port.server.config.max_session_timeout();
@@ -142,10 +142,10 @@ async fn run(
     port: &Arc<ClientPort>,
     conn: ConnId,
     stats: &Arc<ConnStats>,
-    mut reader: BufReader<OwnedReadHalf>,
-    mut write_half: OwnedWriteHalf,
+    mut reader: BufReader<ReadHalf>,
+    mut write_half: WriteHalf,
     first: [u8; 4],
-    peer: SocketAddr,
+    auth: Vec<Id>,
 ) -> Result<(), ConnectionError> {
     let server = &port.server;
     let Some((session_id, timeout)) = handshake(port, &mut reader, &mut write_half, first).await? else {
@@ -168,7 +168,7 @@ async fn run(
     let writer =
         tokio::spawn(writer::run(port.clone(), conn, stats.clone(), session_id, write_half, slots_rx, notify_rx));
 
-    let mut auth = Arc::new(vec![Id::new("ip", peer.ip().to_string())]);
+    let mut auth = Arc::new(auth);
     let kill = port.connections.kill_signal(conn);
     // A silent client's connection ends when its session does (the leader expires it; the
     // client port then ends the connection, after the expiry's watch events are queued on

@@ -54,10 +54,12 @@ pub enum Action {
 pub fn dispatch(op: OpCode, request: Request, caller: &Caller<'_>, super_digest: Option<&str>) -> Action {
     match (op, request) {
         (OpCode::Ping, _) => Action::Ping,
-        (OpCode::Auth, Request::Auth { scheme, auth, .. }) => match authenticate(&scheme, &auth, super_digest) {
-            Ok(ids) => Action::Authenticated(ids),
-            Err(code) => Action::AuthFailed(code),
-        },
+        (OpCode::Auth, Request::Auth { scheme, auth, .. }) => {
+            match authenticate(&scheme, &auth, super_digest, caller.auth) {
+                Ok(ids) => Action::Authenticated(ids),
+                Err(code) => Action::AuthFailed(code),
+            }
+        }
         (OpCode::CloseSession, _) => Action::Close,
         (OpCode::Sync, Request::Sync { path }) => Action::Sync { path },
         (OpCode::Reconfig, _) => Action::Answer(Err(ErrorCode::ReconfigDisabled)),
@@ -96,10 +98,19 @@ fn write_txn(caller: &Caller<'_>, op: OpCode, request: Request) -> Result<(TxnKi
     }
 }
 
-/// The identities an `auth` packet adds, or `AuthFailed`. Only the digest scheme is offered
-/// (as in a default ZooKeeper; `ip` is implicit from the connection).
-pub fn authenticate(scheme: &str, auth: &[u8], super_digest: Option<&str>) -> Result<Vec<Id>, ErrorCode> {
+/// The identities an `auth` packet adds, or `AuthFailed`. The digest scheme, and `x509`, which
+/// (as ZooKeeper's `X509AuthenticationProvider`) adds nothing of its own: it succeeds with the
+/// connection's certificate identities (`held`, given at the TLS handshake) and fails on a
+/// connection without a client certificate. `ip` is implicit from the connection.
+pub fn authenticate(scheme: &str, auth: &[u8], super_digest: Option<&str>, held: &[Id]) -> Result<Vec<Id>, ErrorCode> {
     match scheme {
+        "x509" => {
+            let ids: Vec<Id> = held.iter().filter(|id| id.scheme == "x509").cloned().collect();
+            if ids.is_empty() {
+                return Err(ErrorCode::AuthFailed);
+            }
+            Ok(ids)
+        }
         "digest" => {
             let user_password = std::str::from_utf8(auth).map_err(|_| ErrorCode::AuthFailed)?;
             if !user_password.contains(':') {
@@ -126,11 +137,19 @@ mod tests {
 
     #[test]
     fn digest_auth_and_super() {
-        let ids = authenticate("digest", b"super:test", Some(SUPER)).expect("auth");
+        let ids = authenticate("digest", b"super:test", Some(SUPER), &[]).expect("auth");
         assert_eq!(ids[0], Id::new("super", ""));
         assert_eq!(ids[1], Id::new("digest", SUPER));
-        assert_eq!(authenticate("digest", b"nocolon", None), Err(ErrorCode::AuthFailed));
-        assert_eq!(authenticate("kerberos", b"x:y", None), Err(ErrorCode::AuthFailed));
+        assert_eq!(authenticate("digest", b"nocolon", None, &[]), Err(ErrorCode::AuthFailed));
+        assert_eq!(authenticate("kerberos", b"x:y", None, &[]), Err(ErrorCode::AuthFailed));
+    }
+
+    #[test]
+    fn x509_auth_needs_a_certificate_on_the_connection() {
+        let ip = Id::new("ip", "127.0.0.1");
+        assert_eq!(authenticate("x509", b"", None, std::slice::from_ref(&ip)), Err(ErrorCode::AuthFailed));
+        let cert = Id::new("x509", "CN=app,O=paddock");
+        assert_eq!(authenticate("x509", b"anything", None, &[ip, cert.clone()]), Ok(vec![cert]));
     }
 
     /// The action of every client opcode, on one representative request each.

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use paddock_tls::WriteHalf;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::metrics;
@@ -91,7 +91,7 @@ fn encode_notification(out: &mut Vec<u8>, n: Notification) {
 struct Writer {
     port: Arc<ClientPort>,
     stats: Arc<ConnStats>,
-    out: BufWriter<OwnedWriteHalf>,
+    out: BufWriter<WriteHalf>,
     buf: Vec<u8>,
 }
 
@@ -114,7 +114,7 @@ pub async fn run(
     conn: ConnId,
     stats: Arc<ConnStats>,
     session_id: i64,
-    write_half: OwnedWriteHalf,
+    write_half: WriteHalf,
     mut slots: mpsc::Receiver<Slot>,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
 ) {

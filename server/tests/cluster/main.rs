@@ -14,3 +14,4 @@ mod membership;
 mod moved;
 mod replication;
 mod sync_order;
+mod tls;

@@ -13,4 +13,5 @@ mod four_letter;
 mod multi;
 mod nodes;
 mod sessions;
+mod tls;
 mod watches;
