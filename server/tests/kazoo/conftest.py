@@ -193,6 +193,16 @@ class ReferenceZooKeeper(PaddockServer):
 
     CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
 
+    FLAGS_WITHOUT_VALUE = {"--no-plain-client", "--enable-fault-injection"}
+
+    @classmethod
+    def _parse(cls, args):
+        opts, args = {}, list(args)
+        while args:
+            flag = args.pop(0)
+            opts[flag] = True if flag in cls.FLAGS_WITHOUT_VALUE else args.pop(0)
+        return opts
+
     def start(self, timeout=START_TIMEOUT):
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         if self.client_addr is None:
@@ -200,25 +210,42 @@ class ReferenceZooKeeper(PaddockServer):
                 s.bind(("127.0.0.1", 0))
                 self.client_addr = "127.0.0.1:%d" % s.getsockname()[1]
         opts = dict(zip(DEFAULT_ARGS[::2], DEFAULT_ARGS[1::2]))
-        args = list(self.extra_args)
-        opts.update(dict(zip(args[::2], args[1::2])))
+        opts.update(self._parse(self.extra_args))
         os.makedirs(self.data_dir, exist_ok=True)
         cfg = os.path.join(self.data_dir, "zoo.cfg")
+        tls = "--secure-client-addr" in opts
         with open(cfg, "w") as f:
             f.write(
                 f"tickTime={opts['--tick-ms']}\ndataDir={self.data_dir}\n"
-                f"clientPort={self.port}\nclientPortAddress=127.0.0.1\n"
                 "4lw.commands.whitelist=*\nadmin.enableServer=false\n"
             )
+            # With TLS alone, the one port is the secure one (ZooKeeper's secureClientPort).
+            port_key = "secureClientPort" if tls and "--no-plain-client" in opts else "clientPort"
+            f.write(f"{port_key}={self.port}\n{port_key}Address=127.0.0.1\n")
             if "--max-session-timeout-ms" in opts:
                 f.write(f"maxSessionTimeout={opts['--max-session-timeout-ms']}\n")
         props = [
             "-Dzookeeper.extendedTypesEnabled=true",
             f"-Dznode.container.checkIntervalMs={opts['--reap-interval-ms']}",
         ]
+        classpath = self.CLASSPATH
         if "--super-digest" in opts:
             props.append(f"-Dzookeeper.DigestAuthenticationProvider.superDigest={opts['--super-digest']}")
-        cmd = ["java", *props, "-cp", self.CLASSPATH,
+        if tls:
+            keystore = os.path.join(self.data_dir, "server.pem")
+            with open(keystore, "w") as out, open(opts["--tls-key"]) as k, open(opts["--tls-cert"]) as c:
+                out.write(k.read() + c.read())
+            props += [
+                "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+                f"-Dzookeeper.ssl.keyStore.location={keystore}", "-Dzookeeper.ssl.keyStore.type=PEM",
+                f"-Dzookeeper.ssl.trustStore.location={opts['--tls-ca']}", "-Dzookeeper.ssl.trustStore.type=PEM",
+                "-Dzookeeper.authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+            ]
+            if "--x509-super-user" in opts:
+                props.append(f"-Dzookeeper.X509AuthenticationProvider.superUser={opts['--x509-super-user']}")
+            # Debian's manifest misses netty's resolver and codec (see test_tls.py).
+            classpath += ":/usr/share/java/netty-resolver.jar:/usr/share/java/netty-codec.jar"
+        cmd = ["java", *props, "-cp", classpath,
                "org.apache.zookeeper.server.ZooKeeperServerMain", cfg]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -229,6 +256,8 @@ class ReferenceZooKeeper(PaddockServer):
                 raise RuntimeError(f"zookeeper exited early\n{self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=2) as s:
+                    if tls:
+                        return self  # the secure port opens once the database is loaded
                     s.sendall(b"srvr")  # ruok answers before the server serves sessions
                     if s.recv(4096).startswith(b"Zookeeper version"):
                         return self

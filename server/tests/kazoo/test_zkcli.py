@@ -20,9 +20,10 @@ SESSION_TIMEOUT = 120.0  # whole script, JVM start included
 
 
 class ZkCli:
-    def __init__(self, hosts):
+    def __init__(self, hosts, jvm_flags=""):
         env = dict(os.environ)
         env.setdefault("CLIENT_JVMFLAGS", "-Xshare:auto -XX:TieredStopAtLevel=1")
+        env["CLIENT_JVMFLAGS"] = f"{env['CLIENT_JVMFLAGS']} {jvm_flags}".strip()
         self.proc = subprocess.Popen(
             [ZKCLI, "-server", hosts],
             stdin=subprocess.PIPE,
