@@ -47,6 +47,24 @@ pub struct Config {
     /// ZooKeeper session timeout to ask the cluster for, in milliseconds.
     #[arg(long, env = "PADDOCK_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u64,
+
+    /// CA certificates (PEM) the servers' certificates must chain to; given, the sidecar speaks
+    /// TLS to every server in --cluster (their certificates must name the host dialed).
+    #[arg(long, env = "PADDOCK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The sidecar's client certificate (PEM), shown to servers that ask for one.
+    #[arg(long, env = "PADDOCK_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "PADDOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the TLS files are read again, in milliseconds (renewed ones are used from the
+    /// next connection on; the open one is kept).
+    #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub tls_reload_ms: u64,
 }
 
 impl Config {

@@ -16,6 +16,7 @@ pub mod recipes;
 pub mod session;
 pub mod sidecar;
 pub mod stream;
+pub mod tls;
 pub mod watch_stream;
 pub mod znode;
 

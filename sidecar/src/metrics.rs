@@ -27,6 +27,8 @@ pub struct Metrics {
     pub claims: IntCounter,
     /// `paddock_sidecar_queue_acks_total`: items acknowledged (and deleted) through this sidecar.
     pub acks: IntCounter,
+    /// `paddock_sidecar_tls_reloads_total{outcome}`: TLS files that changed, loaded or not.
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,7 +66,12 @@ impl Metrics {
         registry.register(Box::new(app_healthy.clone()))?;
         registry.register(Box::new(enqueued.clone()))?;
         registry.register(Box::new(claims.clone()))?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new("paddock_sidecar_tls_reloads_total", "TLS files that changed, by outcome (loaded, failed)"),
+            &["outcome"],
+        )?;
         registry.register(Box::new(acks.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
         app_healthy.set(1);
         Ok(Metrics {
             registry,
@@ -78,6 +85,7 @@ impl Metrics {
             enqueued,
             claims,
             acks,
+            tls_reloads,
         })
     }
 

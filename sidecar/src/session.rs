@@ -15,6 +15,7 @@
 //! deleting a znode of ours across connection losses, re-adding a persistent watch) and making
 //! paths. What a recipe does with them is the recipe's business.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,6 +28,7 @@ use zookeeper_client::{
 use crate::deadline::Heard;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::tls::ClusterTls;
 
 /// Persistent, world-open: how the sidecar creates directories.
 pub const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls::anyone_all());
@@ -181,6 +183,7 @@ pub async fn delete_own(client: &Client, status: &mut watch::Receiver<SessionSta
 /// The write side: owns the connection loop.
 pub struct Session {
     cluster: String,
+    tls: Option<Arc<ClusterTls>>,
     namespace: String,
     timeout: Duration,
     status: watch::Sender<SessionStatus>,
@@ -197,8 +200,15 @@ enum Ended {
 }
 
 impl Session {
-    /// A session for `cluster`, chrooted to `/<namespace>`; nothing connects until [`Session::run`].
-    pub fn new(cluster: String, namespace: String, timeout: Duration, metrics: Metrics) -> (Session, SessionHandle) {
+    /// A session for `cluster` (over TLS when `tls` is given), chrooted to `/<namespace>`;
+    /// nothing connects until [`Session::run`].
+    pub fn new(
+        cluster: String,
+        tls: Option<Arc<ClusterTls>>,
+        namespace: String,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> (Session, SessionHandle) {
         let (status, rx) = watch::channel(SessionStatus {
             state: SessionState::Connecting,
             generation: 0,
@@ -206,7 +216,8 @@ impl Session {
             valid_until: None,
         });
         let (heard, heard_rx) = watch::channel(None);
-        (Session { cluster, namespace, timeout, status, heard, metrics }, SessionHandle { status: rx, heard: heard_rx })
+        let session = Session { cluster, tls, namespace, timeout, status, heard, metrics };
+        (session, SessionHandle { status: rx, heard: heard_rx })
     }
 
     fn publish(&self, state: SessionState, generation: u64, client: Option<Client>) {
@@ -349,8 +360,12 @@ impl Session {
     /// namespace znode, whose answer proves the session alive (the handshake's own send time is
     /// zookeeper-client's, and earlier still).
     async fn try_connect(&self) -> Result<(Client, Heard), zookeeper_client::Error> {
-        let root =
-            Client::connector().with_session_timeout(self.timeout).with_fail_eagerly().connect(&self.cluster).await?;
+        let connector = Client::connector().with_session_timeout(self.timeout).with_fail_eagerly();
+        let root = match &self.tls {
+            None => connector.connect(&self.cluster).await?,
+            // Every server in the list is dialed with TLS.
+            Some(tls) => connector.with_tls(tls.options()).secure_connect(&self.cluster).await?,
+        };
         let chroot = format!("/{}", self.namespace);
         let sent = Instant::now();
         match root.create(&chroot, &[], &PERSISTENT).await {

@@ -24,6 +24,7 @@ use crate::probe::Probe;
 use crate::recipes::group::Memberships;
 use crate::recipes::queue::Claims;
 use crate::session::Session;
+use crate::tls::ClusterTls;
 
 /// How long each drain step may take before the next one goes ahead anyway.
 const DRAIN_STEP: Duration = Duration::from_secs(5);
@@ -73,8 +74,20 @@ pub async fn run(
     if namespace == "zookeeper" {
         anyhow::bail!("--namespace zookeeper is reserved by ZooKeeper");
     }
+    let tls = match &config.tls_ca {
+        None => None,
+        Some(ca) => {
+            let identity = config.tls_cert.clone().zip(config.tls_key.clone());
+            Some(ClusterTls::load(ca.clone(), identity).map_err(|e| anyhow::anyhow!("TLS: {e}"))?)
+        }
+    };
+    let stop_tls = CancellationToken::new();
+    let _stop_tls = stop_tls.clone().drop_guard();
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(Duration::from_millis(config.tls_reload_ms), metrics.clone(), stop_tls);
+    }
     let (session, handle) =
-        Session::new(config.cluster.clone(), namespace.clone(), config.session_timeout(), metrics.clone());
+        Session::new(config.cluster.clone(), tls, namespace.clone(), config.session_timeout(), metrics.clone());
     let members = Memberships::new(identity.clone(), handle.clone(), metrics.clone(), &config.join)
         .map_err(|e| anyhow::anyhow!("bad --join: {e}"))?;
     let holds = Holds::new();

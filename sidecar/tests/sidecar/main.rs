@@ -15,3 +15,4 @@ mod locks;
 mod nodes;
 mod queues;
 mod session;
+mod tls;

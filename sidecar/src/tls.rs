@@ -1,0 +1,99 @@
+//! TLS to the cluster: the CA, and the client certificate if one is given, loaded into
+//! zookeeper-client's dynamic certificates and read again on a timer. A change that loads is
+//! used from the next connection on (the open one, and with it the session, is kept); one that
+//! does not is reported and the old certificates kept.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{TlsCa, TlsCerts, TlsDynamicCerts, TlsIdentity, TlsOptions};
+
+use crate::metrics::Metrics;
+
+/// See the module docs.
+pub struct ClusterTls {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+    certs: TlsDynamicCerts,
+    raw: Mutex<Vec<String>>,
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("failed to read {}: {e}", path.display()))
+}
+
+impl ClusterTls {
+    /// Reads the CA and, if given, the client certificate and key.
+    pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<Arc<ClusterTls>, String> {
+        // zookeeper-client builds its configurations with the process's default provider, and
+        // more than one is linked in: say which (a second call finds it set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (raw, certs) = Self::read(&ca, identity.as_ref())?;
+        let certs = TlsDynamicCerts::new(certs);
+        Ok(Arc::new(ClusterTls { ca, identity, certs, raw: Mutex::new(raw) }))
+    }
+
+    fn read(ca: &PathBuf, identity: Option<&(PathBuf, PathBuf)>) -> Result<(Vec<String>, TlsCerts), String> {
+        let ca_pem = read(ca)?;
+        let mut builder =
+            TlsCerts::builder().with_ca(TlsCa::from_pem(&ca_pem).map_err(|e| format!("{}: {e}", ca.display()))?);
+        let mut raw = vec![ca_pem];
+        if let Some((cert, key)) = identity {
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            let parsed = TlsIdentity::from_pem(&cert_pem, &key_pem)
+                .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+            builder = builder.with_identity(parsed);
+            raw.extend([cert_pem, key_pem]);
+        }
+        let certs = builder.build().map_err(|e| e.to_string())?;
+        Ok((raw, certs))
+    }
+
+    /// The options every connection to the cluster is made with.
+    pub fn options(&self) -> TlsOptions {
+        TlsOptions::new().with_certs(self.certs.clone())
+    }
+
+    /// Reads the files again: whether they changed (and the new ones are in use).
+    pub fn reload(&self) -> Result<bool, String> {
+        let (raw, certs) = Self::read(&self.ca, self.identity.as_ref())?;
+        let mut seen = self.raw.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == raw {
+            return Ok(false);
+        }
+        self.certs.update(certs);
+        *seen = raw;
+        Ok(true)
+    }
+
+    /// Reloads every `every` until `stop`, counting outcomes in `metrics`.
+    pub fn spawn_reloader(self: &Arc<Self>, every: Duration, metrics: Metrics, stop: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match this.reload() {
+                    Ok(false) => failing = false,
+                    Ok(true) => {
+                        failing = false;
+                        metrics.tls_reloads.with_label_values(&["loaded"]).inc();
+                        tracing::info!("TLS certificates reloaded");
+                    }
+                    Err(e) => {
+                        metrics.tls_reloads.with_label_values(&["failed"]).inc();
+                        if !failing {
+                            tracing::warn!("TLS files changed but cannot be used (keeping the old ones): {e}");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        });
+    }
+}
