@@ -50,8 +50,8 @@ system-deps:
 
 python-deps:
 	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
-	@$(PYTHON) -c "import kazoo, pytest, yaml, kubernetes_validate" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml kubernetes-validate==1.37.0
+	@$(PYTHON) -c "import kazoo, pytest, yaml, kubernetes_validate, puresasl" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet kazoo pytest pyyaml kubernetes-validate==1.37.0 pure-sasl
 
 rocksdb: system-deps
 	@scripts/rocksdb.sh >/dev/null

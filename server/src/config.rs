@@ -154,8 +154,17 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_ADMIN_TLS_CA", requires = "admin_tls_cert")]
     pub admin_tls_ca: Option<PathBuf>,
 
-    /// How often certificate files are read again, in milliseconds (renewed ones are used for
-    /// new connections; open ones keep theirs).
+    /// SASL DIGEST-MD5 users, a file of `name:password` lines (read again when it changes, every
+    /// --tls-reload-ms); without it clients' SASL requests fail.
+    #[arg(long, env = "PADDOCK_SASL_USERS")]
+    pub sasl_users: Option<PathBuf>,
+
+    /// The SASL user that is the super user (ZooKeeper's zookeeper.superUser).
+    #[arg(long, env = "PADDOCK_SASL_SUPER_USER")]
+    pub sasl_super_user: Option<String>,
+
+    /// How often certificate files (and the SASL users) are read again, in milliseconds (renewed
+    /// certificates are used for new connections; open ones keep theirs).
     #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub tls_reload_ms: u64,
 }

@@ -63,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
     println!("paddock-server listening client={client_addr} admin={admin_addr} peer={peer_addr}{secure_field}");
 
     let secure = secure.zip(server.tls.client.clone());
-    let listener = tokio::spawn(zk::listener::run(zk::port::ClientPort::new(server.clone()), client, secure));
+    let port = zk::port::ClientPort::new(server.clone()).context("failed to load the SASL users")?;
+    let listener = tokio::spawn(zk::listener::run(port, client, secure));
     let peer_service = tokio::spawn(paddock_server::peer::service::run(
         std::sync::Arc::new(server.peer_service()),
         peer_listener,

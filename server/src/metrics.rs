@@ -114,6 +114,8 @@ metric!(/// TLS certificate loads by port and outcome.
         .unwrap_or_else(|e| panic!("{e}"))));
 metric!(/// Failed TLS handshakes on the client port.
     TLS_HANDSHAKE_FAILURES: IntCounter = counter("paddock_client_tls_handshake_failures_total", "client connections whose TLS handshake failed (no or a wrong certificate, plain text on the TLS port)"));
+metric!(/// Failed SASL authentications on the client port.
+    SASL_FAILURES: IntCounter = counter("paddock_sasl_failures_total", "client SASL exchanges that failed (unknown user, wrong password, bad token)"));
 metric!(/// Peer links refused for their certificate, by reason.
     PEER_LINKS_REFUSED: IntCounterVec = register(
         IntCounterVec::new(
@@ -137,7 +139,7 @@ pub fn init() {
     let _ = (&*RAFT_IS_LEADER, &*RAFT_LAST_LOG_INDEX, &*RAFT_COMMIT_INDEX, &*RAFT_APPLIED_INDEX);
     let _ = (&*RAFT_APPLY_LAG, &*RAFT_PURGED_INDEX, &*SNAPSHOT_INDEX, &*SNAPSHOT_BYTES);
     let _ = (&*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS, &*TLS_RELOADS, &*TLS_CERT_EXPIRY);
-    let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES);
+    let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES, &*SASL_FAILURES);
 }
 
 /// The registry in Prometheus text format.

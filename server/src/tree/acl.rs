@@ -31,7 +31,7 @@ pub fn acl_allows(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
             return true;
         }
         let matches: fn(&str, &str) -> bool = match id.scheme.as_str() {
-            "digest" | "x509" => |auth_id, acl_id| auth_id == acl_id,
+            "digest" | "x509" | "sasl" => |auth_id, acl_id| auth_id == acl_id,
             "ip" => ip_matches,
             _ => return false,
         };
@@ -59,12 +59,12 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
         if id.scheme == "world" && id.id == "anyone" {
             fixed.push(entry.clone());
         } else if id.scheme == "auth" {
-            // Only providers that say `isAuthenticated()` expand: digest and x509 do, ip does
-            // not, and `super` has no provider at all.
+            // Only providers that say `isAuthenticated()` expand: digest, x509 and sasl do, ip
+            // does not, and `super` has no provider at all.
             let before = fixed.len();
             fixed.extend(
                 auth.iter()
-                    .filter(|a| a.scheme == "digest" || a.scheme == "x509")
+                    .filter(|a| matches!(a.scheme.as_str(), "digest" | "x509" | "sasl"))
                     .map(|a| Acl { perms: entry.perms, id: a.clone() }),
             );
             if fixed.len() == before {
@@ -74,6 +74,7 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
             let valid = match id.scheme.as_str() {
                 "digest" => digest_id_is_valid(&id.id),
                 "x509" => x509_id_is_valid(&id.id),
+                "sasl" => sasl_id_is_valid(&id.id),
                 "ip" => ip_expr_is_valid(&id.id),
                 _ => false,
             };
@@ -121,6 +122,21 @@ fn x509_id_is_valid(id: &str) -> bool {
     }
     parts.push(current);
     parts.iter().all(|part| part.split_once('=').is_some_and(|(kind, _)| !kind.trim().is_empty()))
+}
+
+/// `SASLAuthenticationProvider.isValid`: the id parses as a Kerberos principal,
+/// `name[/host][@REALM]`, no part empty.
+fn sasl_id_is_valid(id: &str) -> bool {
+    let (rest, realm) = match id.split_once('@') {
+        Some((rest, realm)) => (rest, Some(realm)),
+        None => (id, None),
+    };
+    let (name, host) = match rest.split_once('/') {
+        Some((name, host)) => (name, Some(host)),
+        None => (rest, None),
+    };
+    let part_ok = |part: &str| !part.is_empty() && !part.contains(['/', '@']);
+    part_ok(name) && host.is_none_or(part_ok) && realm.is_none_or(part_ok)
 }
 
 /// `IPAuthenticationProvider.isValid`: an address, optionally `/bits` within its length.
@@ -247,6 +263,22 @@ mod tests {
             assert_eq!(fixup_acl(&[acl(perms::ALL, "x509", bad)], &[]), Err(ErrorCode::InvalidAcl), "{bad:?}");
         }
         assert!(fixup_acl(&[acl(perms::ALL, "x509", "CN=a\\,b+OU=c")], &[]).is_ok());
+    }
+
+    #[test]
+    fn sasl_ids_are_kerberos_principals() {
+        let entry = [acl(perms::ALL, "sasl", "bob")];
+        assert!(acl_allows(&entry, perms::READ, &[Id::new("sasl", "bob")]));
+        assert!(!acl_allows(&entry, perms::READ, &[Id::new("sasl", "alice")]));
+        assert!(!acl_allows(&entry, perms::READ, &[Id::new("digest", "bob")]));
+        let fixed = fixup_acl(&[acl(perms::ALL, "auth", "")], &[Id::new("sasl", "bob")]).expect("expands");
+        assert_eq!(fixed, vec![acl(perms::ALL, "sasl", "bob")]);
+        for good in ["bob", "zookeeper/host", "bob@EXAMPLE.COM", "svc/host@REALM"] {
+            assert!(fixup_acl(&[acl(perms::ALL, "sasl", good)], &[]).is_ok(), "{good:?}");
+        }
+        for bad in ["", "/host", "a/b/c", "a@b@c", "a@", "a/"] {
+            assert_eq!(fixup_acl(&[acl(perms::ALL, "sasl", bad)], &[]), Err(ErrorCode::InvalidAcl), "{bad:?}");
+        }
     }
 
     fn acl(perms: i32, scheme: &str, id: &str) -> Acl {

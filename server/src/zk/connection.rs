@@ -28,6 +28,7 @@ use crate::tree::{Txn, TxnKind};
 use super::connections::ConnStats;
 use super::dispatch::{self, Action, Caller};
 use super::port::ClientPort;
+use super::sasl::Exchange;
 use super::writer::{self, write_error_code, Slot};
 use super::{four_letter, session};
 
@@ -115,6 +116,20 @@ pub async fn serve(port: Arc<ClientPort>, halves: (ReadHalf, WriteHalf), peer: S
     metrics::CONNECTIONS.dec();
 }
 
+/// Adds `ids` the connection does not hold yet.
+fn add_ids(auth: &mut Arc<Vec<Id>>, ids: Vec<Id>) {
+    if ids.iter().all(|id| auth.contains(id)) {
+        return;
+    }
+    let mut next = (**auth).clone();
+    for id in ids {
+        if !next.contains(&id) {
+            next.push(id);
+        }
+    }
+    *auth = Arc::new(next);
+}
+
 /// Reads the ConnectRequest, lets [`session::handshake`] settle it and writes the answer; the
 /// session and its timeout, or `None` when the client was turned away.
 async fn handshake(
@@ -169,6 +184,7 @@ async fn run(
         tokio::spawn(writer::run(port.clone(), conn, stats.clone(), session_id, write_half, slots_rx, notify_rx));
 
     let mut auth = Arc::new(auth);
+    let mut sasl = Exchange::default();
     let kill = port.connections.kill_signal(conn);
     // A silent client's connection ends when its session does (the leader expires it; the
     // client port then ends the connection, after the expiry's watch events are queued on
@@ -225,16 +241,28 @@ async fn run(
             Action::Ping => Slot::Ping { taken: Box::pin(server.ping_answerable(touched, timeout / 4)), started },
             Action::Answer(result) => Slot::Immediate { xid, op, result, started },
             Action::Authenticated(ids) => {
-                let mut next = (*auth).clone();
-                for id in ids {
-                    if !next.contains(&id) {
-                        next.push(id);
-                    }
-                }
-                auth = Arc::new(next);
+                add_ids(&mut auth, ids);
                 // Answered under the request's own xid, as ZooKeeper does: Java clients send
                 // -4, others (zookeeper-client) a normal xid and wait for it.
                 Slot::Immediate { xid, op, result: Ok(Response::Empty), started }
+            }
+            Action::Sasl(token) => {
+                let step = match &port.sasl_users {
+                    Some(users) => sasl.step(&token, users, server.config.sasl_super_user.as_deref()),
+                    None => Err(ErrorCode::AuthFailed),
+                };
+                match step {
+                    Ok(step) => {
+                        add_ids(&mut auth, step.ids);
+                        Slot::Immediate { xid, op, result: Ok(Response::Sasl { token: step.token }), started }
+                    }
+                    Err(code) => {
+                        // As ZooKeeper: answer AuthFailed, then nothing more is served.
+                        metrics::SASL_FAILURES.inc();
+                        let _ = slots_tx.send(Slot::Fatal { xid, code }).await;
+                        break Ok(());
+                    }
+                }
             }
             Action::AuthFailed(code) => {
                 // Answer, then stop reading: nothing after a failed auth is served.

@@ -48,6 +48,8 @@ pub enum Action {
     AuthFailed(ErrorCode),
     /// An answer known already.
     Answer(Result<Response, ErrorCode>),
+    /// A step of the connection's SASL exchange, with the client's token.
+    Sasl(Vec<u8>),
 }
 
 /// Decides what `request` (sent under `op`) asks; `super_digest` is the super user's digest id.
@@ -63,7 +65,7 @@ pub fn dispatch(op: OpCode, request: Request, caller: &Caller<'_>, super_digest:
         (OpCode::CloseSession, _) => Action::Close,
         (OpCode::Sync, Request::Sync { path }) => Action::Sync { path },
         (OpCode::Reconfig, _) => Action::Answer(Err(ErrorCode::ReconfigDisabled)),
-        (OpCode::Sasl, _) => Action::Answer(Err(ErrorCode::Unimplemented)),
+        (OpCode::Sasl, Request::Sasl { token }) => Action::Sasl(token),
         (op, request) if op.is_write() => match write_txn(caller, op, request) {
             Ok((kind, sub_ops)) => Action::Write { kind, sub_ops },
             Err(code) => Action::Answer(Err(code)),
@@ -186,7 +188,7 @@ mod tests {
                 CloseSession => assert_eq!(action, Action::Close),
                 Auth => assert!(matches!(action, Action::Authenticated(ref ids) if ids.len() == 1), "{action:?}"),
                 Reconfig => assert_eq!(action, Action::Answer(Err(ErrorCode::ReconfigDisabled))),
-                Sasl => assert_eq!(action, Action::Answer(Err(ErrorCode::Unimplemented))),
+                Sasl => assert_eq!(action, Action::Sasl(vec![1, 2, 3])),
                 Notification | CreateSession | Error => panic!("{op:?} is not a client request"),
             }
         }

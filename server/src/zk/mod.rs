@@ -3,8 +3,8 @@
 //! what it asks (pure); a write goes down [`crate::write`] at once → [`writer`] takes the
 //! request's slot in turn: a read runs in [`handlers`] against the applied state, a write's
 //! result arrives from its apply and [`handlers`] shapes the reply → the writer writes it. [`session`] holds the handshake policy,
-//! [`port`] what the port owns, [`connections`] the table of open connections, and
-//! [`four_letter`] the plain-text admin words.
+//! [`port`] what the port owns, [`connections`] the table of open connections,
+//! [`four_letter`] the plain-text admin words, and [`sasl`] the DIGEST-MD5 exchange.
 
 pub mod connection;
 pub mod connections;
@@ -13,5 +13,6 @@ pub mod four_letter;
 pub mod handlers;
 pub mod listener;
 pub mod port;
+pub mod sasl;
 pub mod session;
 pub mod writer;

@@ -10,7 +10,10 @@ use crate::clock::now_ms;
 use crate::server::Server;
 use crate::store::Store;
 
+use std::time::Duration;
+
 use super::connections::Connections;
+use super::sasl::{SaslUsers, UsersError};
 use super::session::SessionIds;
 
 /// See the module docs.
@@ -21,13 +24,19 @@ pub struct ClientPort {
     pub connections: Connections,
     /// Ids and passwords for new sessions.
     pub session_ids: SessionIds,
+    /// The users SASL accepts, when `--sasl-users` is given.
+    pub sasl_users: Option<Arc<SaslUsers>>,
 }
 
 impl ClientPort {
-    /// The client port of `server`.
-    pub fn new(server: Arc<Server>) -> Arc<Self> {
+    /// The client port of `server`; fails when the SASL users file cannot be used.
+    pub fn new(server: Arc<Server>) -> Result<Arc<Self>, UsersError> {
         let session_ids = SessionIds::new(server.config.id, now_ms() as u64);
-        Arc::new(Self { server, connections: Connections::default(), session_ids })
+        let sasl_users = server.config.sasl_users.clone().map(SaslUsers::load).transpose()?;
+        if let Some(users) = &sasl_users {
+            users.spawn_reloader(Duration::from_millis(server.config.tls_reload_ms), server.shutdown.clone());
+        }
+        Ok(Arc::new(Self { server, connections: Connections::default(), session_ids, sasl_users }))
     }
 
     /// Ends connections the server can no longer serve, until it shuts down.

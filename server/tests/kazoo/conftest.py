@@ -231,6 +231,20 @@ class ReferenceZooKeeper(PaddockServer):
         classpath = self.CLASSPATH
         if "--super-digest" in opts:
             props.append(f"-Dzookeeper.DigestAuthenticationProvider.superDigest={opts['--super-digest']}")
+        if "--sasl-users" in opts:
+            # ZooKeeper's DigestLoginModule takes its users from a JAAS Server section.
+            users = [line.split(":", 1) for line in open(opts["--sasl-users"]).read().splitlines()
+                     if line.strip() and not line.startswith("#")]
+            jaas = os.path.join(self.data_dir, "server-jaas.conf")
+            with open(jaas, "w") as f:
+                entries = "".join(f'\n  user_{name}="{password}"' for name, password in users)
+                f.write(f"Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required{entries};\n}};\n")
+            props += [
+                f"-Djava.security.auth.login.config={jaas}",
+                "-Dzookeeper.authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+            ]
+            if "--sasl-super-user" in opts:
+                props.append(f"-Dzookeeper.superUser={opts['--sasl-super-user']}")
         if tls:
             keystore = os.path.join(self.data_dir, "server.pem")
             with open(keystore, "w") as out, open(opts["--tls-key"]) as k, open(opts["--tls-cert"]) as c:
@@ -238,9 +252,13 @@ class ReferenceZooKeeper(PaddockServer):
             props += [
                 "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
                 f"-Dzookeeper.ssl.keyStore.location={keystore}", "-Dzookeeper.ssl.keyStore.type=PEM",
-                f"-Dzookeeper.ssl.trustStore.location={opts['--tls-ca']}", "-Dzookeeper.ssl.trustStore.type=PEM",
                 "-Dzookeeper.authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
             ]
+            if "--tls-ca" in opts:
+                props += [f"-Dzookeeper.ssl.trustStore.location={opts['--tls-ca']}",
+                          "-Dzookeeper.ssl.trustStore.type=PEM"]
+            else:
+                props.append("-Dzookeeper.ssl.clientAuth=none")
             if "--x509-super-user" in opts:
                 props.append(f"-Dzookeeper.X509AuthenticationProvider.superUser={opts['--x509-super-user']}")
             # Debian's manifest misses netty's resolver and codec (see test_tls.py).
