@@ -80,7 +80,7 @@ fmt-check:
 # crate (the checker has its own tests).
 imports-check: python-deps
 	$(PYTHON) -m pytest -q scripts/tests
-	$(PYTHON) scripts/check-imports.py --crates server/src sidecar/src operator/src testkit/src contract/src sidecar-client/src e2e/src
+	$(PYTHON) scripts/check-imports.py --crates server/src sidecar/src operator/src testkit/src contract/src tls/src sidecar-client/src e2e/src
 
 clippy: rocksdb
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -71,29 +71,10 @@ impl ClusterTls {
     /// Reloads every `every` until `stop`, counting outcomes in `metrics`.
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration, metrics: Metrics, stop: CancellationToken) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                match this.reload() {
-                    Ok(false) => failing = false,
-                    Ok(true) => {
-                        failing = false;
-                        metrics.tls_reloads.with_label_values(&["loaded"]).inc();
-                        tracing::info!("TLS certificates reloaded");
-                    }
-                    Err(e) => {
-                        metrics.tls_reloads.with_label_values(&["failed"]).inc();
-                        if !failing {
-                            tracing::warn!("TLS files changed but cannot be used (keeping the old ones): {e}");
-                        }
-                        failing = true;
-                    }
-                }
-            }
-        });
+        let observe = move |outcome: &Result<bool, String>| {
+            let outcome = if outcome.is_ok() { "loaded" } else { "failed" };
+            metrics.tls_reloads.with_label_values(&[outcome]).inc();
+        };
+        paddock_tls::reload_every("TLS files".to_owned(), every, stop, move || this.reload(), observe);
     }
 }

@@ -265,45 +265,57 @@ impl Reloading {
     }
 
     /// Reloads every `every` until `shutdown`, telling `observe` each outcome that is not "no
-    /// change" (for metrics) and logging it.
+    /// change" (for metrics); see [`reload_every`].
     pub fn spawn_reloader(
         self: &Arc<Self>,
         every: Duration,
         shutdown: CancellationToken,
         observe: impl Fn(&Reloading, &Result<bool, TlsError>) + Send + 'static,
     ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let outcome = this.reload();
-                match &outcome {
-                    Ok(false) => {
-                        failing = false;
-                        continue;
-                    }
-                    Ok(true) => {
-                        failing = false;
-                        tracing::info!(port = this.port, "TLS certificates reloaded")
-                    }
-                    // A rotation writes files one by one: say so once, not every tick.
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(
-                            port = this.port,
-                            "TLS files changed but cannot be used (keeping the old ones): {e}"
-                        )
-                    }
-                    Err(_) => {}
-                }
-                observe(&this, &outcome);
-            }
-        });
+        let (this, observed) = (self.clone(), self.clone());
+        let what = format!("{} port's TLS files", self.port);
+        reload_every(what, every, shutdown, move || this.reload(), move |outcome| observe(&observed, outcome));
     }
+}
+
+/// Calls `reload` (which reads some files again: `Ok(true)` when they changed and were taken)
+/// every `every` until `shutdown`, in a task. A reload that took new files is logged; one that
+/// failed is logged once per run of failures (a rotation writes files one by one, so a few
+/// ticks may see a half-written set), and the old files stay in use. `observe` sees every
+/// outcome but "no change".
+pub fn reload_every<E: std::fmt::Display + Send + 'static>(
+    what: String,
+    every: Duration,
+    shutdown: CancellationToken,
+    reload: impl Fn() -> Result<bool, E> + Send + 'static,
+    observe: impl Fn(&Result<bool, E>) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let outcome = reload();
+            match &outcome {
+                Ok(false) => {
+                    failing = false;
+                    continue;
+                }
+                Ok(true) => {
+                    failing = false;
+                    tracing::info!("{what} reloaded");
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("{what} changed but cannot be used (keeping the old ones): {e}");
+                }
+                Err(_) => {}
+            }
+            observe(&outcome);
+        }
+    });
 }
 
 /// The name a peer is dialed by: the member id, checked against the certificate's

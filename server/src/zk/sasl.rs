@@ -97,28 +97,8 @@ impl SaslUsers {
     /// Reloads every `every` until `shutdown`.
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                match this.reload() {
-                    Ok(changed) => {
-                        if changed {
-                            tracing::info!(path = %this.path.display(), "SASL users reloaded");
-                        }
-                        failing = false;
-                    }
-                    Err(e) if !failing => {
-                        tracing::warn!("SASL users file cannot be used (keeping the old users): {e}");
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        let what = format!("SASL users file {}", self.path.display());
+        paddock_tls::reload_every(what, every, shutdown, move || this.reload(), |_| {});
     }
 }
 

@@ -2,15 +2,13 @@
 pure-sasl) and the Java client (zkCli.sh with a JAAS `Client` section), and the `sasl` ACL
 scheme as ZooKeeper's SASLAuthenticationProvider defines it: the authenticated user is the id."""
 
-import os
-
 import pytest
 from kazoo.exceptions import AuthFailedError, NoAuthError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.security import make_acl
 
 from pki import TestCA
-from test_zkcli import ZKCLI, ZkCli
+from test_zkcli import zkcli_session
 
 USERS = {"bob": "bobsecret", "alice": "alicesecret", "root": "rootsecret"}
 
@@ -79,23 +77,17 @@ def test_kazoo_sasl_over_tls(make_client, start_server, users_file, tmp_path):
 
 
 def test_zkcli_digest_md5(sasl_server, make_client, tmp_path):
-    if not os.access(ZKCLI, os.X_OK):
-        pytest.skip(f"{ZKCLI} is not installed (Debian package `zookeeper`); `make system-deps` installs it")
     jaas = tmp_path / "client-jaas.conf"
     jaas.write_text(
         'Client {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n'
         '  username="alice"\n  password="alicesecret";\n};\n'
     )
-    cli = ZkCli(sasl_server.client_addr, jvm_flags=f"-Djava.security.auth.login.config={jaas}")
-    try:
+    with zkcli_session(sasl_server.client_addr, jvm_flags=f"-Djava.security.auth.login.config={jaas}") as cli:
         cli.expect(r"WatchedEvent state:SaslAuthenticated type:None path:null", timeout=60)
         cli.run("create /zkcli-sasl secret auth::cdrwa", r"^Created /zkcli-sasl$")
         cli.run("getAcl /zkcli-sasl", r"^'sasl,'alice$")
         cli.expect(r"^: cdrwa$")
         cli.run("get /zkcli-sasl", r"^secret$")
-    finally:
-        cli.close()
-        print(cli.dump())
     bob = make_client(hosts=sasl_server.client_addr, sasl_options=sasl("bob"))
     with pytest.raises(NoAuthError):
         bob.get("/zkcli-sasl")

@@ -2,15 +2,13 @@
 the Netty socket and `zookeeper.client.secure`), and the x509 ACL scheme as ZooKeeper's
 X509AuthenticationProvider defines it: the client certificate's subject (RFC 2253) is the id."""
 
-import os
-
 import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.security import make_acl
 
 from pki import TestCA
-from test_zkcli import ZKCLI, ZkCli
+from test_zkcli import zkcli_session
 
 ALICE = "CN=alice,OU=apps,O=paddock"
 
@@ -94,8 +92,6 @@ def test_x509_acl_allows_the_subject_and_denies_others(tls_client):
 
 @pytest.fixture
 def zkcli_tls(tls_server, ca):
-    if not os.access(ZKCLI, os.X_OK):
-        pytest.skip(f"{ZKCLI} is not installed (Debian package `zookeeper`); `make system-deps` installs it")
     _, _, pem = ca.issue("zkcli", "/O=paddock/CN=zkcli")
     flags = " ".join([
         # Debian's zookeeper.jar names netty's handler and transport in its manifest but not the
@@ -110,10 +106,8 @@ def zkcli_tls(tls_server, ca):
         f"-Dzookeeper.ssl.trustStore.location={ca.ca}",
         "-Dzookeeper.ssl.trustStore.type=PEM",
     ])
-    cli = ZkCli(tls_server.client_addr, jvm_flags=flags)
-    yield cli
-    cli.close()
-    print(cli.dump())  # shown for failures (and with -rP)
+    with zkcli_session(tls_server.client_addr, jvm_flags=flags) as cli:
+        yield cli
 
 
 def test_zkcli_over_tls(zkcli_tls, tls_client):

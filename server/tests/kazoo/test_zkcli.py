@@ -2,6 +2,7 @@
 against a real paddock-server. One JVM for the whole script: commands go to zkCli's stdin
 one at a time and each waits (bounded) for its expected output."""
 
+import contextlib
 import os
 import queue
 import re
@@ -110,14 +111,24 @@ class ZkCli:
                 self.proc.wait(timeout=15)
 
 
-@pytest.fixture
-def zkcli(server):
+@contextlib.contextmanager
+def zkcli_session(hosts, jvm_flags=""):
+    """A ZkCli for the length of a `with`, its transcript printed after (shown for failures,
+    and with -rP); skips the test when Debian's zookeeper package is missing."""
     if not os.access(ZKCLI, os.X_OK):
         pytest.skip(f"{ZKCLI} is not installed (Debian package `zookeeper`); `make system-deps` installs it")
-    cli = ZkCli(server.client_addr)
-    yield cli
-    cli.close()
-    print(cli.dump())  # shown for failures (and with -rP)
+    cli = ZkCli(hosts, jvm_flags=jvm_flags)
+    try:
+        yield cli
+    finally:
+        cli.close()
+        print(cli.dump())
+
+
+@pytest.fixture
+def zkcli(server):
+    with zkcli_session(server.client_addr) as cli:
+        yield cli
 
 
 def test_zkcli_session(zkcli, zk):

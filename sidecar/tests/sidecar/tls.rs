@@ -112,5 +112,5 @@ async fn renewed_certificates_keep_the_sidecars_session_and_its_lock() {
     sidecar.ready().await;
     let try_again = sidecar.call(Method::POST, "/v1/locks/l?try", None).await;
     assert_eq!(try_again.status, StatusCode::CONFLICT, "the lock is still held across the rotation");
-    assert!(sidecar.log().contains("TLS certificates reloaded"), "the sidecar says it reloaded:\n{}", sidecar.log());
+    assert!(sidecar.log().contains("TLS files reloaded"), "the sidecar says it reloaded:\n{}", sidecar.log());
 }
