@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use paddock_testkit::pki::{Issued, Pki, Usage};
+
 use crate::proc::{cpu_ticks, dir_bytes, Proc};
 
 /// Which system.
@@ -45,12 +47,55 @@ pub struct Launch {
     pub paddock_server: PathBuf,
 }
 
+/// The certificates of the TLS workloads: a CA, the servers' certificate (for 127.0.0.1, and as
+/// a PEM key store for ZooKeeper) and the load generator's client certificate.
+#[derive(Debug, Clone)]
+pub struct BenchTls {
+    /// The CA both sides trust.
+    pub ca: PathBuf,
+    /// Every server's certificate and key.
+    pub server: Issued,
+    /// The server key and certificate in one file (Java's PEM key store).
+    pub server_pem: PathBuf,
+    /// The load generator's certificate and key.
+    pub client: Issued,
+}
+
+impl BenchTls {
+    /// Makes them under `dir` (openssl).
+    pub fn create(dir: &Path) -> Result<BenchTls> {
+        let pki = Pki::new(dir, "paddock-bench-ca").map_err(|e| anyhow!("bench CA: {e}"))?;
+        let server = pki
+            .issue("server", "/CN=bench-server", Usage::Server, &["IP:127.0.0.1".into()])
+            .map_err(|e| anyhow!("server certificate: {e}"))?;
+        let client = pki
+            .issue("client", "/CN=bench-client", Usage::Client, &[])
+            .map_err(|e| anyhow!("client certificate: {e}"))?;
+        let server_pem = dir.join("server.pem");
+        let pem = format!("{}{}", std::fs::read_to_string(&server.key)?, std::fs::read_to_string(&server.cert)?);
+        std::fs::write(&server_pem, pem).context("cannot write the key store")?;
+        Ok(BenchTls { ca: pki.ca(), server, server_pem, client })
+    }
+
+    /// zookeeper-client's options for the load generator.
+    pub fn client_options(&self) -> Result<zookeeper_client::TlsOptions> {
+        let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+        let (ca, cert, key) = (read(&self.ca)?, read(&self.client.cert)?, read(&self.client.key)?);
+        zookeeper_client::TlsOptions::new()
+            .with_pem_ca(&ca)
+            .and_then(|o| o.with_pem_identity(&cert, &key))
+            .map_err(|e| anyhow!("TLS options: {e}"))
+    }
+}
+
 /// One node.
 pub struct Node {
     /// 1-based id (`myid`, `--id`).
     pub id: usize,
     /// ZooKeeper client port.
     pub client: SocketAddr,
+    /// The TLS client port (served once [`Ensemble::enable_tls`] was called).
+    pub secure: SocketAddr,
     /// Paddock's admin port (ZooKeeper: none, its admin server is off).
     pub admin: Option<SocketAddr>,
     dir: PathBuf,
@@ -83,6 +128,7 @@ pub struct Ensemble {
     launch: Launch,
     peer_ports: Vec<SocketAddr>,
     election_ports: Vec<SocketAddr>,
+    tls: Option<BenchTls>,
 }
 
 /// `n` distinct free loopback ports (all held until every one is picked).
@@ -122,7 +168,8 @@ impl Ensemble {
     /// Three nodes under `dir` with fresh ports and config, none started.
     pub fn create(kind: Kind, launch: Launch, dir: &Path) -> Result<Ensemble> {
         const SIZE: usize = 3;
-        let addrs = free_addrs(4 * SIZE)?;
+        const PORTS: usize = 5;
+        let addrs = free_addrs(PORTS * SIZE)?;
         let mut nodes = Vec::new();
         let (mut peer_ports, mut election_ports) = (Vec::new(), Vec::new());
         for i in 0..SIZE {
@@ -131,19 +178,35 @@ impl Ensemble {
                 .with_context(|| format!("cannot create {}", node_dir.display()))?;
             nodes.push(Node {
                 id: i + 1,
-                client: addrs[4 * i],
-                admin: (kind == Kind::Paddock).then_some(addrs[4 * i + 1]),
+                client: addrs[PORTS * i],
+                secure: addrs[PORTS * i + 4],
+                admin: (kind == Kind::Paddock).then_some(addrs[PORTS * i + 1]),
                 dir: node_dir,
                 proc: None,
             });
-            peer_ports.push(addrs[4 * i + 2]);
-            election_ports.push(addrs[4 * i + 3]);
+            peer_ports.push(addrs[PORTS * i + 2]);
+            election_ports.push(addrs[PORTS * i + 3]);
         }
-        let ensemble = Ensemble { kind, nodes, launch, peer_ports, election_ports };
+        let ensemble = Ensemble { kind, nodes, launch, peer_ports, election_ports, tls: None };
         if kind == Kind::ZooKeeper {
             ensemble.write_zk_config()?;
         }
         Ok(ensemble)
+    }
+
+    /// Serves a TLS client port too from the next start (every node must be stopped): for
+    /// ZooKeeper `secureClientPort` (which needs its Netty connection factory, for both ports:
+    /// so the plain-text workloads all run before this), for Paddock `--secure-client-addr`.
+    /// Both need client certificates of the CA.
+    pub fn enable_tls(&mut self, tls: BenchTls) -> Result<()> {
+        if self.nodes.iter().any(Node::is_running) {
+            bail!("TLS is switched on with the ensemble stopped");
+        }
+        self.tls = Some(tls);
+        if self.kind == Kind::ZooKeeper {
+            self.write_zk_config()?;
+        }
+        Ok(())
     }
 
     fn zk_config_path(&self, i: usize) -> PathBuf {
@@ -167,6 +230,10 @@ impl Ensemble {
                 node.data_dir().display(),
                 node.client.port(),
             );
+            let cfg = match &self.tls {
+                None => cfg,
+                Some(_) => format!("{cfg}secureClientPort={}\nsecureClientPortAddress=127.0.0.1\n", node.secure.port()),
+            };
             std::fs::write(self.zk_config_path(i), cfg).context("cannot write zoo.cfg")?;
             std::fs::write(node.data_dir().join("myid"), format!("{}\n", node.id)).context("cannot write myid")?;
         }
@@ -178,11 +245,23 @@ impl Ensemble {
         match self.kind {
             Kind::ZooKeeper => {
                 let mut command = Command::new(&self.launch.java);
+                let mut classpath = self.launch.zk_classpath.clone();
+                command.args(&self.launch.jvm_flags).arg(format!("-Dzookeeper.log.dir={}", node.dir.display()));
+                if let Some(tls) = &self.tls {
+                    command.args([
+                        "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory".to_owned(),
+                        format!("-Dzookeeper.ssl.keyStore.location={}", tls.server_pem.display()),
+                        "-Dzookeeper.ssl.keyStore.type=PEM".to_owned(),
+                        format!("-Dzookeeper.ssl.trustStore.location={}", tls.ca.display()),
+                        "-Dzookeeper.ssl.trustStore.type=PEM".to_owned(),
+                    ]);
+                    // Debian's manifest misses the netty jars the Netty factory needs besides
+                    // those it names (server/tests/kazoo/test_tls.py).
+                    classpath.push_str(":/usr/share/java/netty-resolver.jar:/usr/share/java/netty-codec.jar");
+                }
                 command
-                    .args(&self.launch.jvm_flags)
-                    .arg(format!("-Dzookeeper.log.dir={}", node.dir.display()))
                     .arg("-cp")
-                    .arg(&self.launch.zk_classpath)
+                    .arg(classpath)
                     .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                     .arg(self.zk_config_path(i));
                 command
@@ -210,6 +289,17 @@ impl Ensemble {
                     .arg(self.peer_ports[i].to_string())
                     .arg("--initial-members")
                     .arg(members.join(","));
+                if let Some(tls) = &self.tls {
+                    command
+                        .arg("--secure-client-addr")
+                        .arg(node.secure.to_string())
+                        .arg("--tls-cert")
+                        .arg(&tls.server.cert)
+                        .arg("--tls-key")
+                        .arg(&tls.server.key)
+                        .arg("--tls-ca")
+                        .arg(&tls.ca);
+                }
                 command
             }
         }
@@ -340,6 +430,11 @@ impl Ensemble {
     /// A connect string over the nodes at `indexes`.
     pub fn connect_string(&self, indexes: &[usize]) -> String {
         indexes.iter().map(|&i| self.nodes[i].client.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// A TLS connect string over the nodes at `indexes`' TLS ports.
+    pub fn secure_connect_string(&self, indexes: &[usize]) -> String {
+        indexes.iter().map(|&i| format!("tcp+tls://{}", self.nodes[i].secure)).collect::<Vec<_>>().join(",")
     }
 
     /// A connect string over every node.

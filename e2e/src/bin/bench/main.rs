@@ -87,7 +87,8 @@ struct Args {
     latency_on_leader: bool,
     /// Run only these phases, comma-separated (for profiling one row): load, memory, restart,
     /// throughput (or one of set1k, set128, get, mixed, createseq, ephemeral), latency, watch,
-    /// failover, sidecar. Memory and restart need load.
+    /// failover, sidecar, tls (set and get over TLS, after a restart with TLS ports). Memory and
+    /// restart need load.
     #[arg(long)]
     phases: Option<String>,
     /// Write the results into this markdown file (between its paddock-bench markers).
@@ -262,6 +263,8 @@ async fn run(args: Args) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // zookeeper-client's TLS takes the process's default crypto provider (the TLS workloads).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     // Dropping the run on a signal kills every child process (their handles kill on drop).

@@ -37,6 +37,8 @@ const ROWS: &[RowSpec] = &[
     row("tput.mixed", "mixed 90% get / 10% set", "ops/s", true),
     row("tput.createseq", "create sequential 128 B", "ops/s", true),
     row("tput.ephemeral", "ephemeral create + delete", "pairs/s", true),
+    row("tput.tls.set128", "set 128 B over TLS (client certificates)", "ops/s", true),
+    row("tput.tls.get", "get 128 B over TLS (client certificates)", "ops/s", true),
     row("lat.get.p50", "single-session get p50", "ms", false),
     row("lat.get.p99", "single-session get p99", "ms", false),
     row("lat.get.p999", "single-session get p99.9", "ms", false),

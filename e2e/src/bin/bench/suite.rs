@@ -25,6 +25,10 @@ pub const THROUGHPUT: &[(&str, &str, Op)] = &[
     ("tput.ephemeral", "ephemeral create + delete (pairs)", Op::EphemeralPair),
 ];
 
+/// The throughput workloads over TLS (the `tls` phase).
+pub const TLS_THROUGHPUT: &[(&str, &str, Op)] =
+    &[("tput.tls.set128", "set 128 B over TLS", Op::Set(128)), ("tput.tls.get", "get 128 B over TLS", Op::Get)];
+
 /// Every phase name `--phases` takes.
 pub const PHASES: &[&str] = &[
     "load",
@@ -41,6 +45,7 @@ pub const PHASES: &[&str] = &[
     "watch",
     "failover",
     "sidecar",
+    "tls",
 ];
 
 /// Per-throughput-workload details.
@@ -186,41 +191,14 @@ pub async fn run_system(kind: Kind, input: SuiteInput<'_>) -> Result<SystemResul
         Vec::new()
     } else {
         step("connecting the throughput sessions");
-        let clients = workloads::connect_spread(&ensemble, settings.sessions).await?;
+        let clients = workloads::connect_spread(&ensemble, settings.sessions, None).await?;
         step("warming up");
         let _ = workloads::closed_loop(&clients, settings.depth, Op::Mixed, Duration::ZERO, settings.warmup * 2).await;
         clients
     };
     for (key, label, op) in wanted {
         step(label);
-        let (servers_before, self_before, began) =
-            (ensemble.cpu_ticks(), crate::proc::cpu_ticks("self").unwrap_or(0), Instant::now());
-        let outcome = workloads::closed_loop(&clients, settings.depth, *op, settings.warmup, settings.measure).await;
-        // /proc counts CPU time in USER_HZ ticks, 100 per second on Linux.
-        let ticks_per_sec = 100.0 * began.elapsed().as_secs_f64();
-        let server_cores = ensemble.cpu_ticks().saturating_sub(servers_before) as f64 / ticks_per_sec;
-        let loadgen_cores =
-            crate::proc::cpu_ticks("self").unwrap_or(0).saturating_sub(self_before) as f64 / ticks_per_sec;
-        match outcome {
-            Ok(t) => {
-                if t.ops > 0 {
-                    result.values.insert(key, t.ops_per_sec);
-                } else {
-                    result.failures.push(format!("{label}: nothing completed ({:?})", t.first_error));
-                }
-                result.throughput.push(ThroughputDetail {
-                    label,
-                    ops: t.ops,
-                    errors: t.errors,
-                    first_error: t.first_error,
-                    p50_ms: t.latency.percentile_ms(50.0),
-                    p99_ms: t.latency.percentile_ms(99.0),
-                    server_cores,
-                    loadgen_cores,
-                });
-            }
-            Err(e) => result.failures.push(format!("{label}: {e:#}")),
-        }
+        throughput(&ensemble, &clients, settings, (key, label, *op), &mut result).await;
     }
     drop(clients);
     if !result.throughput.is_empty() {
@@ -291,9 +269,70 @@ pub async fn run_system(kind: Kind, input: SuiteInput<'_>) -> Result<SystemResul
         }
     }
 
+    if settings.wants("tls", None) {
+        step("restarting with TLS client ports");
+        if let Err(e) = tls(&mut ensemble, input.dir, settings, &mut result).await {
+            result.failures.push(format!("TLS: {e:#}"));
+        }
+    }
+
     step("stopping");
     ensemble.stop_all(Duration::from_secs(30)).await;
     Ok(result)
+}
+
+/// One throughput workload over `clients`: its rate under `key`, and its details.
+async fn throughput(
+    ensemble: &Ensemble,
+    clients: &[zookeeper_client::Client],
+    settings: &Settings,
+    (key, label, op): (&'static str, &'static str, Op),
+    result: &mut SystemResult,
+) {
+    let (servers_before, self_before, began) =
+        (ensemble.cpu_ticks(), crate::proc::cpu_ticks("self").unwrap_or(0), Instant::now());
+    let outcome = workloads::closed_loop(clients, settings.depth, op, settings.warmup, settings.measure).await;
+    // /proc counts CPU time in USER_HZ ticks, 100 per second on Linux.
+    let ticks_per_sec = 100.0 * began.elapsed().as_secs_f64();
+    let server_cores = ensemble.cpu_ticks().saturating_sub(servers_before) as f64 / ticks_per_sec;
+    let loadgen_cores = crate::proc::cpu_ticks("self").unwrap_or(0).saturating_sub(self_before) as f64 / ticks_per_sec;
+    match outcome {
+        Ok(t) => {
+            if t.ops > 0 {
+                result.values.insert(key, t.ops_per_sec);
+            } else {
+                result.failures.push(format!("{label}: nothing completed ({:?})", t.first_error));
+            }
+            result.throughput.push(ThroughputDetail {
+                label,
+                ops: t.ops,
+                errors: t.errors,
+                first_error: t.first_error,
+                p50_ms: t.latency.percentile_ms(50.0),
+                p99_ms: t.latency.percentile_ms(99.0),
+                server_cores,
+                loadgen_cores,
+            });
+        }
+        Err(e) => result.failures.push(format!("{label}: {e:#}")),
+    }
+}
+
+/// The TLS workloads: the ensemble restarted with TLS client ports (client certificates
+/// needed, as each system's default with a CA), then the throughput sessions over TLS. Last,
+/// because ZooKeeper's TLS needs its Netty connection factory on the plain port too.
+async fn tls(ensemble: &mut Ensemble, dir: &Path, settings: &Settings, result: &mut SystemResult) -> Result<()> {
+    let certs = crate::ensemble::BenchTls::create(&dir.join("tls"))?;
+    let options = certs.client_options()?;
+    ensemble.stop_all(Duration::from_secs(30)).await;
+    ensemble.enable_tls(certs)?;
+    ensemble.start(Duration::from_secs(240)).await.context("the ensemble did not come back with TLS")?;
+    let clients = workloads::connect_spread(ensemble, settings.sessions, Some(&options)).await?;
+    let _ = workloads::closed_loop(&clients, settings.depth, Op::Get, Duration::ZERO, settings.warmup).await;
+    for (key, label, op) in TLS_THROUGHPUT {
+        throughput(ensemble, &clients, settings, (key, label, *op), result).await;
+    }
+    Ok(())
 }
 
 async fn memory(ensemble: &Ensemble, result: &mut SystemResult) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError, MultiWriteError};
+use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError, MultiWriteError, TlsOptions};
 
 use crate::ensemble::Ensemble;
 use crate::stats::{Rng, Samples};
@@ -68,19 +68,33 @@ impl Settings {
 
 /// One session to `connect`, bounded.
 pub async fn connect(connect: &str) -> Result<Client> {
-    let connecting = Client::connector().with_session_timeout(SESSION_TIMEOUT).with_fail_eagerly().connect(connect);
+    connect_with(connect, None).await
+}
+
+/// One session to `connect`, bounded, with TLS options when the connect string names TLS ports.
+pub async fn connect_with(connect: &str, tls: Option<&TlsOptions>) -> Result<Client> {
+    let mut connector = Client::connector().with_session_timeout(SESSION_TIMEOUT).with_fail_eagerly();
+    if let Some(tls) = tls {
+        connector = connector.with_tls(tls.clone());
+    }
+    let connecting = connector.connect(connect);
     tokio::time::timeout(Duration::from_secs(20), connecting)
         .await
         .map_err(|_| anyhow!("no session to {connect} within 20 s"))?
         .with_context(|| format!("cannot open a session to {connect}"))
 }
 
-/// `count` sessions, session `i` to node `i % 3` only (so the load is spread evenly).
-pub async fn connect_spread(ensemble: &Ensemble, count: usize) -> Result<Vec<Client>> {
+/// `count` sessions, session `i` to node `i % 3` only (so the load is spread evenly); to the
+/// TLS ports with `tls`.
+pub async fn connect_spread(ensemble: &Ensemble, count: usize, tls: Option<&TlsOptions>) -> Result<Vec<Client>> {
     let nodes = ensemble.nodes.len();
-    let targets: Vec<String> = (0..count).map(|i| ensemble.connect_string(&[i % nodes])).collect();
+    let target = |i: usize| match tls {
+        None => ensemble.connect_string(&[i % nodes]),
+        Some(_) => ensemble.secure_connect_string(&[i % nodes]),
+    };
+    let targets: Vec<String> = (0..count).map(target).collect();
     let clients: Vec<Result<Client>> =
-        futures::stream::iter(targets.iter()).map(|t| connect(t)).buffered(50).collect().await;
+        futures::stream::iter(targets.iter()).map(|t| connect_with(t, tls)).buffered(50).collect().await;
     clients.into_iter().collect()
 }
 
@@ -164,7 +178,7 @@ async fn commit_creates(client: &Client, paths: &[(String, Vec<u8>)]) -> Result<
 /// Creates `znodes` znodes of 128 random bytes under `/bench/m` (1000 per parent), in multis of
 /// `batch` creates, `sessions` × `depth` multis in flight.
 pub async fn load(ensemble: &Ensemble, znodes: u64, batch: u64, sessions: usize, depth: usize) -> Result<Loaded> {
-    let clients = connect_spread(ensemble, sessions).await?;
+    let clients = connect_spread(ensemble, sessions, None).await?;
     let first = clients.first().ok_or_else(|| anyhow!("no sessions"))?;
     let parents = znodes.div_ceil(1000);
     let start = Instant::now();
@@ -353,7 +367,7 @@ pub async fn closed_loop(
 /// write; per round, the time from issuing the write until every watcher got its notification,
 /// and every single notification's delay.
 pub async fn watch_fanout(ensemble: &Ensemble, watchers: usize, rounds: usize) -> Result<(Vec<f64>, Samples)> {
-    let clients = connect_spread(ensemble, watchers).await?;
+    let clients = connect_spread(ensemble, watchers, None).await?;
     let writer = connect(&ensemble.connect_string(&[0])).await?;
     let mut all_ms = Vec::new();
     let mut each = Samples::default();
