@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    paddock_tls::install_default_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),

@@ -27,9 +27,8 @@ fn read(path: &PathBuf) -> Result<String, String> {
 impl ClusterTls {
     /// Reads the CA and, if given, the client certificate and key.
     pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<Arc<ClusterTls>, String> {
-        // zookeeper-client builds its configurations with the process's default provider, and
-        // more than one is linked in: say which (a second call finds it set).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // zookeeper-client builds its configurations with the process's default provider.
+        paddock_tls::install_default_provider();
         let (raw, certs) = Self::read(&ca, identity.as_ref())?;
         let certs = TlsDynamicCerts::new(certs);
         Ok(Arc::new(ClusterTls { ca, identity, certs, raw: Mutex::new(raw) }))

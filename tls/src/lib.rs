@@ -345,3 +345,12 @@ pub fn split<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static>(s
     let (read, write) = tokio::io::split(stream);
     (Box::new(read), Box::new(write))
 }
+
+/// Makes ring the process's default rustls crypto provider. Libraries that build their TLS
+/// configurations with the default (kube's client, zookeeper-client) need one, and with both
+/// ring and aws-lc-rs linked in (zookeeper-client's TLS brings aws-lc-rs) rustls cannot pick
+/// one by itself and panics. Called first thing in every binary's main; a second call does
+/// nothing.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

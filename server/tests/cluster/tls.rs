@@ -191,3 +191,130 @@ async fn a_dialer_refuses_a_server_that_is_not_the_member_it_dialed() {
     let stream = TcpStream::connect(addr).await.expect("connect");
     assert!(connector.connect(as_member(3), stream).await.is_ok(), "member 3's certificate when dialing member 3");
 }
+
+/// Every member's peer files in `live/member-<id>/`, each a symlink into `..data`, which points
+/// at a versioned directory: swapping `..data` changes all of a member's files at once, as a
+/// Kubernetes Secret volume does.
+struct LiveFiles {
+    root: PathBuf,
+    version: usize,
+}
+
+impl LiveFiles {
+    fn new(root: &Path) -> LiveFiles {
+        LiveFiles { root: root.to_owned(), version: 0 }
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("member-{id}"))
+    }
+
+    /// Installs, for each member, its certificate from `pki` and the CA bundle of `cas`.
+    fn install(&mut self, ids: &[u64], pki: &Pki, cas: &[&Path]) {
+        self.version += 1;
+        let bundle: String = cas.iter().map(|ca| std::fs::read_to_string(ca).expect("CA")).collect();
+        for id in ids {
+            let name = format!("member-{id}");
+            let issued = pki
+                .issue(&name, &format!("/CN={name}"), Usage::Both, &[format!("URI:{}", member_uri(*id))])
+                .expect("member certificate");
+            let dir = self.dir(*id);
+            let version = dir.join(format!("v{}", self.version));
+            std::fs::create_dir_all(&version).expect("version dir");
+            std::fs::copy(&issued.cert, version.join("tls.crt")).expect("cert");
+            std::fs::copy(&issued.key, version.join("tls.key")).expect("key");
+            std::fs::write(version.join("ca.crt"), &bundle).expect("CA bundle");
+            let next = dir.join("..data_next");
+            let _ = std::fs::remove_file(&next);
+            std::os::unix::fs::symlink(format!("v{}", self.version), &next).expect("symlink");
+            std::fs::rename(&next, dir.join("..data")).expect("swap");
+            for file in ["tls.crt", "tls.key", "ca.crt"] {
+                let link = dir.join(file);
+                if std::fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink(format!("..data/{file}"), &link).expect("file symlink");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn peer_certificates_move_to_a_new_ca_under_load_without_losing_a_session() {
+    let dir = TempDir::new().expect("temp dir");
+    let old = Pki::new(&dir.path().join("old"), "old-peer-ca").expect("old CA");
+    let new = Pki::new(&dir.path().join("new"), "new-peer-ca").expect("new CA");
+    let ids = [1, 2, 3];
+    let mut live = LiveFiles::new(&dir.path().join("live"));
+    live.install(&ids, &old, &[&old.ca()]);
+    let root = live.root.clone();
+    let launcher: paddock_testkit::cluster::Launcher = Arc::new(move |spec: &NodeSpec| {
+        let mut command = spec.server_command(Path::new(env!("CARGO_BIN_EXE_paddock-server")));
+        let member = root.join(format!("member-{}", spec.id));
+        command
+            .args(["--tick-ms", "200", "--enable-fault-injection", "--tls-reload-ms", "100"])
+            .arg("--peer-tls-cert")
+            .arg(member.join("tls.crt"))
+            .arg("--peer-tls-key")
+            .arg(member.join("tls.key"))
+            .arg("--peer-tls-ca")
+            .arg(member.join("ca.crt"));
+        command
+    });
+    let cluster = Cluster::start(3, launcher).await;
+    let client = cluster.client(&ids).await;
+    let states = StateLog::watch(&client);
+    ensure_node(&client, "/rotate").await;
+    let writer = Writer::spawn(client, "/rotate");
+    writer.wait_progress(20, WAIT).await;
+
+    let loaded = r#"paddock_tls_reloads_total{outcome="loaded",port="peer"}"#;
+    let wait_loaded = |count: f64| {
+        let cluster = &cluster;
+        async move {
+            for id in [1, 2, 3] {
+                wait_for(&format!("member {id} to load peer files #{count}"), WAIT, || async {
+                    (cluster.node(id).metric(loaded).await >= Some(count)).then_some(())
+                })
+                .await;
+            }
+        }
+    };
+    // Trust both CAs, then certificates from the new one, then trust only the new one: each
+    // step swaps every member's files at once, and each member loads them.
+    live.install(&ids, &old, &[&old.ca(), &new.ca()]);
+    wait_loaded(2.0).await;
+    live.install(&ids, &new, &[&old.ca(), &new.ca()]);
+    wait_loaded(3.0).await;
+    live.install(&ids, &new, &[&new.ca()]);
+    wait_loaded(4.0).await;
+
+    // Links made from now on use the new files: cut each member's links in turn (its peers
+    // dial it again, it dials them) and the cluster goes on serving the writer.
+    for id in ids {
+        cluster.node(id).isolate(true).await;
+        wait_for(&format!("member {id} to stop serving while cut off"), WAIT, || async {
+            (!cluster.node(id).ready().await).then_some(())
+        })
+        .await;
+        cluster.node(id).isolate(false).await;
+        cluster.wait_ready(&ids).await;
+        writer.wait_progress(10, WAIT).await;
+    }
+    // The old CA is gone: a member certificate of it gets no greeting, one of the new CA does.
+    let old_member =
+        old.issue("stale-2", "/CN=member-2", Usage::Both, &[format!("URI:{}", member_uri(2))]).expect("cert");
+    let new_member =
+        new.issue("fresh-2", "/CN=member-2", Usage::Both, &[format!("URI:{}", member_uri(2))]).expect("cert");
+    let name = member_server_name(1).expect("name");
+    let peer_port = cluster.node(1).peer_addr;
+    let stale =
+        dialer(&old_member, &new.ca()).connect(name.clone(), TcpStream::connect(peer_port).await.expect("dial")).await;
+    assert!(stale.is_err() || !welcomed(stale.expect("checked"), 2).await, "an old-CA member certificate");
+    let fresh = dialer(&new_member, &new.ca()).connect(name, TcpStream::connect(peer_port).await.expect("dial")).await;
+    assert!(welcomed(fresh.expect("handshake with the new CA"), 2).await, "a new-CA member certificate");
+
+    let report = writer.finish().await;
+    assert!(report.errors.is_empty(), "writes failed across the rotation: {:?}", report.errors);
+    states.assert_never_expired("the writer's session");
+    assert_same_everywhere(&cluster, &ids, "/rotate", &report.acked).await;
+}

@@ -31,7 +31,7 @@ fn path(path: &Path) -> &str {
 /// Client options trusting `ca`, showing `identity` if given.
 fn tls_options(ca: &Path, identity: Option<&Issued>) -> TlsOptions {
     // zookeeper-client builds its configurations with the process's default provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    paddock_tls::install_default_provider();
     let options = TlsOptions::new().with_pem_ca(&read(ca)).expect("CA parses");
     match identity {
         None => options,

@@ -263,8 +263,7 @@ async fn run(args: Args) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // zookeeper-client's TLS takes the process's default crypto provider (the TLS workloads).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    paddock_tls::install_default_provider();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     // Dropping the run on a signal kills every child process (their handles kill on drop).

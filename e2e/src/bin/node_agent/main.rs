@@ -120,6 +120,7 @@ async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    paddock_tls::install_default_provider();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| "info".into()))
