@@ -1,9 +1,11 @@
 //! The client port's listeners, plain and TLS: each accepts connections up to the configured
-//! cap (counted over both) and serves each in a task, while the port follows the server's
+//! cap (counted over both, from the accept on: a client silent before its first bytes or in
+//! the middle of its TLS handshake holds a socket too) and serves each in a task, while the port follows the server's
 //! contact and closed sessions. A TLS connection's handshake runs in its task, bounded in
 //! time; the client certificate it verified gives the connection its `x509` identities.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +20,31 @@ use crate::tls::x509_ids;
 /// the server shuts down.
 pub async fn run(port: Arc<ClientPort>, plain: Option<TcpListener>, secure: Option<(TcpListener, Arc<Reloading>)>) {
     tokio::spawn(port.clone().follow_server());
-    let plain = plain.map(|listener| tokio::spawn(accept(port.clone(), listener, None)));
-    let secure = secure.map(|(listener, tls)| tokio::spawn(accept(port.clone(), listener, Some(tls))));
+    let live = Arc::new(AtomicUsize::new(0));
+    let plain = plain.map(|listener| tokio::spawn(accept(port.clone(), listener, None, live.clone())));
+    let secure = secure.map(|(listener, tls)| tokio::spawn(accept(port.clone(), listener, Some(tls), live.clone())));
     for task in [plain, secure].into_iter().flatten() {
         let _ = task.await;
     }
 }
 
-async fn accept(port: Arc<ClientPort>, listener: TcpListener, tls: Option<Arc<Reloading>>) {
+/// One accepted connection, counted until its task ends.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Live {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept(port: Arc<ClientPort>, listener: TcpListener, tls: Option<Arc<Reloading>>, live: Arc<AtomicUsize>) {
     let mut backoff = Duration::from_millis(1);
     loop {
         let accepted = tokio::select! {
@@ -35,20 +54,21 @@ async fn accept(port: Arc<ClientPort>, listener: TcpListener, tls: Option<Arc<Re
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
-                if port.connections.count() >= port.server.config.max_connections {
+                if live.load(Ordering::Relaxed) >= port.server.config.max_connections {
                     tracing::warn!(%peer, "connection limit reached, refusing client");
                     drop(stream);
                     continue;
                 }
+                let counted = Live::new(&live);
                 let _ = stream.set_nodelay(true);
-                match &tls {
-                    None => {
-                        tokio::spawn(connection::serve(port.clone(), split_tcp(stream), peer, Vec::new()));
+                let (port, tls) = (port.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        None => connection::serve(port, split_tcp(stream), peer, Vec::new()).await,
+                        Some(tls) => serve_tls(port, tls, stream, peer).await,
                     }
-                    Some(tls) => {
-                        tokio::spawn(serve_tls(port.clone(), tls.clone(), stream, peer));
-                    }
-                }
+                    drop(counted);
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -254,3 +254,31 @@ async fn the_cluster_api_needs_the_admin_certificate_and_probes_do_not() {
     assert!(https(addr, "GET", "/v1/cluster", None, &foreign).await.is_err(), "another CA's certificate");
     assert!(paddock_testkit::http(addr, "GET", "/healthz", None).await.map(|a| a.status != 200).unwrap_or(true));
 }
+
+#[tokio::test]
+async fn sockets_silent_in_their_handshake_count_against_the_connection_cap() {
+    let dir = TempDir::new().expect("temp dir");
+    let pki = Pki::new(&dir.path().join("ca"), "paddock-test-ca").expect("CA");
+    let server_cert = loopback_server(&pki, "server");
+    let alice = pki.issue("alice", "/CN=alice", Usage::Client, &[]).expect("client certificate");
+    let server = tls_server(&server_cert, &pki.ca(), &["--max-connections", "2"]).await;
+    // Two sockets that never start their handshake hold the two places...
+    let silent: Vec<tokio::net::TcpStream> = silent_sockets(server.client_addr).await;
+    let refused = tls_connect(&server, tls_options(&pki.ca(), Some(&alice))).await;
+    assert!(refused.is_err(), "a third connection while two sockets sit in their handshake");
+    // ...until they go.
+    drop(silent);
+    paddock_testkit::wait_for("a client to connect once the silent sockets closed", || async {
+        tls_connect(&server, tls_options(&pki.ca(), Some(&alice))).await.ok()
+    })
+    .await;
+}
+
+/// Two connected sockets that send nothing.
+async fn silent_sockets(addr: std::net::SocketAddr) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        sockets.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    sockets
+}
