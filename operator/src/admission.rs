@@ -1,12 +1,9 @@
 //! The sidecar-injection admission webhook as a server: `POST /mutate` answers the API server's
 //! AdmissionReviews for pods, over HTTPS with the certificate the chart mounts. What a pod gets
-//! is decided by the pure `injection`; this module owns the review's wire format, the admission
-//! metric, the TLS acceptor and the listener that runs handshakes off the accept loop.
+//! is decided by the pure `injection`; this module owns the review's wire format and the
+//! admission metric (TLS is `paddock_tls`'s listener).
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -15,8 +12,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::injection::{inject, InjectorConfig};
 use crate::metrics::Metrics;
@@ -83,101 +78,6 @@ pub fn router(webhook: Webhook) -> Router {
             }),
         )
         .with_state(webhook)
-}
-
-/// Why the webhook's TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// Certificate or key unreadable.
-    #[error("failed to read {path}: {message}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// rustls refused the pair.
-    #[error("invalid webhook certificate: {0}")]
-    Config(#[from] rustls::Error),
-}
-
-/// A TLS acceptor for the webhook's certificate and key (PEM files, as a kubernetes.io/tls Secret
-/// mounts them).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let pem_error = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem_error(cert, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(cert, e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepted TLS connections for `axum::serve`: handshakes run concurrently (a slow client does
-/// not hold up others) and are bounded in time.
-pub struct TlsListener {
-    connections: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Listens on `listener`, terminating TLS with `acceptor`.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, connections) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "webhook accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, sender) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = sender.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "webhook TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
-                    }
-                });
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        Ok(Self { connections, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop ended: wait forever, as a listener that never gets a connection.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 #[cfg(test)]

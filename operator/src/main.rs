@@ -20,13 +20,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{controller, watcher, Controller};
 use kube::{Api, Client};
 use paddock_operator::admin::HttpAdmin;
-use paddock_operator::admission::{self, TlsListener, Webhook};
+use paddock_operator::admission::{self, Webhook};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::endpoints::{self, Endpoints};
 use paddock_operator::injection::InjectorConfig;
 use paddock_operator::lease::{self, LeaseConfig};
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{error_policy, reconcile, Context};
+use paddock_tls::listener::TlsListener;
+use paddock_tls::{ClientAuth, Reloading, Role, TlsFiles};
 
 /// paddock-operator flags; each also reads a `PADDOCK_OPERATOR_*` variable.
 #[derive(Parser, Debug)]
@@ -97,9 +99,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(http, router).await });
 
     if let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) {
-        let acceptor = admission::tls_acceptor(cert, key)?;
+        let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: None };
+        let tls =
+            Reloading::load("webhook", files, Role::Server(ClientAuth::None)).context("invalid webhook certificate")?;
         let listener = tokio::net::TcpListener::bind(args.webhook_addr).await.context("failed to bind the webhook")?;
-        let tls = TlsListener::new(listener, acceptor)?;
+        let tls = TlsListener::new(listener, tls)?;
         let config = InjectorConfig {
             image: args.sidecar_image.clone(),
             image_pull_policy: args.sidecar_image_pull_policy.clone(),

@@ -21,26 +21,14 @@ async fn main() -> anyhow::Result<()> {
     // Bind first: a port clash is reported before any storage is touched.
     let client = match config.no_plain_client {
         true => None,
-        false => Some(
-            tokio::net::TcpListener::bind(config.client_addr)
-                .await
-                .with_context(|| format!("failed to bind the client port {}", config.client_addr))?,
-        ),
+        false => Some(bind(config.client_addr, "client port").await?),
     };
     let secure = match config.secure_client_addr {
         None => None,
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to bind the TLS client port {addr}"))?,
-        ),
+        Some(addr) => Some(bind(addr, "TLS client port").await?),
     };
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("failed to bind the admin port {}", config.admin_addr))?;
-    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
-        .await
-        .with_context(|| format!("failed to bind the peer port {}", config.peer_addr))?;
+    let admin_listener = bind(config.admin_addr, "admin port").await?;
+    let peer_listener = bind(config.peer_addr, "peer port").await?;
     let secure_addr = secure.as_ref().map(|l| l.local_addr()).transpose()?;
     let peer_addr = peer_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -79,4 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = peer_service.await;
     let _ = admin_server.await;
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind the {what} {addr}"))
 }

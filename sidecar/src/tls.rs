@@ -3,7 +3,7 @@
 //! used from the next connection on (the open one, and with it the session, is kept); one that
 //! does not is reported and the old certificates kept.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,25 +29,30 @@ impl ClusterTls {
     pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<Arc<ClusterTls>, String> {
         // zookeeper-client builds its configurations with the process's default provider.
         paddock_tls::install_default_provider();
-        let (raw, certs) = Self::read(&ca, identity.as_ref())?;
-        let certs = TlsDynamicCerts::new(certs);
+        let raw = Self::read(&ca, identity.as_ref())?;
+        let certs = TlsDynamicCerts::new(Self::parse(&ca, identity.as_ref(), &raw)?);
         Ok(Arc::new(ClusterTls { ca, identity, certs, raw: Mutex::new(raw) }))
     }
 
-    fn read(ca: &PathBuf, identity: Option<&(PathBuf, PathBuf)>) -> Result<(Vec<String>, TlsCerts), String> {
-        let ca_pem = read(ca)?;
-        let mut builder =
-            TlsCerts::builder().with_ca(TlsCa::from_pem(&ca_pem).map_err(|e| format!("{}: {e}", ca.display()))?);
-        let mut raw = vec![ca_pem];
+    /// The files' text: the CA, then the certificate and key if there are.
+    fn read(ca: &PathBuf, identity: Option<&(PathBuf, PathBuf)>) -> Result<Vec<String>, String> {
+        let mut raw = vec![read(ca)?];
         if let Some((cert, key)) = identity {
-            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-            let parsed = TlsIdentity::from_pem(&cert_pem, &key_pem)
+            raw.extend([read(cert)?, read(key)?]);
+        }
+        Ok(raw)
+    }
+
+    /// Parses what [`ClusterTls::read`] read.
+    fn parse(ca: &Path, identity: Option<&(PathBuf, PathBuf)>, raw: &[String]) -> Result<TlsCerts, String> {
+        let mut builder =
+            TlsCerts::builder().with_ca(TlsCa::from_pem(&raw[0]).map_err(|e| format!("{}: {e}", ca.display()))?);
+        if let (Some((cert, key)), [_, cert_pem, key_pem]) = (identity, raw) {
+            let parsed = TlsIdentity::from_pem(cert_pem, key_pem)
                 .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
             builder = builder.with_identity(parsed);
-            raw.extend([cert_pem, key_pem]);
         }
-        let certs = builder.build().map_err(|e| e.to_string())?;
-        Ok((raw, certs))
+        builder.build().map_err(|e| e.to_string())
     }
 
     /// The options every connection to the cluster is made with.
@@ -57,12 +62,12 @@ impl ClusterTls {
 
     /// Reads the files again: whether they changed (and the new ones are in use).
     pub fn reload(&self) -> Result<bool, String> {
-        let (raw, certs) = Self::read(&self.ca, self.identity.as_ref())?;
+        let raw = Self::read(&self.ca, self.identity.as_ref())?;
         let mut seen = self.raw.lock().unwrap_or_else(|e| e.into_inner());
         if *seen == raw {
             return Ok(false);
         }
-        self.certs.update(certs);
+        self.certs.update(Self::parse(&self.ca, self.identity.as_ref(), &raw)?);
         *seen = raw;
         Ok(true)
     }

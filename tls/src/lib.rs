@@ -126,31 +126,36 @@ struct Material {
 }
 
 impl Material {
-    fn read(files: &TlsFiles) -> Result<Material, TlsError> {
-        let cert_pem = read(&files.cert)?;
-        let key_pem = read(&files.key)?;
-        let chain = certificates(&files.cert, &cert_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+    /// The files' bytes: certificate, key, and the CA when there is one.
+    fn read_raw(files: &TlsFiles) -> Result<Vec<Vec<u8>>, TlsError> {
+        let mut raw = vec![read(&files.cert)?, read(&files.key)?];
+        if let Some(path) = &files.ca {
+            raw.push(read(path)?);
+        }
+        Ok(raw)
+    }
+
+    /// Parses what [`Material::read_raw`] read.
+    fn parse(files: &TlsFiles, raw: Vec<Vec<u8>>) -> Result<Material, TlsError> {
+        let chain = certificates(&files.cert, &raw[0])?;
+        let key = PrivateKeyDer::from_pem_slice(&raw[1]).map_err(|e| TlsError::Pem {
             path: files.key.clone(),
             what: "private key",
             detail: e.to_string(),
         })?;
-        let mut raw = vec![cert_pem, key_pem];
-        let roots = match &files.ca {
-            None => None,
-            Some(path) => {
-                let pem = read(path)?;
+        let roots = match (&files.ca, raw.get(2)) {
+            (Some(path), Some(pem)) => {
                 let mut roots = RootCertStore::empty();
-                for cert in certificates(path, &pem)? {
+                for cert in certificates(path, pem)? {
                     roots.add(cert).map_err(|e| TlsError::Pem {
                         path: path.clone(),
                         what: "CA certificate",
                         detail: e.to_string(),
                     })?;
                 }
-                raw.push(pem);
                 Some(Arc::new(roots))
             }
+            _ => None,
         };
         Ok(Material { raw, chain, key, roots })
     }
@@ -228,7 +233,7 @@ fn build(port: &'static str, role: Role, material: &Material) -> Result<Built, T
 impl Reloading {
     /// Reads `files` for the port named `port` (in logs and errors) in `role`.
     pub fn load(port: &'static str, files: TlsFiles, role: Role) -> Result<Arc<Reloading>, TlsError> {
-        let material = Material::read(&files)?;
+        let material = Material::parse(&files, Material::read_raw(&files)?)?;
         let built = build(port, role, &material)?;
         Ok(Arc::new(Reloading {
             port,
@@ -253,11 +258,12 @@ impl Reloading {
     /// `Ok(false)` when they did not change, an error (the old set kept) when they changed into
     /// something unusable.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let material = Material::read(&self.files)?;
+        let read = Material::read_raw(&self.files)?;
         let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
-        if *raw == material.raw {
+        if *raw == read {
             return Ok(false);
         }
+        let material = Material::parse(&self.files, read)?;
         let built = build(self.port, self.role, &material)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(built);
         *raw = material.raw;

@@ -1,7 +1,7 @@
 //! The client port's listeners, plain and TLS: each accepts connections up to the configured
 //! cap (counted over both, from the accept on: a client silent before its first bytes or in
-//! the middle of its TLS handshake holds a socket too) and serves each in a task, while the port follows the server's
-//! contact and closed sessions. A TLS connection's handshake runs in its task, bounded in
+//! the middle of its TLS handshake holds a socket too) and serves each in a task, while the
+//! port follows the server's contact and closed sessions. A TLS connection's handshake runs in its task, bounded in
 //! time; the client certificate it verified gives the connection its `x509` identities.
 
 use std::net::SocketAddr;

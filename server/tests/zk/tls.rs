@@ -150,22 +150,8 @@ async fn renewed_certificates_serve_new_connections_while_open_sessions_keep_the
     install(&loopback_server(&old, "server"), &[&old.ca()]);
     let old_client = old.issue("client", "/CN=client", Usage::Client, &[]).expect("old client certificate");
     let new_client = new.issue("client", "/CN=client", Usage::Client, &[]).expect("new client certificate");
-    let server = TestServer::start_with(&[
-        "--secure-client-addr",
-        "127.0.0.1:0",
-        "--no-plain-client",
-        "--tls-cert",
-        path(&cert),
-        "--tls-key",
-        path(&key),
-        "--tls-ca",
-        path(&ca),
-        "--tls-reload-ms",
-        "100",
-        "--max-session-timeout-ms",
-        "10000",
-    ])
-    .await;
+    let live_cert = Issued { cert: cert.clone(), key: key.clone() };
+    let server = tls_server(&live_cert, &ca, &["--tls-reload-ms", "100", "--max-session-timeout-ms", "10000"]).await;
     let target = format!("tcp+tls://{}", server.client_addr);
     let connect = |ca: &Path, identity: &Issued| {
         let connector = Client::connector()
