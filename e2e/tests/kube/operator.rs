@@ -15,6 +15,13 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     let crd = std::fs::read_to_string(root().join("crds/coordinationclusters.paddock.dev.yaml")).expect("CRD");
     assert!(crd.contains("kind: CustomResourceDefinition"));
     available(&plane, "{replicas: 3, storage: {size: 1Gi}, pvcRetention: Delete}");
+    // Available means a quorum serves; a third member may still be starting (a CI run saw
+    // zk-0 not ready yet): wait for all three before reading the status.
+    wait(
+        &plane,
+        "all three members ready",
+        &["wait", "--for=jsonpath={.status.readyReplicas}=3", "--timeout=120s", "pcc/zk"],
+    );
     let status = plane.kubectl(&["get", "pcc", "zk", "-o", "jsonpath={.status}"]).expect("status");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["readyReplicas"], 3, "{status}");
