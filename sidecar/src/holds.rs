@@ -71,6 +71,8 @@ pub struct Release {
     own: CancellationToken,
     /// Cancelled when the lease a hold is bound to ends (`?lease=ID`).
     lease: Option<CancellationToken>,
+    /// Cancelled when the app left (its connection closed) and the task is cleaning up.
+    abandoned: CancellationToken,
     /// Cancels `Campaign::done` once the task has dropped its last clone (after its cleanup).
     _done: Arc<DropGuard>,
 }
@@ -79,6 +81,8 @@ pub struct Release {
 #[derive(Debug)]
 struct Campaign {
     resign: CancellationToken,
+    /// The app left: the campaign is over for it, only its cleanup is running.
+    abandoned: CancellationToken,
     done: CancellationToken,
 }
 
@@ -107,6 +111,12 @@ impl Release {
     /// A token that resigns this one hold when cancelled.
     pub fn resigner(&self) -> CancellationToken {
         self.own.clone()
+    }
+
+    /// Marks the hold as left by its app: what remains is its cleanup, which a resign waits for
+    /// but does not count as something it resigned.
+    pub fn abandon(&self) {
+        self.abandoned.cancel();
     }
 }
 
@@ -169,17 +179,19 @@ impl Holds {
             return Err(Error::NoSession("the app is unhealthy; holds are refused until it recovers".to_owned()));
         }
         let own = CancellationToken::new();
+        let abandoned = CancellationToken::new();
         let done = CancellationToken::new();
         if let Some(name) = campaign {
             let campaigns = inner.campaigns.entry(name.to_owned()).or_default();
             campaigns.retain(|c| !c.done.is_cancelled());
-            campaigns.push(Campaign { resign: own.clone(), done: done.clone() });
+            campaigns.push(Campaign { resign: own.clone(), abandoned: abandoned.clone(), done: done.clone() });
         }
         Ok(Release {
             all: inner.holds.clone(),
             all_reason: inner.holds_reason.clone(),
             own,
             lease: None,
+            abandoned,
             _done: Arc::new(done.drop_guard()),
         })
     }
@@ -205,16 +217,17 @@ impl Holds {
     }
 
     /// Resigns every live campaign of `election` and waits (up to `bound`) until their
-    /// candidate znodes are deleted; false if there was none.
+    /// candidate znodes are deleted, also those of campaigns whose app has left and which are
+    /// still cleaning up; false if no campaign was resigned.
     pub async fn resign(&self, election: &str, bound: Duration) -> bool {
         let campaigns = lock(&self.inner).campaigns.remove(election).unwrap_or_default();
         let live: Vec<_> = campaigns.into_iter().filter(|c| !c.done.is_cancelled()).collect();
-        live.iter().for_each(|c| c.resign.cancel());
+        let resigned = live.iter().filter(|c| !c.abandoned.is_cancelled()).inspect(|c| c.resign.cancel()).count();
         let all_done = futures::future::join_all(live.iter().map(|c| c.done.cancelled()));
         if tokio::time::timeout(bound, all_done).await.is_err() {
             tracing::warn!(election, "resigning took longer than {bound:?}");
         }
-        !live.is_empty()
+        resigned > 0
     }
 
     /// Releases every hold with `reason`; later holds get a fresh token.
@@ -540,7 +553,10 @@ impl Hold {
     /// it is still there to hear it).
     pub async fn finish(mut self, node: Option<&str>, interrupt: Interrupt) {
         let delete = match &interrupt {
-            Interrupt::AppGone => true,
+            Interrupt::AppGone => {
+                self.release.abandon();
+                true
+            }
             Interrupt::Released(reason) => {
                 let _ = self.events.send(json!({"type": "released", "reason": reason.as_str()})).await;
                 true
@@ -645,6 +661,25 @@ mod tests {
         assert_eq!(task.await.ok(), Some(ReleaseReason::Resigned));
         assert!(!b.own.is_cancelled() && !b.all.is_cancelled());
         assert!(!holds.resign("a", Duration::from_secs(5)).await, "nothing left to resign");
+    }
+
+    #[tokio::test]
+    async fn a_campaign_whose_app_left_is_not_resigned_but_awaited() {
+        let holds = Holds::new();
+        let abandoned = holds.begin(Some("a")).expect("begin");
+        // The app closed its stream: the task is deleting its candidate znode.
+        abandoned.abandon();
+        let (cleaned_tx, cleaned_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            cleaned_rx.await.ok();
+            drop(abandoned);
+        });
+        let resign = holds.resign("a", Duration::from_secs(5));
+        tokio::pin!(resign);
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut resign).await.is_err(), "waits for the cleanup");
+        cleaned_tx.send(()).ok();
+        assert!(!resign.await, "the app had left: nothing of its was resigned");
+        task.await.ok();
     }
 
     #[tokio::test]
