@@ -130,6 +130,8 @@ pub struct Config {
 
     /// Certificate chain (PEM) of this member on the peer port, naming it as
     /// urn:paddock:member:<id>; with --peer-tls-key and --peer-tls-ca, peers speak mutual TLS.
+    /// `{id}` in the path (and in --peer-tls-key's) is replaced by this member's id, so that
+    /// members started alike (a StatefulSet's pods) each pick their own certificate.
     #[arg(long, env = "PADDOCK_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
     pub peer_tls_cert: Option<PathBuf>,
 
@@ -168,6 +170,9 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub tls_reload_ms: u64,
 }
+
+/// What `--peer-tls-cert` and `--peer-tls-key` paths may hold in place of the member's id.
+pub const ID_PLACEHOLDER: &str = "{id}";
 
 /// `--tls-client-auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -264,6 +269,12 @@ impl Config {
                     .to_owned(),
             };
             self.id = id_from_hostname(&host)?;
+        }
+        let id = self.id.to_string();
+        for path in [&mut self.peer_tls_cert, &mut self.peer_tls_key].into_iter().flatten() {
+            if let Some(text) = path.to_str().filter(|p| p.contains(ID_PLACEHOLDER)) {
+                *path = PathBuf::from(text.replace(ID_PLACEHOLDER, &id));
+            }
         }
         let (min, max) = (self.min_session_timeout().as_millis() as u64, self.max_session_timeout().as_millis() as u64);
         if min > max {
@@ -397,6 +408,26 @@ mod tests {
         assert!(parse(&["--admin-tls-cert", "c", "--admin-tls-ca", "ca"]).is_err(), "admin TLS without a key");
         let peer = parse(&["--peer-tls-cert", "c", "--peer-tls-key", "k", "--peer-tls-ca", "ca"]).expect("flags");
         assert!(peer.peer_tls().is_some() && peer.admin_tls().is_none() && peer.client_tls().is_none());
+    }
+
+    #[test]
+    fn peer_certificate_paths_name_the_members_id() {
+        let c = Config::try_parse_from([
+            "p",
+            "--id",
+            "3",
+            "--peer-tls-cert",
+            "/tls/member-{id}.crt",
+            "--peer-tls-key",
+            "/tls/member-{id}.key",
+            "--peer-tls-ca",
+            "/tls/{id}/ca.crt",
+        ])
+        .expect("flags");
+        let files = c.resolve().expect("resolves").peer_tls().expect("peer TLS");
+        assert_eq!(files.cert, PathBuf::from("/tls/member-3.crt"));
+        assert_eq!(files.key, PathBuf::from("/tls/member-3.key"));
+        assert_eq!(files.ca, Some(PathBuf::from("/tls/{id}/ca.crt")), "the CA is every member's");
     }
 
     #[test]
