@@ -6,11 +6,13 @@
 //! fake.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -18,7 +20,12 @@ use paddock_contract::admin::{
     AddLearner, ChangeVoters, ClusterView, ErrorBody, ErrorDetail, TransferLeader, CLUSTER, LEADER, LEARNERS, MEMBERS,
     VOTERS,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
+
+use crate::certs::{self, Authority};
+use crate::tls::admin_client;
 
 /// A membership change, sent to the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,25 +87,86 @@ pub enum AdminError {
     },
 }
 
-/// What the reconciler needs from the servers.
+/// What the reconciler needs from the servers. An `addr` is `host:port` (plain HTTP) or
+/// `https://host:port` (TLS, with the operator's client certificate).
 pub trait AdminApi: Send + Sync {
-    /// `GET /v1/cluster` on the server at `addr` (`host:port`).
+    /// `GET /v1/cluster` on the server at `addr`.
     fn cluster<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<ClusterView, AdminError>>;
     /// Sends `change` to the leader at `addr`; a follower's 421 is followed once.
     fn change<'a>(&'a self, addr: &'a str, change: &'a Change) -> BoxFuture<'a, Result<(), AdminError>>;
 }
 
-/// [`AdminApi`] over plain HTTP (the admin port is cluster-internal).
+type TlsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The operator's side of the admin ports' TLS: the admin CA, trusted for the servers'
+/// certificates and issuing the operator's own, which is renewed in memory when due.
+struct AdminTls {
+    authority: Arc<Authority>,
+    lifetime: Duration,
+    /// The client with the current certificate, and when that is due for renewal.
+    current: Mutex<(TlsClient, i64)>,
+}
+
+fn connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector
+}
+
+impl AdminTls {
+    fn client(authority: &Authority, lifetime: Duration) -> Result<(TlsClient, i64), String> {
+        let issued = admin_client(authority, lifetime).map_err(|e| e.to_string())?;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(authority.pem().cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+        roots.add(ca).map_err(|e| e.to_string())?;
+        let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).map_err(|e| e.to_string())?];
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        let mut http = connector();
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let renew_at = certs::renew_at(&issued.cert_pem, lifetime).unwrap_or(0);
+        Ok((Client::builder(TokioExecutor::new()).build(https), renew_at))
+    }
+
+    /// The client, with a fresh certificate if the last one is due.
+    fn current(&self) -> Result<TlsClient, String> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.1 <= time::OffsetDateTime::now_utc().unix_timestamp() {
+            *current = Self::client(&self.authority, self.lifetime)?;
+            tracing::info!("renewed the operator's admin client certificate");
+        }
+        Ok(current.0.clone())
+    }
+}
+
+/// [`AdminApi`] over HTTP, and over TLS for `https://` addresses.
 #[derive(Clone)]
 pub struct HttpAdmin {
     client: Client<HttpConnector, Full<Bytes>>,
+    tls: Option<Arc<AdminTls>>,
 }
 
 impl Default for HttpAdmin {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        Self { client: Client::builder(TokioExecutor::new()).build(connector) }
+        Self { client: Client::builder(TokioExecutor::new()).build(connector()), tls: None }
+    }
+}
+
+/// Splits an `addr` of [`AdminApi`] into its scheme and `host:port`.
+fn scheme_of(addr: &str) -> (&str, &str) {
+    match addr.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("http", addr),
     }
 }
 
@@ -116,6 +184,14 @@ fn json_body(body: &impl Serialize) -> Bytes {
 }
 
 impl HttpAdmin {
+    /// Also speaks TLS to `https://` addresses: trusts the admin CA `authority` and shows a
+    /// client certificate it issues (for `lifetime`, renewed when a third is left).
+    pub fn with_tls(authority: Arc<Authority>, lifetime: Duration) -> Result<HttpAdmin, String> {
+        let current = AdminTls::client(&authority, lifetime)?;
+        let tls = AdminTls { authority, lifetime, current: Mutex::new(current) };
+        Ok(HttpAdmin { tls: Some(Arc::new(tls)), ..HttpAdmin::default() })
+    }
+
     async fn send(
         &self,
         addr: &str,
@@ -125,14 +201,22 @@ impl HttpAdmin {
         timeout: Duration,
     ) -> Result<(http::StatusCode, Bytes), AdminError> {
         let unreachable = |message: String| AdminError::Unreachable { addr: addr.to_owned(), message };
+        let (scheme, host) = scheme_of(addr);
         let request = http::Request::builder()
             .method(method)
-            .uri(format!("http://{addr}{path}"))
+            .uri(format!("{scheme}://{host}{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| unreachable(e.to_string()))?;
+            let response = match scheme {
+                "https" => {
+                    let tls = self.tls.as_ref().ok_or_else(|| unreachable("no admin TLS configured".to_owned()))?;
+                    tls.current().map_err(unreachable)?.request(request).await
+                }
+                _ => self.client.request(request).await,
+            };
+            let response = response.map_err(|e| unreachable(e.to_string()))?;
             let status = response.status();
             let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             Ok((status, bytes))
@@ -199,7 +283,12 @@ impl AdminApi for HttpAdmin {
             match self.change_once(addr, change).await? {
                 None => Ok(()),
                 Some(leader) => {
-                    // Leadership moved since we looked; the follower named the new leader.
+                    // Leadership moved since we looked; the follower named the new leader (by
+                    // `host:port`: it is reached the way the follower was).
+                    let leader = match scheme_of(addr) {
+                        ("https", _) => format!("https://{}", scheme_of(&leader).1),
+                        _ => leader,
+                    };
                     tracing::info!(from = addr, to = %leader, "membership change redirected to the leader");
                     match self.change_once(&leader, change).await? {
                         None => Ok(()),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -82,6 +83,17 @@ pub struct CoordinationClusterSpec {
     /// Prometheus scraping.
     #[serde(default, skip_serializing_if = "MetricsSpec::is_default")]
     pub metrics: MetricsSpec,
+
+    /// TLS on every port, with certificates the operator issues and renews (on unless turned
+    /// off; immutable: members of one cluster all speak TLS or none does). Always stored (the
+    /// schema's default), so that the immutability rule also sees a cluster created without it.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// NetworkPolicy for the servers: the peer port open to the cluster's own pods only, the
+    /// admin port to the operator and the peers listed (on unless turned off).
+    #[serde(default, skip_serializing_if = "NetworkPolicySpec::is_default")]
+    pub network_policy: NetworkPolicySpec,
 
     /// What happens to the data volumes when the CoordinationCluster is deleted. Volumes of
     /// members removed by scaling down are always deleted, so a later scale-up never revives
@@ -246,6 +258,62 @@ pub struct ServiceMonitorSpec {
     /// Labels the Prometheus instance selects ServiceMonitors by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// TLS of the servers' ports (docs/security.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("tls is immutable: a cluster's members all speak TLS or none does"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Mutual TLS between members, TLS with the operator's client certificate on the admin
+    /// port, and a TLS client port (2281).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also serve clear-text clients on 2181 (with TLS on, 2281 alone serves clients otherwise).
+    #[serde(default)]
+    pub plain_client_port: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self { enabled: true, plain_client_port: false }
+    }
+}
+
+impl TlsSpec {
+    /// Whether clients are served in clear text on 2181.
+    pub fn plain_clients(&self) -> bool {
+        !self.enabled || self.plain_client_port
+    }
+}
+
+/// The servers' NetworkPolicy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Who else may reach the admin port (its `/metrics`): a Prometheus, say. The operator's
+    /// pods always may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true, admin_from: Vec::new() }
+    }
+}
+
+impl NetworkPolicySpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// Fate of the data volumes when the CoordinationCluster is deleted.

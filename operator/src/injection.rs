@@ -9,7 +9,26 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements, V
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
-use crate::resources::{container_port, downward, http_probe, restricted, CLIENT_PORT};
+use crate::resources::{container_port, downward, http_probe, restricted, CLIENT_PORT, SECURE_CLIENT_PORT};
+
+/// The variable carrying the cluster CA's PEM into the sidecar (`--tls-ca-pem`).
+pub const TLS_CA_PEM_ENV: &str = "PADDOCK_TLS_CA_PEM";
+
+/// The cluster a pod names in its inject annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// How the sidecar reaches the cluster, as the webhook found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterAccess {
+    /// The cluster CA (PEM) when it serves clients over TLS; clear text otherwise.
+    pub tls_ca: Option<String>,
+}
 
 /// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.
 pub const INJECT_ANNOTATION: &str = "paddock.dev/inject";
@@ -72,12 +91,11 @@ fn socket_mount() -> VolumeMount {
     VolumeMount { name: SOCKET_VOLUME.to_owned(), mount_path: SOCKET_DIR.to_owned(), ..VolumeMount::default() }
 }
 
-/// The sidecar container for a pod in `namespace` with these annotations.
-pub fn sidecar(
+/// The cluster a pod in `namespace` with these annotations asks for, if it asks.
+pub fn cluster_ref(
     annotations: &std::collections::BTreeMap<String, String>,
     namespace: &str,
-    config: &InjectorConfig,
-) -> Result<Option<Container>, InjectError> {
+) -> Result<Option<ClusterRef>, InjectError> {
     let Some(target) = annotations.get(INJECT_ANNOTATION) else { return Ok(None) };
     let target = target.trim();
     let (cluster_ns, cluster) = match target.split_once('/') {
@@ -87,9 +105,24 @@ pub fn sidecar(
     if !dns_label(cluster) || !dns_label(cluster_ns) {
         return Err(InjectError::BadClusterRef(target.to_owned()));
     }
+    Ok(Some(ClusterRef { namespace: cluster_ns.to_owned(), name: cluster.to_owned() }))
+}
+
+/// The sidecar container for a pod in `namespace` with these annotations, reaching its
+/// cluster as `access` says.
+pub fn sidecar(
+    annotations: &std::collections::BTreeMap<String, String>,
+    namespace: &str,
+    config: &InjectorConfig,
+    access: &ClusterAccess,
+) -> Result<Option<Container>, InjectError> {
+    let Some(ClusterRef { namespace: cluster_ns, name: cluster }) = cluster_ref(annotations, namespace)? else {
+        return Ok(None);
+    };
+    let port = if access.tls_ca.is_some() { SECURE_CLIENT_PORT } else { CLIENT_PORT };
     let mut args = vec![
         format!("--socket={SOCKET_PATH}"),
-        format!("--cluster={cluster}-client.{cluster_ns}.svc:{CLIENT_PORT}"),
+        format!("--cluster={cluster}-client.{cluster_ns}.svc:{port}"),
         format!("--listen-addr=0.0.0.0:{SIDECAR_PORT}"),
     ];
     for group in annotations.get(GROUPS_ANNOTATION).into_iter().flat_map(|g| g.split(',')).map(str::trim) {
@@ -117,12 +150,21 @@ pub fn sidecar(
         restart_policy: Some("Always".to_owned()),
         command: Some(vec![SIDECAR_COMMAND.to_owned()]),
         args: Some(args),
-        env: Some(vec![
-            downward("POD_NAME", "metadata.name"),
-            downward("POD_NAMESPACE", "metadata.namespace"),
-            downward("POD_IP", "status.podIP"),
-            downward("POD_UID", "metadata.uid"),
-        ]),
+        env: Some(
+            [
+                downward("POD_NAME", "metadata.name"),
+                downward("POD_NAMESPACE", "metadata.namespace"),
+                downward("POD_IP", "status.podIP"),
+                downward("POD_UID", "metadata.uid"),
+            ]
+            .into_iter()
+            .chain(access.tls_ca.as_ref().map(|ca| EnvVar {
+                name: TLS_CA_PEM_ENV.to_owned(),
+                value: Some(ca.clone()),
+                ..EnvVar::default()
+            }))
+            .collect(),
+        ),
         ports: Some(vec![container_port("paddock-http", SIDECAR_PORT)]),
         // The app starts once the sidecar answers; it is ready once it holds a session.
         startup_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 1, 30, None)),
@@ -142,9 +184,14 @@ fn escape(segment: &str) -> String {
 
 /// The JSON patch injecting the sidecar into `pod`, or `None` when the pod does not ask for it
 /// or already has it.
-pub fn inject(pod: &Pod, namespace: &str, config: &InjectorConfig) -> Result<Option<json_patch::Patch>, InjectError> {
+pub fn inject(
+    pod: &Pod,
+    namespace: &str,
+    config: &InjectorConfig,
+    access: &ClusterAccess,
+) -> Result<Option<json_patch::Patch>, InjectError> {
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let Some(sidecar) = sidecar(&annotations, namespace, config)? else { return Ok(None) };
+    let Some(sidecar) = sidecar(&annotations, namespace, config, access)? else { return Ok(None) };
     let Some(spec) = pod.spec.as_ref() else { return Ok(None) };
     let has_sidecar =
         spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| c.name == SIDECAR_CONTAINER);
@@ -214,7 +261,7 @@ mod tests {
     }
 
     fn patched(pod: &Pod) -> Value {
-        let patch = inject(pod, "shop", &config()).expect("accepted").expect("injected");
+        let patch = inject(pod, "shop", &config(), &ClusterAccess::default()).expect("accepted").expect("injected");
         let mut value = serde_json::to_value(pod).expect("pod json");
         json_patch::patch(&mut value, &patch).expect("patch applies");
         value
@@ -273,6 +320,20 @@ spec:
     }
 
     #[test]
+    fn a_tls_cluster_is_reached_on_its_tls_port_with_its_ca() {
+        let app =
+            pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
+        let access = ClusterAccess { tls_ca: Some("-----BEGIN CERTIFICATE-----\n...".to_owned()) };
+        let patch = inject(&app, "shop", &config(), &access).expect("accepted").expect("injected");
+        let mut out = serde_json::to_value(&app).expect("pod json");
+        json_patch::patch(&mut out, &patch).expect("patch applies");
+        let sidecar = &out["spec"]["initContainers"][0];
+        assert_eq!(sidecar["args"][1], "--cluster=zk-client.shop.svc:2281");
+        let env = sidecar["env"].as_array().expect("env");
+        assert!(env.contains(&json!({"name": "PADDOCK_TLS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\n..."})));
+    }
+
+    #[test]
     fn sidecar_is_probed_on_its_own_port() {
         let app =
             pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
@@ -286,11 +347,11 @@ spec:
     #[test]
     fn skips_unannotated_and_already_injected_pods() {
         let plain = pod("{metadata: {name: a}, spec: {containers: [{name: app, image: a:1}]}}");
-        assert_eq!(inject(&plain, "shop", &config()), Ok(None));
+        assert_eq!(inject(&plain, "shop", &config(), &ClusterAccess::default()), Ok(None));
         let once =
             pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
         let twice: Pod = serde_json::from_value(patched(&once)).expect("pod");
-        assert_eq!(inject(&twice, "shop", &config()), Ok(None));
+        assert_eq!(inject(&twice, "shop", &config(), &ClusterAccess::default()), Ok(None));
     }
 
     #[test]
@@ -298,7 +359,7 @@ spec:
         let bad = |annotations: &str| {
             let p =
                 pod(&format!("{{metadata: {{annotations: {annotations}}}, spec: {{containers: [{{name: app}}]}}}}"));
-            inject(&p, "shop", &config()).expect_err("denied").to_string()
+            inject(&p, "shop", &config(), &ClusterAccess::default()).expect_err("denied").to_string()
         };
         assert!(bad("{paddock.dev/inject: 'Not_A_Name'}").contains("is not <cluster>"));
         assert!(bad("{paddock.dev/inject: 'a/b/c'}").contains("is not <cluster>"));

@@ -9,12 +9,15 @@
 //! - [`resources`]: the pure builders of every Kubernetes object a cluster owns.
 //! - [`membership`]: the pure planner of the one next step; [`status`]: the status it leads to.
 //! - [`reconcile`]: the pipeline with its I/O; [`admin`]: the client of the servers' admin API.
+//! - [`certs`]: the certificates the operator issues (pure); [`tls`]: the Secrets holding them,
+//!   kept issued and renewed.
 //! - [`injection`]: what an annotated pod gets (pure); [`admission`]: the HTTPS webhook serving it.
 //! - [`lease`]: leader election among operator replicas; [`endpoints`], [`metrics`]: health and
 //!   Prometheus.
 
 pub mod admin;
 pub mod admission;
+pub mod certs;
 pub mod crd;
 pub mod endpoints;
 pub mod injection;
@@ -24,4 +27,5 @@ pub mod metrics;
 pub mod reconcile;
 pub mod resources;
 pub mod status;
+pub mod tls;
 pub mod validate;

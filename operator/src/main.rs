@@ -13,22 +13,25 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{controller, watcher, Controller};
 use kube::{Api, Client};
 use paddock_operator::admin::HttpAdmin;
-use paddock_operator::admission::{self, Webhook};
+use paddock_operator::admission::{self, KubeLookup, Webhook};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::endpoints::{self, Endpoints};
 use paddock_operator::injection::InjectorConfig;
 use paddock_operator::lease::{self, LeaseConfig};
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{error_policy, reconcile, Context};
+use paddock_operator::tls::{self, Certificates, Lifetimes};
 use paddock_tls::listener::TlsListener;
 use paddock_tls::{ClientAuth, Reloading, Role, TlsFiles};
+use tokio_util::sync::CancellationToken;
 
 /// paddock-operator flags; each also reads a `PADDOCK_OPERATOR_*` variable.
 #[derive(Parser, Debug)]
@@ -77,6 +80,17 @@ struct Args {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "paddock-operator")]
     identity: String,
+
+    /// Lifetime of the certificates the operator issues, in seconds (renewed when a third is
+    /// left); 90 days by default.
+    #[arg(long, env = "PADDOCK_OPERATOR_CERTIFICATE_LIFETIME_SECS", default_value_t = 90 * 86_400,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    certificate_lifetime_secs: u64,
+
+    /// How often the webhook's certificate files are read again, in milliseconds.
+    #[arg(long, env = "PADDOCK_OPERATOR_TLS_RELOAD_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    tls_reload_ms: u64,
 }
 
 #[tokio::main]
@@ -93,6 +107,13 @@ async fn main() -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).context("failed to register metrics")?;
     let ready = Arc::new(AtomicBool::new(args.webhook_cert.is_none()));
+    let lifetimes = Lifetimes { leaf: Duration::from_secs(args.certificate_lifetime_secs), ..Lifetimes::default() };
+    // Every replica: the webhook and the admin client need it whether or not this one leads.
+    let admin_ca = Arc::new(
+        tls::admin_authority(&client, &args.lease_namespace, lifetimes.ca)
+            .await
+            .context("failed to read or make the admin CA")?,
+    );
 
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("failed to bind the http address")?;
     let router = endpoints::router(Endpoints { registry: registry.clone(), ready: ready.clone() });
@@ -103,13 +124,19 @@ async fn main() -> anyhow::Result<()> {
         let tls =
             Reloading::load("webhook", files, Role::Server(ClientAuth::None)).context("invalid webhook certificate")?;
         let listener = tokio::net::TcpListener::bind(args.webhook_addr).await.context("failed to bind the webhook")?;
+        tls.spawn_reloader(Duration::from_millis(args.tls_reload_ms), CancellationToken::new(), |_, outcome| {
+            if let Ok(true) = outcome {
+                tracing::info!("webhook certificate reloaded");
+            }
+        });
         let tls = TlsListener::new(listener, tls)?;
         let config = InjectorConfig {
             image: args.sidecar_image.clone(),
             image_pull_policy: args.sidecar_image_pull_policy.clone(),
             resources: None,
         };
-        let router = admission::router(Webhook { config: Arc::new(config), metrics: metrics.clone() });
+        let lookup = Arc::new(KubeLookup(client.clone()));
+        let router = admission::router(Webhook { config: Arc::new(config), lookup, metrics: metrics.clone() });
         tokio::spawn(async move { axum::serve(tls, router).await });
         ready.store(true, Ordering::Relaxed);
         tracing::info!(addr = %args.webhook_addr, "sidecar injection webhook listening");
@@ -131,9 +158,13 @@ async fn main() -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        admin: Arc::new(HttpAdmin::default()),
+        admin: Arc::new(
+            HttpAdmin::with_tls(admin_ca.clone(), lifetimes.leaf)
+                .map_err(|e| anyhow::anyhow!("failed to make the admin client certificate: {e}"))?,
+        ),
         metrics,
         reporter: Reporter { controller: "paddock-operator".to_owned(), instance: Some(args.identity.clone()) },
+        certificates: Some(Arc::new(Certificates { admin_ca, lifetimes })),
     });
     let (clusters, pods) = match &args.watch_namespace {
         Some(ns) => {
@@ -148,13 +179,18 @@ async fn main() -> anyhow::Result<()> {
     let services: Api<Service> = scoped(&client, args.watch_namespace.as_deref());
     let config_maps: Api<ConfigMap> = scoped(&client, args.watch_namespace.as_deref());
     let budgets: Api<PodDisruptionBudget> = scoped(&client, args.watch_namespace.as_deref());
+    let secrets: Api<Secret> = scoped(&client, args.watch_namespace.as_deref());
+    let policies: Api<NetworkPolicy> = scoped(&client, args.watch_namespace.as_deref());
     let controller = Controller::new(clusters, watcher::Config::default())
         // Our own status patches and pod churn during a step arrive in bursts: one pass each.
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .owns(statefulsets, owned.clone())
         .owns(services, owned.clone())
         .owns(config_maps, owned.clone())
-        .owns(budgets, owned)
+        .owns(budgets, owned.clone())
+        // A deleted certificate Secret is issued again at once.
+        .owns(secrets, owned.clone())
+        .owns(policies, owned)
         // Pods belong to the StatefulSet; their readiness changes still matter to the plan.
         .watches(pods, servers, |pod| {
             let labels = pod.metadata.labels.as_ref()?;

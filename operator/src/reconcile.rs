@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -27,11 +28,12 @@ use crate::crd::{CoordinationCluster, CoordinationClusterStatus, GROUP};
 use crate::membership::{plan, Desired, Member, Observed, PodObservation, Role, Step, CATCH_UP_LAG};
 use crate::metrics::Metrics;
 use crate::resources::{
-    cluster_resources, membership_of, selector_labels, ClusterResources, Membership, Names, CONFIG_HASH_ANNOTATION,
-    FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
+    cluster_resources, membership_of, selector_labels, tls_of, ClusterResources, Membership, Names,
+    CONFIG_HASH_ANNOTATION, FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
 };
 use crate::status::{invalid_status, status, StatusInput, DEGRADED};
-use crate::validate::validate;
+use crate::tls::{self, Certificates, TlsError};
+use crate::validate::{validate, InvalidSpec};
 
 /// Why a pass failed (it is retried with a delay; the status says what happened).
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,12 @@ pub enum Error {
     /// The object has no name or namespace.
     #[error("the CoordinationCluster has no name or namespace")]
     Unnamed,
+    /// The cluster's certificates could not be issued or stored.
+    #[error("certificates: {0}")]
+    Tls(#[from] TlsError),
+    /// The spec asks for TLS but the operator runs without an admin CA.
+    #[error("the spec asks for TLS but this operator issues no certificates")]
+    NoCertificates,
 }
 
 impl Error {
@@ -54,6 +62,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Admin(_) => "admin",
             Self::Unnamed => "unnamed",
+            Self::Tls(_) | Self::NoCertificates => "tls",
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Who reports Events.
     pub reporter: Reporter,
+    /// What clusters' certificates are issued with (clusters with TLS need it).
+    pub certificates: Option<Arc<Certificates>>,
 }
 
 /// Requeue after a step was carried out: the next one may follow at once.
@@ -111,22 +122,41 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
     let reference = cluster.object_ref(&());
 
     if let Err(invalid) = validate(&cluster.spec) {
-        let already_reported = previous.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == DEGRADED && c.reason == invalid.reason && c.message == invalid.message)
-        });
-        if !already_reported {
-            publish(&recorder, &reference, EventType::Warning, "InvalidSpec", invalid.message.clone()).await;
-        }
-        let status = invalid_status(previous, generation, &names, &invalid, now());
-        patch_status(ctx, &names, &status).await?;
-        // Nothing to retry: the next spec change wakes the controller.
-        return Ok(Action::await_change());
+        return report_invalid(ctx, cluster, &names, &recorder, invalid).await;
     }
 
     // Read.
-    let world = read_world(ctx, &names).await?;
+    let world = read_world(ctx, &names, cluster.spec.tls.enabled).await?;
+    // Members of one cluster all speak TLS or none does: a running cluster is never switched
+    // (the CRD refuses the change; a cluster made before TLS was the default gets here).
+    let tls_enabled = cluster.spec.tls.enabled;
+    if let Some(running) = world.statefulset.as_ref().and_then(tls_of) {
+        if running != tls_enabled {
+            let (now_, wanted) = if running { ("on", "true") } else { ("off", "false") };
+            let invalid = InvalidSpec {
+                reason: "InvalidTls",
+                message: format!(
+                    "the running cluster has TLS {now_}; set spec.tls.enabled: {wanted} (members cannot be moved \
+                     between TLS and clear text one at a time)"
+                ),
+            };
+            return report_invalid(ctx, cluster, &names, &recorder, invalid).await;
+        }
+    }
+
+    // Certificates before anything that mounts them.
+    let renewal = if tls_enabled {
+        let certificates = ctx.certificates.as_ref().ok_or(Error::NoCertificates)?;
+        let kept = tls::ensure(&ctx.client, cluster, &names, &certificates.admin_ca, certificates.lifetimes).await?;
+        if kept.issued > 0 {
+            let note = format!("issued {} certificates", kept.issued);
+            publish(&recorder, &reference, EventType::Normal, "CertificatesIssued", note).await;
+        }
+        Some(kept.next_renewal)
+    } else {
+        None
+    };
+
     let leader_view = world.views.values().find(|v| v.is_leader());
     let desired = Desired { replicas: u64::try_from(cluster.spec.replicas).unwrap_or(1) };
     let membership = match world.statefulset.as_ref() {
@@ -165,7 +195,7 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
     apply_resources(ctx, &names, resources).await?;
 
     // One membership step.
-    let step_result = execute(ctx, &names, &observed, &step).await;
+    let step_result = execute(ctx, &names, &observed, &step, tls_enabled).await;
     match (&step, &step_result) {
         (Step::Idle | Step::Wait(_), _) => {}
         (step, Ok(())) => {
@@ -179,8 +209,10 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
 
     // Status.
     let error_text = step_result.as_ref().err().map(ToString::to_string);
+    let endpoint = names.client_endpoint(tls_enabled);
     let new_status = status(StatusInput {
         names: &names,
+        client_endpoint: &endpoint,
         generation,
         observed: &observed,
         step: &step,
@@ -191,11 +223,50 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
     });
     patch_status(ctx, &names, &new_status).await?;
     step_result?;
-    Ok(match step {
-        Step::Idle => Action::requeue(WHEN_IDLE),
-        Step::Wait(_) => Action::requeue(WHILE_WAITING),
-        _ => Action::requeue(AFTER_STEP),
-    })
+    let after = match step {
+        Step::Idle => WHEN_IDLE,
+        Step::Wait(_) => WHILE_WAITING,
+        _ => AFTER_STEP,
+    };
+    // Back in time to renew the next certificate.
+    let until_renewal = renewal.map(|at| {
+        let secs = at.saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp()).max(1);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(1))
+    });
+    Ok(Action::requeue(until_renewal.map_or(after, |renew| renew.min(after))))
+}
+
+/// How the operator reaches member `id`'s admin API.
+fn admin_endpoint(names: &Names, id: u64, tls: bool) -> String {
+    if tls {
+        format!("https://{}", names.admin_addr(id))
+    } else {
+        names.admin_addr(id)
+    }
+}
+
+/// Reports a spec the operator will not act on (Event once, Degraded status) and waits for
+/// the next change.
+async fn report_invalid(
+    ctx: &Context,
+    cluster: &CoordinationCluster,
+    names: &Names,
+    recorder: &Recorder,
+    invalid: InvalidSpec,
+) -> Result<Action> {
+    let previous = cluster.status.as_ref();
+    let already_reported = previous.is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == DEGRADED && c.reason == invalid.reason && c.message == invalid.message)
+    });
+    if !already_reported {
+        let reference = cluster.object_ref(&());
+        publish(recorder, &reference, EventType::Warning, "InvalidSpec", invalid.message.clone()).await;
+    }
+    let endpoint = names.client_endpoint(cluster.spec.tls.enabled);
+    let status = invalid_status(previous, cluster.metadata.generation, &endpoint, &invalid, now());
+    patch_status(ctx, names, &status).await?;
+    // Nothing to retry: the next spec change wakes the controller.
+    Ok(Action::await_change())
 }
 
 fn to_i32(n: u64) -> i32 {
@@ -217,7 +288,7 @@ fn formed(leader_view: Option<&ClusterView>, initial: &BTreeMap<u64, String>) ->
         .is_some_and(|view| initial.keys().all(|id| view.members.iter().any(|m| m.id == *id && m.role.is_voter())))
 }
 
-async fn read_world(ctx: &Context, names: &Names) -> Result<World> {
+async fn read_world(ctx: &Context, names: &Names, tls: bool) -> Result<World> {
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let statefulset = statefulsets.get_opt(&names.statefulset()).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
@@ -234,7 +305,7 @@ async fn read_world(ctx: &Context, names: &Names) -> Result<World> {
         .filter(|(_, p)| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .map(|(&id, _)| id)
         .collect();
-    let addrs: Vec<String> = running.iter().map(|&id| names.admin_addr(id)).collect();
+    let addrs: Vec<String> = running.iter().map(|&id| admin_endpoint(names, id, tls)).collect();
     let answers = join_all(addrs.iter().map(|addr| ctx.admin.cluster(addr))).await;
     let views = running
         .into_iter()
@@ -356,6 +427,7 @@ async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResourc
         pod_disruption_budget,
         statefulset,
         service_monitor,
+        network_policy,
     } = resources;
     let (client, ns) = (ctx.client.clone(), names.namespace.as_str());
     apply(Api::<ConfigMap>::namespaced(client.clone(), ns), &names.config_map(), &config_map).await?;
@@ -364,6 +436,16 @@ async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResourc
     apply(Api::<PodDisruptionBudget>::namespaced(client.clone(), ns), &names.statefulset(), &pod_disruption_budget)
         .await?;
     apply(Api::<StatefulSet>::namespaced(client.clone(), ns), &names.statefulset(), &statefulset).await?;
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns);
+    match network_policy {
+        Some(policy) => apply(policies, &names.statefulset(), &policy).await?,
+        // Turned off: one made earlier goes.
+        None => match policies.delete(&names.statefulset(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
     if let Some(monitor) = service_monitor {
         let resource = ApiResource {
             group: "monitoring.coreos.com".to_owned(),
@@ -387,8 +469,8 @@ async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResourc
 }
 
 /// Carries out one step. `ScaleStatefulSet` was already applied with the StatefulSet.
-async fn execute(ctx: &Context, names: &Names, observed: &Observed, step: &Step) -> Result<()> {
-    let leader = observed.leader.map(|id| names.admin_addr(id)).unwrap_or_default();
+async fn execute(ctx: &Context, names: &Names, observed: &Observed, step: &Step, tls: bool) -> Result<()> {
+    let leader = observed.leader.map(|id| admin_endpoint(names, id, tls)).unwrap_or_default();
     let change = match step {
         Step::Idle | Step::Wait(_) | Step::ScaleStatefulSet { .. } => return Ok(()),
         Step::AddLearner { id } => Some(Change::AddLearner { id: *id, addr: names.peer_addr(*id) }),

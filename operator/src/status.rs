@@ -22,6 +22,8 @@ pub const DEGRADED: &str = "Degraded";
 pub struct StatusInput<'a> {
     /// Object names.
     pub names: &'a Names,
+    /// Where ZooKeeper clients connect (`Names::client_endpoint`).
+    pub client_endpoint: &'a str,
     /// `metadata.generation` of the CR.
     pub generation: Option<i64>,
     /// The observation the plan was made from.
@@ -78,7 +80,7 @@ fn wait_reason(wait: &Wait) -> &'static str {
 pub fn invalid_status(
     previous: Option<&CoordinationClusterStatus>,
     generation: Option<i64>,
-    names: &Names,
+    client_endpoint: &str,
     invalid: &InvalidSpec,
     now: Time,
 ) -> CoordinationClusterStatus {
@@ -97,13 +99,14 @@ pub fn invalid_status(
     status.conditions = conditions;
     status.phase = Phase::Degraded;
     status.observed_generation = generation;
-    status.client_endpoint = Some(names.client_endpoint());
+    status.client_endpoint = Some(client_endpoint.to_owned());
     status
 }
 
 /// Status after a pass.
 pub fn status(input: StatusInput<'_>) -> CoordinationClusterStatus {
-    let StatusInput { names, generation, observed, step, pod_problems, step_error, previous, now } = input;
+    let StatusInput { names, client_endpoint, generation, observed, step, pod_problems, step_error, previous, now } =
+        input;
     let leader = observed.leader;
     let healthy = |id: u64| {
         observed.pods.get(&id).is_some_and(|p| p.ready && !p.terminating)
@@ -235,7 +238,7 @@ pub fn status(input: StatusInput<'_>) -> CoordinationClusterStatus {
         ready_replicas,
         members,
         leader: leader.map(|id| names.pod(id)),
-        client_endpoint: Some(names.client_endpoint()),
+        client_endpoint: Some(client_endpoint.to_owned()),
     }
 }
 
@@ -276,6 +279,7 @@ mod tests {
         let problems = BTreeMap::new();
         let s = status(StatusInput {
             names: &names,
+            client_endpoint: &names.client_endpoint(false),
             generation: Some(4),
             observed: &obs,
             step: &Step::Idle,
@@ -306,6 +310,7 @@ mod tests {
         let problems = BTreeMap::from([(3, "CrashLoopBackOff: back-off restarting failed container".to_owned())]);
         let later = status(StatusInput {
             names: &names,
+            client_endpoint: &names.client_endpoint(false),
             generation: Some(4),
             observed: &obs,
             step: &Step::Idle,
@@ -325,7 +330,8 @@ mod tests {
     fn invalid_spec_is_degraded_with_its_reason() {
         let names = Names::new("zk", "apps");
         let invalid = InvalidSpec { reason: "InvalidReplicas", message: "replicas is 4; it must be odd".to_owned() };
-        let s = invalid_status(None, Some(2), &names, &invalid, at(5));
+        let s = invalid_status(None, Some(2), &names.client_endpoint(true), &invalid, at(5));
+        assert_eq!(s.client_endpoint.as_deref(), Some("zk-client.apps.svc:2281"));
         assert_eq!(s.phase, Phase::Degraded);
         let degraded = s.conditions.iter().find(|c| c.type_ == DEGRADED).expect("degraded condition");
         assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidReplicas"));

@@ -53,8 +53,14 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
-    /// The sidecar's client certificate (PEM), shown to servers that ask for one.
-    #[arg(long, env = "PADDOCK_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    /// The CA certificates as PEM text, in place of a --tls-ca file (the operator's webhook
+    /// injects its cluster's CA so).
+    #[arg(long, env = "PADDOCK_TLS_CA_PEM", conflicts_with = "tls_ca")]
+    pub tls_ca_pem: Option<String>,
+
+    /// The sidecar's client certificate (PEM), shown to servers that ask for one (needs
+    /// --tls-ca or --tls-ca-pem).
+    #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// The client certificate's private key (PEM).

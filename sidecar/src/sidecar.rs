@@ -24,7 +24,7 @@ use crate::probe::Probe;
 use crate::recipes::group::Memberships;
 use crate::recipes::queue::Claims;
 use crate::session::Session;
-use crate::tls::ClusterTls;
+use crate::tls::{Ca, ClusterTls};
 
 /// How long each drain step may take before the next one goes ahead anyway.
 const DRAIN_STEP: Duration = Duration::from_secs(5);
@@ -74,11 +74,17 @@ pub async fn run(
     if namespace == "zookeeper" {
         anyhow::bail!("--namespace zookeeper is reserved by ZooKeeper");
     }
-    let tls = match &config.tls_ca {
+    let ca = match (&config.tls_ca, &config.tls_ca_pem) {
+        (Some(file), _) => Some(Ca::File(file.clone())),
+        (None, Some(pem)) => Some(Ca::Pem(pem.clone())),
+        (None, None) if config.tls_cert.is_some() => anyhow::bail!("--tls-cert needs --tls-ca or --tls-ca-pem"),
+        (None, None) => None,
+    };
+    let tls = match ca {
         None => None,
         Some(ca) => {
             let identity = config.tls_cert.clone().zip(config.tls_key.clone());
-            Some(ClusterTls::load(ca.clone(), identity).map_err(|e| anyhow::anyhow!("TLS: {e}"))?)
+            Some(ClusterTls::load(ca, identity).map_err(|e| anyhow::anyhow!("TLS: {e}"))?)
         }
     };
     let stop_tls = CancellationToken::new();

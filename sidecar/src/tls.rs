@@ -3,7 +3,7 @@
 //! used from the next connection on (the open one, and with it the session, is kept); one that
 //! does not is reported and the old certificates kept.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +12,34 @@ use zookeeper_client::{TlsCa, TlsCerts, TlsDynamicCerts, TlsIdentity, TlsOptions
 
 use crate::metrics::Metrics;
 
+/// Where the CA certificates come from.
+#[derive(Clone, Debug)]
+pub enum Ca {
+    /// A file, read again with the others.
+    File(PathBuf),
+    /// PEM text given at start (`--tls-ca-pem`), fixed for the process's life.
+    Pem(String),
+}
+
+impl Ca {
+    fn read(&self) -> Result<String, String> {
+        match self {
+            Ca::File(path) => read(path),
+            Ca::Pem(pem) => Ok(pem.clone()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Ca::File(path) => path.display().to_string(),
+            Ca::Pem(_) => "--tls-ca-pem".to_owned(),
+        }
+    }
+}
+
 /// See the module docs.
 pub struct ClusterTls {
-    ca: PathBuf,
+    ca: Ca,
     identity: Option<(PathBuf, PathBuf)>,
     certs: TlsDynamicCerts,
     raw: Mutex<Vec<String>>,
@@ -26,7 +51,7 @@ fn read(path: &PathBuf) -> Result<String, String> {
 
 impl ClusterTls {
     /// Reads the CA and, if given, the client certificate and key.
-    pub fn load(ca: PathBuf, identity: Option<(PathBuf, PathBuf)>) -> Result<Arc<ClusterTls>, String> {
+    pub fn load(ca: Ca, identity: Option<(PathBuf, PathBuf)>) -> Result<Arc<ClusterTls>, String> {
         // zookeeper-client builds its configurations with the process's default provider.
         paddock_tls::install_default_provider();
         let raw = Self::read(&ca, identity.as_ref())?;
@@ -35,8 +60,8 @@ impl ClusterTls {
     }
 
     /// The files' text: the CA, then the certificate and key if there are.
-    fn read(ca: &PathBuf, identity: Option<&(PathBuf, PathBuf)>) -> Result<Vec<String>, String> {
-        let mut raw = vec![read(ca)?];
+    fn read(ca: &Ca, identity: Option<&(PathBuf, PathBuf)>) -> Result<Vec<String>, String> {
+        let mut raw = vec![ca.read()?];
         if let Some((cert, key)) = identity {
             raw.extend([read(cert)?, read(key)?]);
         }
@@ -44,9 +69,9 @@ impl ClusterTls {
     }
 
     /// Parses what [`ClusterTls::read`] read.
-    fn parse(ca: &Path, identity: Option<&(PathBuf, PathBuf)>, raw: &[String]) -> Result<TlsCerts, String> {
+    fn parse(ca: &Ca, identity: Option<&(PathBuf, PathBuf)>, raw: &[String]) -> Result<TlsCerts, String> {
         let mut builder =
-            TlsCerts::builder().with_ca(TlsCa::from_pem(&raw[0]).map_err(|e| format!("{}: {e}", ca.display()))?);
+            TlsCerts::builder().with_ca(TlsCa::from_pem(&raw[0]).map_err(|e| format!("{}: {e}", ca.describe()))?);
         if let (Some((cert, key)), [_, cert_pem, key_pem]) = (identity, raw) {
             let parsed = TlsIdentity::from_pem(cert_pem, key_pem)
                 .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;

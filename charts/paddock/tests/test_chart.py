@@ -106,6 +106,13 @@ def test_default_objects():
     assert {"POD_NAME", "POD_NAMESPACE", "PADDOCK_OPERATOR_WEBHOOK_CERT", "PADDOCK_OPERATOR_WEBHOOK_KEY",
             "PADDOCK_OPERATOR_SIDECAR_IMAGE"} <= env
     assert container["image"] == "paddock:0.1.0"
+    # Helm renders large numbers as floats unless told: the operator's flag wants an integer.
+    lifetime = {e["name"]: e.get("value") for e in container["env"]}["PADDOCK_OPERATOR_CERTIFICATE_LIFETIME_SECS"]
+    assert lifetime == "7776000"
+    # The operator keeps clusters' certificates in Secrets and their NetworkPolicies.
+    rules = by_kind(objects, "ClusterRole")[0]["rules"]
+    assert any("secrets" in r["resources"] and "patch" in r["verbs"] for r in rules)
+    assert any("networkpolicies" in r["resources"] and "delete" in r["verbs"] for r in rules)
 
 
 def test_chart_crd_is_the_generated_one():

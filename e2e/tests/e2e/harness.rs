@@ -14,8 +14,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Container;
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::injection::{
-    sidecar, InjectorConfig, APP_HEALTH_ANNOTATION, GROUPS_ANNOTATION, INJECT_ANNOTATION, SESSION_TIMEOUT_ANNOTATION,
-    SIDECAR_PORT, SOCKET_PATH,
+    sidecar, ClusterAccess, InjectorConfig, APP_HEALTH_ANNOTATION, GROUPS_ANNOTATION, INJECT_ANNOTATION,
+    SESSION_TIMEOUT_ANNOTATION, SIDECAR_PORT, SOCKET_PATH,
 };
 use paddock_operator::resources::{
     config_map, statefulset, Membership, Names, ADMIN_PORT, CLIENT_PORT, DATA_DIR, PEER_PORT,
@@ -204,7 +204,10 @@ impl Pod {
         }
         let injector =
             InjectorConfig { image: "paddock-sidecar:e2e".to_owned(), image_pull_policy: None, resources: None };
-        let container = sidecar(&annotations, NAMESPACE, &injector).expect("valid annotations").expect("injected");
+        // The e2e servers run without TLS (the kube suite covers it).
+        let plain = ClusterAccess::default();
+        let container =
+            sidecar(&annotations, NAMESPACE, &injector, &plain).expect("valid annotations").expect("injected");
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("pod dir");
         let socket = dir.join("paddock.sock");

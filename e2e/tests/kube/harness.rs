@@ -16,23 +16,33 @@ pub fn root() -> std::path::PathBuf {
 
 /// A control plane with three nodes running the Paddock image, and the chart installed.
 pub fn installed() -> ControlPlane {
+    installed_with(&[])
+}
+
+/// [`installed`], with more `helm install` arguments (`--set ...`).
+pub fn installed_with(extra: &[&str]) -> ControlPlane {
     let mut plane = ControlPlane::start(&NODES).expect("control plane");
     let image = kube::image().expect("the Paddock image");
     let reference = format!("paddock:{}", env!("CARGO_PKG_VERSION"));
     plane.start_agent(&NODES, &[(&reference, &image)]).expect("node agent");
     let chart = root().join("charts/paddock");
     plane
-        .helm(&[
-            "install",
-            "paddock",
-            &chart.display().to_string(),
-            "--namespace",
-            "paddock-system",
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "90s",
-        ])
+        .helm(
+            &[
+                "install",
+                "paddock",
+                &chart.display().to_string(),
+                "--namespace",
+                "paddock-system",
+                "--create-namespace",
+                "--wait",
+                "--timeout",
+                "90s",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        )
         .unwrap_or_else(|e| panic!("helm install: {e}\n{}", describe(&plane, "paddock-system")));
     plane
 }
@@ -96,4 +106,54 @@ pub async fn zk_client(plane: &ControlPlane, service: &str) -> (Forward, zookeep
         .await
         .expect("a ZooKeeper client connects through the Service");
     (forward, client)
+}
+
+/// Key `key` of Secret `name` in `ns`, decoded.
+pub fn secret_value(plane: &ControlPlane, ns: &str, name: &str, key: &str) -> Result<String, String> {
+    let template = format!("--template={{{{index .data \"{key}\" | base64decode}}}}");
+    plane.kubectl(&["get", "secret", name, "-n", ns, &template])
+}
+
+/// A client of the servers' admin ports with TLS, as the operator is one: a client certificate
+/// issued for the test from the operator's admin CA (its Secret), used by curl inside the
+/// control plane's namespace.
+pub struct AdminClient {
+    dir: tempfile::TempDir,
+}
+
+impl AdminClient {
+    /// Issues the certificate from the admin CA the chart's operator made.
+    pub fn new(plane: &ControlPlane) -> AdminClient {
+        let secret = |key| {
+            secret_value(plane, "paddock-system", paddock_operator::tls::ADMIN_CA_SECRET, key).expect("admin CA Secret")
+        };
+        let (cert, key) = (secret("ca.crt"), secret("ca.key"));
+        let authority = paddock_operator::certs::Authority::from_pem("admin CA", &cert, &key).expect("admin CA");
+        let issued = paddock_operator::tls::admin_client(&authority, Duration::from_secs(3600)).expect("client cert");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (file, text) in [("ca.crt", &cert), ("client.crt", &issued.cert_pem), ("client.key", &issued.key_pem)] {
+            std::fs::write(dir.path().join(file), text).expect("write");
+        }
+        AdminClient { dir }
+    }
+
+    /// `GET path` on the admin port of the pod at `ip` of cluster `zk` in `default`, with the
+    /// client certificate or without one: the status code and body, or `None` without an answer.
+    pub fn get(&self, plane: &ControlPlane, ip: &str, path: &str, with_cert: bool) -> Option<(u16, String)> {
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        // The admin certificate names the pods (`*.zk-peers.default.svc`): any of those names,
+        // resolved to the pod's address, is verified as a pod's.
+        let host = "admin.zk-peers.default.svc";
+        let resolve = format!("{host}:8080:{ip}");
+        let url = format!("https://{host}:8080{path}");
+        let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
+        let mut args = vec!["-sS", "--max-time", "3", "--cacert", &ca, "--resolve", &resolve, "-w", "\n%{http_code}"];
+        if with_cert {
+            args.extend(["--cert", &cert, "--key", &key]);
+        }
+        args.push(&url);
+        let out = plane.exec("curl", &args).ok()?;
+        let (body, code) = out.trim_end().rsplit_once('\n')?;
+        Some((code.trim().parse().ok()?, body.to_owned()))
+    }
 }

@@ -39,7 +39,8 @@ async fn holder(client: &zookeeper_client::Client) -> Option<(String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_pods_take_a_lock_and_a_deleted_holder_hands_it_on() {
     let plane = installed();
-    available(&plane, "{replicas: 1}");
+    // The sidecars speak TLS (the default); the clear-text port serves this test's own client.
+    available(&plane, "{replicas: 1, tls: {plainClientPort: true}}");
     plane.apply(&WORKERS.replace("VERSION", env!("CARGO_PKG_VERSION"))).expect("apply the workers");
     plane
         .kubectl(&["rollout", "status", "deployment/worker", "--timeout=120s"])

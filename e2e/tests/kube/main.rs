@@ -13,3 +13,4 @@ mod inject;
 mod operator;
 mod rolling;
 mod scale;
+mod tls;

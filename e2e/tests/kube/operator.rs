@@ -14,7 +14,8 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     assert_eq!(operators.trim(), "2", "both operator replicas ready");
     let crd = std::fs::read_to_string(root().join("crds/coordinationclusters.paddock.dev.yaml")).expect("CRD");
     assert!(crd.contains("kind: CustomResourceDefinition"));
-    available(&plane, "{replicas: 3, storage: {size: 1Gi}, pvcRetention: Delete}");
+    // TLS on every port (the default), and the clear-text client port too for this test's client.
+    available(&plane, "{replicas: 3, storage: {size: 1Gi}, pvcRetention: Delete, tls: {plainClientPort: true}}");
     // Available means a quorum serves; a third member may still be starting (a CI run saw
     // zk-0 not ready yet): wait for all three before reading the status.
     wait(
@@ -79,7 +80,15 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     // The cluster deleted: what it owns is garbage-collected by the API server's owner
     // references, and with pvcRetention: Delete the claims and their volumes go too.
     plane.kubectl(&["delete", "pcc", "zk", "--wait=true", "--timeout=60s"]).expect("delete the cluster");
-    for kind in ["statefulset", "service", "configmap", "poddisruptionbudget", "persistentvolumeclaim"] {
+    for kind in [
+        "statefulset",
+        "service",
+        "configmap",
+        "poddisruptionbudget",
+        "persistentvolumeclaim",
+        "secret",
+        "networkpolicy",
+    ] {
         plane
             .wait_until(&format!("every {kind} of the cluster is gone"), || {
                 plane

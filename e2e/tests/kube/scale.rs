@@ -4,38 +4,28 @@
 //! StatefulSet shrinks past its pod — checked by sampling the StatefulSet and then the leader's
 //! own view of the membership throughout; Events for each step; no acknowledged write lost.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use paddock_testkit::kube::{in_netns, ControlPlane};
+use paddock_testkit::kube::ControlPlane;
 
-use crate::harness::{available, describe, events, installed, zk_client};
+use crate::harness::{available, describe, events, installed, zk_client, AdminClient};
 
-/// `GET /v1/cluster` of the server at `ip`, asked from inside the control plane's namespace.
-fn admin_view(plane: &ControlPlane, ip: Ipv4Addr) -> Option<serde_json::Value> {
-    in_netns(&plane.ns, move || {
-        let mut stream = TcpStream::connect_timeout(&SocketAddr::from((ip, 8080)), Duration::from_secs(1)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(stream, "GET /v1/cluster HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let body = answer.split_once("\r\n\r\n")?.1;
-        serde_json::from_str(body).ok()
-    })
-    .ok()
-    .flatten()
+/// `GET /v1/cluster` of the server at `ip`, over the admin port's TLS with a client certificate
+/// of the operator's admin CA.
+fn admin_view(plane: &ControlPlane, admin: &AdminClient, ip: &str) -> Option<serde_json::Value> {
+    let (code, body) = admin.get(plane, ip, "/v1/cluster", true)?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
 /// The leader's view of the membership: the Raft ids in its configuration.
-fn leader_members(plane: &ControlPlane) -> Option<Vec<u64>> {
+fn leader_members(plane: &ControlPlane, admin: &AdminClient) -> Option<Vec<u64>> {
     let ips = plane
         .kubectl(&["get", "pods", "-l", "app.kubernetes.io/instance=zk", "-o", "jsonpath={.items[*].status.podIP}"])
         .ok()?;
-    ips.split_whitespace().filter_map(|ip| ip.parse().ok()).find_map(|ip| {
-        let view = admin_view(plane, ip)?;
+    ips.split_whitespace().find_map(|ip| {
+        let view = admin_view(plane, admin, ip)?;
         (view["leader"] == view["id"])
             .then(|| view["members"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_u64()).collect())
     })
@@ -66,7 +56,9 @@ fn settled(plane: &ControlPlane, n: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_3_5_3_under_writes_with_the_operator_killed_midway_loses_nothing() {
     let plane = Arc::new(installed());
-    available(&plane, "{replicas: 3}");
+    // TLS on every port (the default); the test's writer uses the clear-text client port.
+    available(&plane, "{replicas: 3, tls: {plainClientPort: true}}");
+    let admin = Arc::new(AdminClient::new(&plane));
 
     // The writer: sequential creates, each acknowledged one recorded.
     let (_forward, client) = zk_client(&plane, "zk-client").await;
@@ -90,7 +82,7 @@ async fn scaling_3_5_3_under_writes_with_the_operator_killed_midway_loses_nothin
     // Through the scale subresource, as `kubectl scale` of a StatefulSet.
     plane.kubectl(&["scale", "pcc", "zk", "--replicas=5"]).expect("scale up");
     plane
-        .wait_until("a learner joins", || leader_members(&plane).is_some_and(|m| m.len() > 3))
+        .wait_until("a learner joins", || leader_members(&plane, &admin).is_some_and(|m| m.len() > 3))
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
     plane
         .kubectl(&["delete", "pod", &first_operator, "-n", "paddock-system", "--grace-period=0", "--force"])
@@ -113,13 +105,13 @@ async fn scaling_3_5_3_under_writes_with_the_operator_killed_midway_loses_nothin
     let violations = Arc::new(Mutex::new(Vec::<String>::new()));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (plane, violations, sampling) = (plane.clone(), violations.clone(), sampling.clone());
+        let (plane, violations, sampling, admin) = (plane.clone(), violations.clone(), sampling.clone(), admin.clone());
         std::thread::spawn(move || {
             let mut samples = 0;
             while sampling.load(Ordering::Relaxed) {
                 // The StatefulSet first, then the leader's view: removals only shrink the
                 // membership, so a member seen after a smaller StatefulSet was there before it.
-                let (Some(r), Some(members)) = (replicas(&plane), leader_members(&plane)) else { continue };
+                let (Some(r), Some(members)) = (replicas(&plane), leader_members(&plane, &admin)) else { continue };
                 samples += 1;
                 for id in members.iter().filter(|id| **id > r) {
                     violations.lock().unwrap_or_else(|e| e.into_inner()).push(format!(

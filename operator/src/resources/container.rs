@@ -27,6 +27,14 @@ pub fn http_probe(
     }
 }
 
+/// The same probe over HTTPS (kubelet does not check the certificate).
+pub fn https(mut probe: Probe) -> Probe {
+    if let Some(get) = probe.http_get.as_mut() {
+        get.scheme = Some("HTTPS".to_owned());
+    }
+    probe
+}
+
 /// A named TCP container port.
 pub fn container_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort {

@@ -5,6 +5,7 @@
 
 mod configmap;
 mod container;
+mod networkpolicy;
 mod pdb;
 mod service;
 mod servicemonitor;
@@ -14,23 +15,27 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
 pub use configmap::{config_map, server_env};
-pub use container::{container_port, downward, http_probe, restricted};
+pub use container::{container_port, downward, http_probe, https, restricted};
+pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use service::{client_service, peer_service};
 pub use servicemonitor::{service_monitor, SERVICE_MONITOR_API_VERSION};
 pub use statefulset::{
-    config_hash, membership_of, server_args, statefulset, Membership, CONFIG_HASH_ANNOTATION, DATA_DIR,
+    config_hash, membership_of, server_args, statefulset, tls_of, Membership, CONFIG_HASH_ANNOTATION, DATA_DIR,
 };
 
 use crate::crd::CoordinationCluster;
 
 /// Ports of paddock-server (the server's defaults, see docs/server.md).
 pub const CLIENT_PORT: i32 = 2181;
+/// The TLS client port (ZooKeeper's customary secureClientPort).
+pub const SECURE_CLIENT_PORT: i32 = 2281;
 /// Raft and server-to-server port.
 pub const PEER_PORT: i32 = 2888;
 /// Admin HTTP port: /healthz, /readyz, /metrics, /v1/cluster.
@@ -80,6 +85,16 @@ impl Names {
         format!("{}-config", self.cluster)
     }
 
+    /// The Secret with the cluster's CA (never mounted).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// The Secret with the servers' certificates, mounted in every server pod.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.cluster)
+    }
+
     /// The pod of Raft member `id` (`--id-from-hostname`: ordinal + 1 = id).
     pub fn pod(&self, id: u64) -> String {
         format!("{}-{}", self.cluster, id.saturating_sub(1))
@@ -106,9 +121,10 @@ impl Names {
         format!("{}:{ADMIN_PORT}", self.pod_host(id))
     }
 
-    /// Where ZooKeeper clients connect.
-    pub fn client_endpoint(&self) -> String {
-        format!("{}.{}.svc:{CLIENT_PORT}", self.client_service(), self.namespace)
+    /// Where ZooKeeper clients connect: the TLS port when `tls`, else the plain one.
+    pub fn client_endpoint(&self, tls: bool) -> String {
+        let port = if tls { SECURE_CLIENT_PORT } else { CLIENT_PORT };
+        format!("{}.{}.svc:{port}", self.client_service(), self.namespace)
     }
 
     /// The persistent volume claim of member `id` (StatefulSet naming: template-pod).
@@ -165,6 +181,21 @@ pub struct ClusterResources {
     pub statefulset: StatefulSet,
     /// A prometheus-operator ServiceMonitor, when the spec asks for one.
     pub service_monitor: Option<serde_json::Value>,
+    /// The servers' NetworkPolicy, unless turned off.
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// The client ports a cluster serves: (port name, number), clear text first.
+pub fn client_ports(cluster: &CoordinationCluster) -> Vec<(&'static str, i32)> {
+    let tls = &cluster.spec.tls;
+    let mut ports = Vec::new();
+    if tls.plain_clients() {
+        ports.push(("client", CLIENT_PORT));
+    }
+    if tls.enabled {
+        ports.push(("client-tls", SECURE_CLIENT_PORT));
+    }
+    ports
 }
 
 /// Builds every object of a cluster. `replicas` is the StatefulSet size the membership plan
@@ -182,6 +213,7 @@ pub fn cluster_resources(
         pod_disruption_budget: pod_disruption_budget(cluster, names),
         statefulset: statefulset(cluster, names, replicas, membership, &config_map),
         service_monitor: service_monitor(cluster, names),
+        network_policy: network_policy(cluster, names),
         config_map,
     }
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{owned_meta, selector_labels, Names, ADMIN_PORT, CLIENT_PORT, PEER_PORT};
+use super::{client_ports, owned_meta, selector_labels, Names, ADMIN_PORT, PEER_PORT};
 use crate::crd::CoordinationCluster;
 
 /// Label telling the two Services apart (the ServiceMonitor selects the peer Service).
@@ -32,14 +32,20 @@ pub fn peer_service(cluster: &CoordinationCluster, names: &Names) -> Service {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(names)),
-            ports: Some(vec![port("client", CLIENT_PORT), port("peer", PEER_PORT), port("admin", ADMIN_PORT)]),
+            ports: Some(
+                client_ports(cluster)
+                    .into_iter()
+                    .map(|(name, number)| port(name, number))
+                    .chain([port("peer", PEER_PORT), port("admin", ADMIN_PORT)])
+                    .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         status: None,
     }
 }
 
-/// The client Service (ZooKeeper port 2181, ready servers only).
+/// The client Service (ZooKeeper's 2181 in clear text, 2281 with TLS; ready servers only).
 pub fn client_service(cluster: &CoordinationCluster, names: &Names) -> Service {
     let mut metadata = owned_meta(cluster, names, names.client_service());
     metadata.labels.get_or_insert_with(Default::default).insert(SERVICE_LABEL.to_owned(), "client".to_owned());
@@ -48,7 +54,7 @@ pub fn client_service(cluster: &CoordinationCluster, names: &Names) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(names)),
-            ports: Some(vec![port("client", CLIENT_PORT)]),
+            ports: Some(client_ports(cluster).into_iter().map(|(name, number)| port(name, number)).collect()),
             ..ServiceSpec::default()
         }),
         status: None,

@@ -18,6 +18,14 @@ pub fn service_monitor(cluster: &CoordinationCluster, names: &Names) -> Option<s
     let mut selector = selector_labels(names);
     selector.insert(SERVICE_LABEL.to_owned(), "peers".to_owned());
     let mut endpoint = json!({ "port": "admin", "path": "/metrics" });
+    if cluster.spec.tls.enabled {
+        // The admin port's certificate is the admin CA's, for the pods' names.
+        endpoint["scheme"] = json!("https");
+        endpoint["tlsConfig"] = json!({
+            "ca": { "secret": { "name": names.tls_secret(), "key": crate::tls::ADMIN_CA_CERT } },
+            "serverName": names.pod_host(1),
+        });
+    }
     if let Some(interval) = &spec.interval {
         endpoint["interval"] = json!(interval);
     }

@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapEnvSource, Container, EnvFromSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,10 +20,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{
-    container_port, downward, http_probe, owned_meta, restricted, selector_labels, Names, ADMIN_PORT, CLIENT_PORT,
-    PEER_PORT,
+    client_ports, container_port, downward, http_probe, https, owned_meta, restricted, selector_labels, Names,
+    ADMIN_PORT, CLIENT_PORT, PEER_PORT, SECURE_CLIENT_PORT,
 };
-use crate::crd::CoordinationCluster;
+use crate::crd::{CoordinationCluster, TlsSpec};
+use crate::tls::{ADMIN_CA_CERT, CA_CERT, TLS_MOUNT};
 
 /// Pod-template annotation carrying the hash of everything that should restart a server when
 /// it changes (image, resources, settings, overrides). Membership flags are left out: they only
@@ -40,6 +41,7 @@ const SERVER_CONTAINER: &str = "server";
 const SERVER_COMMAND: &str = "/usr/local/bin/paddock-server";
 const INITIAL_MEMBERS_FLAG: &str = "--initial-members=";
 const JOIN_FLAG: &str = "--join";
+const PEER_TLS_FLAG: &str = "--peer-tls-cert=";
 
 /// How a pod that boots with an empty data directory becomes a member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,9 +72,8 @@ impl Membership {
     }
 }
 
-/// The membership mode an existing StatefulSet's pod template uses, read back from its args.
-pub fn membership_of(statefulset: &StatefulSet) -> Option<Membership> {
-    let args = statefulset
+fn args_of(statefulset: &StatefulSet) -> Option<&Vec<String>> {
+    statefulset
         .spec
         .as_ref()?
         .template
@@ -82,7 +83,17 @@ pub fn membership_of(statefulset: &StatefulSet) -> Option<Membership> {
         .iter()
         .find(|c| c.name == SERVER_CONTAINER)?
         .args
-        .as_ref()?;
+        .as_ref()
+}
+
+/// Whether an existing StatefulSet's servers speak TLS to each other, read back from its args.
+pub fn tls_of(statefulset: &StatefulSet) -> Option<bool> {
+    Some(args_of(statefulset)?.iter().any(|arg| arg.starts_with(PEER_TLS_FLAG)))
+}
+
+/// The membership mode an existing StatefulSet's pod template uses, read back from its args.
+pub fn membership_of(statefulset: &StatefulSet) -> Option<Membership> {
+    let args = args_of(statefulset)?;
     for arg in args {
         if arg == JOIN_FLAG {
             return Some(Membership::Join);
@@ -101,16 +112,35 @@ pub fn membership_of(statefulset: &StatefulSet) -> Option<Membership> {
 
 /// paddock-server's command line in a pod of this cluster. `$(POD_NAME)` is expanded by the
 /// kubelet from the pod's env.
-pub fn server_args(names: &Names, membership: &Membership) -> Vec<String> {
-    vec![
+pub fn server_args(names: &Names, membership: &Membership, tls: &TlsSpec) -> Vec<String> {
+    let mut args = vec![
         "--id-from-hostname".to_owned(),
         format!("--data-dir={DATA_DIR}"),
         format!("--client-addr=0.0.0.0:{CLIENT_PORT}"),
         format!("--peer-addr=0.0.0.0:{PEER_PORT}"),
         format!("--admin-addr=0.0.0.0:{ADMIN_PORT}"),
         format!("--advertise-peer=$(POD_NAME).{}.{}.svc:{PEER_PORT}", names.peer_service(), names.namespace),
-        membership.flag(),
-    ]
+    ];
+    if tls.enabled {
+        let file = |name: &str| format!("{TLS_MOUNT}/{name}");
+        args.extend([
+            format!("--secure-client-addr=0.0.0.0:{SECURE_CLIENT_PORT}"),
+            format!("--tls-cert={}", file("server.crt")),
+            format!("--tls-key={}", file("server.key")),
+            // Each member picks its own certificate by its id.
+            format!("{PEER_TLS_FLAG}{}", file("member-{id}.crt")),
+            format!("--peer-tls-key={}", file("member-{id}.key")),
+            format!("--peer-tls-ca={}", file(CA_CERT)),
+            format!("--admin-tls-cert={}", file("admin.crt")),
+            format!("--admin-tls-key={}", file("admin.key")),
+            format!("--admin-tls-ca={}", file(ADMIN_CA_CERT)),
+        ]);
+        if !tls.plain_clients() {
+            args.push("--no-plain-client".to_owned());
+        }
+    }
+    args.push(membership.flag());
+    args
 }
 
 /// Hash of the ConfigMap data and the pod template (without membership flags): 16 hex digits.
@@ -152,6 +182,30 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
     let spec = &cluster.spec;
     let mut labels = spec.pod.labels.clone();
     labels.extend(selector_labels(names));
+    let tls = spec.tls.enabled;
+    // With TLS the admin port, and with it the probes, speaks HTTPS.
+    let probe = |p| if tls { https(p) } else { p };
+    let mut mounts =
+        vec![VolumeMount { name: "data".to_owned(), mount_path: DATA_MOUNT.to_owned(), ..VolumeMount::default() }];
+    let mut volumes = Vec::new();
+    if tls {
+        mounts.push(VolumeMount {
+            name: "tls".to_owned(),
+            mount_path: TLS_MOUNT.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "tls".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.tls_secret()),
+                // Readable by the server's group only (fsGroup).
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let mut annotations = spec.pod.annotations.clone();
     annotations.insert("kubectl.kubernetes.io/default-container".to_owned(), SERVER_CONTAINER.to_owned());
     let server = Container {
@@ -164,21 +218,19 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
             config_map_ref: Some(ConfigMapEnvSource { name: names.config_map(), optional: Some(false) }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(vec![
-            container_port("client", CLIENT_PORT),
-            container_port("peer", PEER_PORT),
-            container_port("admin", ADMIN_PORT),
-        ]),
+        ports: Some(
+            client_ports(cluster)
+                .into_iter()
+                .map(|(name, port)| container_port(name, port))
+                .chain([container_port("peer", PEER_PORT), container_port("admin", ADMIN_PORT)])
+                .collect(),
+        ),
         // Recovery (snapshot + log replay) can take a while; liveness starts after it.
-        startup_probe: Some(http_probe(admin_port(), "/healthz", 5, 60, Some(2))),
-        liveness_probe: Some(http_probe(admin_port(), "/healthz", 10, 6, Some(2))),
-        readiness_probe: Some(http_probe(admin_port(), "/readyz", 5, 3, Some(2))),
+        startup_probe: Some(probe(http_probe(admin_port(), "/healthz", 5, 60, Some(2)))),
+        liveness_probe: Some(probe(http_probe(admin_port(), "/healthz", 10, 6, Some(2)))),
+        readiness_probe: Some(probe(http_probe(admin_port(), "/readyz", 5, 3, Some(2)))),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".to_owned(),
-            mount_path: DATA_MOUNT.to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
         security_context: Some(restricted()),
         ..Container::default()
     };
@@ -186,6 +238,7 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
         metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..ObjectMeta::default() }),
         spec: Some(PodSpec {
             containers: vec![server],
+            volumes: (!volumes.is_empty()).then_some(volumes),
             affinity: Some(spec.pod.affinity.clone().unwrap_or_else(|| default_affinity(names))),
             tolerations: (!spec.pod.tolerations.is_empty()).then(|| spec.pod.tolerations.clone()),
             node_selector: (!spec.pod.node_selector.is_empty()).then(|| spec.pod.node_selector.clone()),
@@ -214,7 +267,7 @@ pub fn statefulset(
         meta.annotations.get_or_insert_with(Default::default).insert(CONFIG_HASH_ANNOTATION.to_owned(), hash);
     }
     if let Some(server) = template.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-        server.args = Some(server_args(names, membership));
+        server.args = Some(server_args(names, membership, &cluster.spec.tls));
     }
     let storage = &cluster.spec.storage;
     let claim = PersistentVolumeClaim {

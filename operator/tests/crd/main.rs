@@ -177,6 +177,17 @@ fn invalid_specs_are_rejected_with_clear_messages() {
 }
 
 #[test]
+fn tls_is_immutable() {
+    for (old, new) in
+        [("{}", "{tls: {enabled: false}}"), ("{tls: {enabled: false}}", "{}"), ("{}", "{tls: {plainClientPort: true}}")]
+    {
+        let errors = admit(&cr(new), Some(&cr(old)));
+        assert!(errors.iter().any(|e| e.contains("tls is immutable")), "{old} -> {new}: {errors:?}");
+    }
+    assert_eq!(admit(&cr("{replicas: 5}"), Some(&cr("{}"))), Vec::<String>::new());
+}
+
+#[test]
 fn storage_is_immutable() {
     let old = cr("{storage: {size: 10Gi, storageClassName: standard}}");
     for spec in [

@@ -20,6 +20,7 @@ fn render(resources: &ClusterResources) -> String {
         pod_disruption_budget,
         statefulset,
         service_monitor,
+        network_policy,
     } = resources;
     let mut docs = vec![
         serde_yaml::to_string(config_map),
@@ -30,6 +31,9 @@ fn render(resources: &ClusterResources) -> String {
     ];
     if let Some(monitor) = service_monitor {
         docs.push(serde_yaml::to_string(monitor));
+    }
+    if let Some(policy) = network_policy {
+        docs.push(serde_yaml::to_string(policy));
     }
     let docs: Vec<String> = docs.into_iter().map(|d| d.expect("object serializes")).collect();
     format!("---\n{}", docs.join("---\n"))
@@ -86,6 +90,9 @@ spec:
   metrics:
     serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
   pvcRetention: Delete
+  tls: {plainClientPort: true}
+  networkPolicy:
+    adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
 "#;
 
 #[test]
@@ -111,7 +118,7 @@ fn single_server() {
 apiVersion: paddock.dev/v1alpha1
 kind: CoordinationCluster
 metadata: {name: solo, namespace: dev, uid: 8e0b6c2e-0000-4000-8000-000000000003}
-spec: {replicas: 1, storage: {size: 512Mi}}
+spec: {replicas: 1, storage: {size: 512Mi}, tls: {enabled: false}, networkPolicy: {enabled: false}}
 "#,
     );
     let names = Names::of(&cr).expect("named");

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
@@ -20,10 +21,12 @@ use kube::runtime::events::Reporter;
 use kube::Client;
 use paddock_contract::admin::{ClusterView, MemberView, Role};
 use paddock_operator::admin::{AdminApi, AdminError, Change};
+use paddock_operator::certs::Authority;
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{reconcile, Context};
 use paddock_operator::resources::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
+use paddock_operator::tls::{Certificates, Lifetimes};
 use serde_json::{json, Value};
 
 /// The model both fakes share.
@@ -38,6 +41,8 @@ struct Model {
     /// Config hash each pod was created with.
     pod_hash: BTreeMap<u64, String>,
     leader: u64,
+    /// Secrets by name, as the API server stores them (base64 data).
+    secrets: BTreeMap<String, Value>,
     log: Vec<String>,
 }
 
@@ -182,6 +187,21 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
             let cluster = model.cluster.clone();
             respond(StatusCode::OK, &cluster)
         }
+        ("GET", "secrets", Some(name), None) => match model.secrets.get(name) {
+            Some(secret) => respond(StatusCode::OK, secret),
+            None => not_found(),
+        },
+        ("POST", "secrets", None, None) => {
+            let name = body["metadata"]["name"].as_str().expect("named").to_owned();
+            model.log.push(format!("CREATE secrets/{name}"));
+            model.secrets.insert(name, body.clone());
+            respond(StatusCode::CREATED, &body)
+        }
+        ("PATCH", "secrets", Some(name), None) => {
+            model.log.push(format!("APPLY secrets/{name}"));
+            model.secrets.insert(name.to_owned(), body.clone());
+            respond(StatusCode::OK, &body)
+        }
         ("PATCH", kind, Some(name), None) => {
             model.log.push(format!("APPLY {kind}/{name}"));
             respond(StatusCode::OK, &body)
@@ -219,7 +239,9 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
 struct FakeAdmin(Shared);
 
 fn id_of_addr(addr: &str) -> Option<u64> {
-    names().id_of_pod(addr.split('.').next()?)
+    // Clusters with TLS (the default) are reached over https.
+    let host = addr.strip_prefix("https://")?;
+    names().id_of_pod(host.split('.').next()?)
 }
 
 impl AdminApi for FakeAdmin {
@@ -296,6 +318,7 @@ fn running(cluster: &CoordinationCluster, n: u64) -> Model {
         pods: (1..=n).map(|id| (id, true)).collect(),
         members: (1..=n).map(|id| (id, true)).collect(),
         leader: 1,
+        secrets: BTreeMap::new(),
         log: Vec::new(),
     }
 }
@@ -320,6 +343,13 @@ fn harness(model: Model) -> Harness {
         admin: Arc::new(FakeAdmin(model.clone())),
         metrics: Metrics::new(&prometheus::Registry::new()).expect("metrics register"),
         reporter: Reporter { controller: "paddock-operator".to_owned(), instance: None },
+        certificates: Some(Arc::new(Certificates {
+            admin_ca: Arc::new(
+                Authority::generate("admin CA", time::OffsetDateTime::now_utc(), Duration::from_secs(86_400))
+                    .expect("admin CA"),
+            ),
+            lifetimes: Lifetimes::default(),
+        })),
     });
     Harness { model, ctx, server }
 }
@@ -354,11 +384,15 @@ async fn one_pass_in_order_member_removed_before_statefulset_shrinks() {
         [
             "GET statefulset",
             "LIST pods",
+            "CREATE secrets/zk-ca",
+            "APPLY secrets/zk-tls",
+            "EVENT Normal CertificatesIssued",
             "APPLY configmaps/zk-config",
             "APPLY services/zk-peers",
             "APPLY services/zk-client",
             "APPLY poddisruptionbudgets/zk",
             "APPLY statefulset replicas=5 --join",
+            "APPLY networkpolicies/zk",
             "ADMIN Remove { id: 5 }",
             "EVENT Normal RemoveMember",
             "STATUS Scaling Available=True:QuorumAvailable,Progressing=True:RemoveMember,Degraded=False:Healthy",
@@ -410,6 +444,7 @@ async fn scale_up_3_to_5_grows_adds_learners_and_promotes() {
     assert_eq!(
         steps,
         [
+            "EVENT Normal CertificatesIssued",
             "EVENT Normal ScaleStatefulSet",
             "ADMIN AddLearner { id: 4, addr: \"zk-3.zk-peers.apps.svc:2888\" }",
             "EVENT Normal AddLearner",
@@ -432,6 +467,8 @@ async fn new_cluster_bootstraps_with_initial_members_then_switches_to_join() {
     let h = harness(Model { cluster: serde_json::to_value(&cluster).expect("cr"), leader: 1, ..Model::default() });
     let (_, log) = h.pass().await;
     assert_eq!(log[0], "GET statefulset");
+    // The certificates before the StatefulSet that mounts them.
+    assert_eq!(log[2..5], ["CREATE secrets/zk-ca", "APPLY secrets/zk-tls", "EVENT Normal CertificatesIssued"]);
     assert!(log.contains(&"APPLY statefulset replicas=3 --initial-members".to_owned()), "{log:?}");
     assert!(log.last().is_some_and(|l| l.starts_with("STATUS Bootstrapping")), "{log:?}");
     // The initial members elect a leader.
@@ -466,6 +503,64 @@ async fn config_change_rolls_pods_leader_last() {
     assert!(log.last().is_some_and(|l| l.starts_with("STATUS Running")), "{log:?}");
     let upgrading = log.iter().filter(|l| l.starts_with("STATUS Upgrading")).count();
     assert_eq!(upgrading, 4, "{log:?}");
+}
+
+#[tokio::test]
+async fn certificates_are_issued_once_mounted_and_a_broken_ca_is_never_replaced() {
+    let cluster = cr("{replicas: 3}");
+    let h = harness(running(&cluster, 3));
+    h.pass().await;
+    let data = |name: &str| lock(&h.model).secrets.get(name).map(|s| s["data"].clone()).unwrap_or_default();
+    assert!(data("zk-ca").get("ca.key").is_some());
+    let tls = data("zk-tls");
+    for key in ["ca.crt", "admin-ca.crt", "server.crt", "admin.key", "member-1.crt", "member-9.key"] {
+        assert!(tls.get(key).is_some(), "zk-tls has no {key}");
+    }
+    assert!(tls.get("ca.key").is_none(), "the CA's key is not mounted");
+    let sts = lock(&h.model).statefulset.clone().expect("statefulset");
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--peer-tls-cert=/etc/paddock/tls/member-{id}.crt"), "{args}");
+    assert_eq!(sts["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "zk-tls");
+
+    // Nothing is due: the next pass issues nothing.
+    let (_, log) = h.pass().await;
+    assert!(!log.iter().any(|l| l.contains("secrets")), "{log:?}");
+
+    // A CA that cannot be read fails the pass before anything is applied (only read), and
+    // stays as it was.
+    let broken = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "zk-ca"},
+                        "data": {"ca.crt": "bm90IGEgY2VydA==", "ca.key": "bm90IGEga2V5"}});
+    lock(&h.model).secrets.insert("zk-ca".to_owned(), broken.clone());
+    let cluster: CoordinationCluster = serde_json::from_value(lock(&h.model).cluster.clone()).expect("cr");
+    let start = lock(&h.model).log.len();
+    let error = reconcile(Arc::new(cluster), h.ctx.clone()).await.expect_err("the pass fails");
+    assert!(error.to_string().contains("zk-ca"), "{error}");
+    assert_eq!(lock(&h.model).log[start..], ["GET statefulset", "LIST pods"], "nothing applied after a broken CA");
+    assert_eq!(lock(&h.model).secrets["zk-ca"], broken);
+}
+
+#[tokio::test]
+async fn a_running_cluster_is_never_switched_between_tls_and_clear_text() {
+    // Made before TLS was the default: its servers run without TLS.
+    let plain = cr("{replicas: 3, tls: {enabled: false}}");
+    let mut model = running(&plain, 3);
+    model.cluster = serde_json::to_value(cr("{replicas: 3}")).expect("cr");
+    let h = harness(model);
+    let (action, log) = h.pass().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        log,
+        [
+            "GET statefulset",
+            "LIST pods",
+            "EVENT Warning InvalidSpec",
+            "STATUS Degraded Progressing=False:InvalidTls,Degraded=True:InvalidTls",
+        ]
+    );
+    let conditions = lock(&h.model).cluster["status"]["conditions"].clone();
+    let degraded = conditions.as_array().into_iter().flatten().find(|c| c["type"] == "Degraded").cloned();
+    let message = degraded.and_then(|c| c["message"].as_str().map(str::to_owned)).unwrap_or_default();
+    assert!(message.contains("set spec.tls.enabled: false"), "{message}");
 }
 
 #[tokio::test]

@@ -809,6 +809,10 @@ async fn until_deleted(updates: &mut watch::Receiver<Update>) -> Duration {
     }
 }
 
+/// How often Secret and ConfigMap volumes are read again (kubelet: about a minute; shorter here,
+/// so tests of renewals wait seconds, not minutes).
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
+
 async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, agent: Arc<Agent>) -> anyhow::Result<()> {
     let spec = pod.spec.clone().unwrap_or_default();
     if spec.host_network == Some(true) {
@@ -858,6 +862,9 @@ async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, ag
         changed: watch::channel(0).0,
     });
     let reporting = tokio::spawn(reporter(ctx.clone()));
+    // Renewed Secrets and changed ConfigMaps reach the running containers, as kubelet's sync.
+    let refreshing =
+        tokio::spawn(crate::volumes::keep_fresh(node.client.clone(), pod.clone(), volumes_dir.clone(), VOLUME_SYNC));
     let (app_stop, app_stop_rx) = watch::channel(None);
     let (side_stop, side_stop_rx) = watch::channel(None);
     let mut sidecars = Vec::new();
@@ -948,6 +955,7 @@ async fn run(pod: Pod, mut updates: watch::Receiver<Update>, node: Arc<Node>, ag
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reporting.abort();
+    refreshing.abort();
     sandbox.teardown();
     if grace.is_some() {
         finish(&node, &pod).await?;

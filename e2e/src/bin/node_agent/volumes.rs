@@ -2,9 +2,17 @@
 //! containers start, from what the node may read of the API (the Node authorizer lets a node get
 //! exactly the Secrets, ConfigMaps, claims and volumes of pods bound to it, and request tokens
 //! for their service accounts).
+//!
+//! Secret, ConfigMap, projected and downwardAPI volumes are laid out as kubelet's atomic writer
+//! lays them out: the files in a timestamped `..<stamp>` directory, `..data` a symlink to it, and
+//! each top-level name a symlink through `..data`; a new version is written beside the old and
+//! `..data` swapped by a rename, so a reader sees one version or the other, never a mix.
+//! [`keep_fresh`] reads Secret and ConfigMap volumes again while the pod runs and rewrites them
+//! when they changed, as kubelet's sync does (projected volumes keep what they got at start).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -39,6 +47,69 @@ pub async fn prepare(
     Ok(paths)
 }
 
+/// Files of a volume: path in the volume → (content, mode).
+type Files = BTreeMap<String, (Vec<u8>, i32)>;
+
+/// The content of Secret or ConfigMap volume `volume`, `None` for other kinds.
+async fn sourced(client: &kube::Client, ns: &str, volume: &Volume) -> anyhow::Result<Option<Files>> {
+    if let Some(source) = &volume.config_map {
+        let map = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(&source.name).await?;
+        let mode = source.default_mode.unwrap_or(0o644);
+        return Ok(Some(match map {
+            Some(map) => select(&config_map_files(&map), &source.items, mode)?,
+            None if source.optional == Some(true) => Files::new(),
+            None => bail!("configmap {} not found", source.name),
+        }));
+    }
+    if let Some(source) = &volume.secret {
+        let name = source.secret_name.clone().unwrap_or_default();
+        let secret = Api::<Secret>::namespaced(client.clone(), ns).get_opt(&name).await?;
+        let mode = source.default_mode.unwrap_or(0o644);
+        return Ok(Some(match secret {
+            Some(secret) => select(&secret_files(&secret), &source.items, mode)?,
+            None if source.optional == Some(true) => Files::new(),
+            None => bail!("secret {name} not found"),
+        }));
+    }
+    Ok(None)
+}
+
+/// Reads the pod's Secret and ConfigMap volumes again every `every` and rewrites those that
+/// changed (atomically, see the module docs); runs until aborted. A read that fails keeps what
+/// the volume has.
+pub async fn keep_fresh(client: kube::Client, pod: Pod, dir: PathBuf, every: Duration) {
+    let ns = pod.namespace().unwrap_or_default();
+    let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group);
+    let volumes: Vec<Volume> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let mut seen: HashMap<String, Files> = HashMap::new();
+    for volume in &volumes {
+        if let Ok(Some(files)) = sourced(&client, &ns, volume).await {
+            seen.insert(volume.name.clone(), files);
+        }
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        for volume in &volumes {
+            let Ok(Some(files)) = sourced(&client, &ns, volume).await else { continue };
+            if seen.get(&volume.name) == Some(&files) {
+                continue;
+            }
+            let path = dir.join(&volume.name);
+            let written = atomic_write(&path, &files).and_then(|()| match fs_group {
+                Some(gid) => chgrp(&path, gid as u32),
+                None => Ok(()),
+            });
+            match written {
+                Ok(()) => {
+                    tracing::info!(pod = %pod.name_any(), volume = %volume.name, "volume updated");
+                    seen.insert(volume.name.clone(), files);
+                }
+                Err(e) => tracing::warn!(pod = %pod.name_any(), volume = %volume.name, "volume update failed: {e:#}"),
+            }
+        }
+    }
+}
+
 async fn make(
     client: &kube::Client,
     pod: &Pod,
@@ -52,43 +123,22 @@ async fn make(
         set_mode(path, 0o777)?;
         return Ok(path.to_owned());
     }
-    if let Some(source) = &volume.config_map {
-        let map = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(&source.name).await?;
-        let Some(map) = map else {
-            if source.optional == Some(true) {
-                return directory(path, &BTreeMap::new(), &None, 0o644);
-            }
-            bail!("configmap {} not found", source.name);
-        };
-        let files = config_map_files(&map);
-        return directory(path, &files, &source.items, source.default_mode.unwrap_or(0o644));
-    }
-    if let Some(source) = &volume.secret {
-        let name = source.secret_name.clone().unwrap_or_default();
-        let secret = Api::<Secret>::namespaced(client.clone(), ns).get_opt(&name).await?;
-        let Some(secret) = secret else {
-            if source.optional == Some(true) {
-                return directory(path, &BTreeMap::new(), &None, 0o644);
-            }
-            bail!("secret {name} not found");
-        };
-        let files = secret_files(&secret);
-        return directory(path, &files, &source.items, source.default_mode.unwrap_or(0o644));
+    if let Some(files) = sourced(client, ns, volume).await? {
+        atomic_write(path, &files)?;
+        return Ok(path.to_owned());
     }
     if let Some(projected) = &volume.projected {
-        std::fs::create_dir_all(path)?;
         let mode = projected.default_mode.unwrap_or(0o644);
+        let mut files = Files::new();
         for source in projected.sources.iter().flatten() {
             if let Some(token) = &source.service_account_token {
                 let text = request_token(client, pod, ns, token.audience.clone(), token.expiration_seconds).await?;
-                write(&path.join(&token.path), text.as_bytes(), mode)?;
+                files.insert(token.path.clone(), (text.into_bytes(), mode));
             }
             if let Some(source) = &source.config_map {
                 let map = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(&source.name).await?;
                 match map {
-                    Some(map) => {
-                        directory(path, &config_map_files(&map), &source.items, mode)?;
-                    }
+                    Some(map) => files.extend(select(&config_map_files(&map), &source.items, mode)?),
                     None if source.optional == Some(true) => {}
                     None => bail!("configmap {} not found", source.name),
                 }
@@ -96,22 +146,21 @@ async fn make(
             if let Some(source) = &source.secret {
                 let secret = Api::<Secret>::namespaced(client.clone(), ns).get_opt(&source.name).await?;
                 match secret {
-                    Some(secret) => {
-                        directory(path, &secret_files(&secret), &source.items, mode)?;
-                    }
+                    Some(secret) => files.extend(select(&secret_files(&secret), &source.items, mode)?),
                     None if source.optional == Some(true) => {}
                     None => bail!("secret {} not found", source.name),
                 }
             }
             if let Some(source) = &source.downward_api {
-                downward(pod, path, source.items.iter().flatten(), ips, mode)?;
+                files.extend(downward(pod, source.items.iter().flatten(), ips, mode)?);
             }
         }
+        atomic_write(path, &files)?;
         return Ok(path.to_owned());
     }
     if let Some(source) = &volume.downward_api {
-        std::fs::create_dir_all(path)?;
-        downward(pod, path, source.items.iter().flatten(), ips, source.default_mode.unwrap_or(0o644))?;
+        let files = downward(pod, source.items.iter().flatten(), ips, source.default_mode.unwrap_or(0o644))?;
+        atomic_write(path, &files)?;
         return Ok(path.to_owned());
     }
     if let Some(claim) = &volume.persistent_volume_claim {
@@ -155,43 +204,75 @@ fn secret_files(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-/// Writes `files` into `dir` (all keys, or only `items` at their paths).
-fn directory(
-    dir: &Path,
-    files: &BTreeMap<String, Vec<u8>>,
-    items: &Option<Vec<KeyToPath>>,
-    mode: i32,
-) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+/// The files of a source: all keys, or only `items` at their paths.
+fn select(files: &BTreeMap<String, Vec<u8>>, items: &Option<Vec<KeyToPath>>, mode: i32) -> anyhow::Result<Files> {
     match items {
-        Some(items) => {
-            for item in items {
+        Some(items) => items
+            .iter()
+            .map(|item| {
                 let Some(data) = files.get(&item.key) else { bail!("key {} is missing", item.key) };
-                write(&dir.join(&item.path), data, item.mode.unwrap_or(mode))?;
-            }
+                Ok((item.path.clone(), (data.clone(), item.mode.unwrap_or(mode))))
+            })
+            .collect(),
+        None => Ok(files.iter().map(|(key, data)| (key.clone(), (data.clone(), mode))).collect()),
+    }
+}
+
+/// Writes `files` as a new version of the volume at `dir` (see the module docs): staged in a
+/// fresh `..<stamp>` directory, published by renaming a new `..data` link over the old, the
+/// top-level names linked through `..data`, and what the new version no longer has removed.
+fn atomic_write(dir: &Path, files: &Files) -> anyhow::Result<()> {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir)?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let stamp = format!("..{nanos}");
+    let staged = dir.join(&stamp);
+    std::fs::create_dir(&staged)?;
+    for (path, (data, mode)) in files {
+        if Path::new(path).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            bail!("path {path:?} is not relative and plain");
         }
-        None => {
-            for (key, data) in files {
-                write(&dir.join(key), data, mode)?;
-            }
+        write(&staged.join(path), data, *mode)?;
+    }
+    let next = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&next);
+    symlink(&stamp, &next)?;
+    std::fs::rename(&next, dir.join("..data"))?;
+    let tops: std::collections::BTreeSet<String> =
+        files.keys().filter_map(|p| p.split('/').next()).map(str::to_owned).collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(format!("..data/{top}"), &link)?;
         }
     }
-    Ok(dir.to_owned())
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old_version = name.starts_with("..") && name != "..data" && name != stamp;
+        let dropped = !name.starts_with("..") && !tops.contains(&name);
+        if old_version {
+            std::fs::remove_dir_all(entry.path())?;
+        } else if dropped {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn downward<'a>(
     pod: &Pod,
-    dir: &Path,
     items: impl Iterator<Item = &'a DownwardAPIVolumeFile>,
     (pod_ip, host_ip): (&str, &str),
     mode: i32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Files> {
+    let mut files = Files::new();
     for item in items {
         let Some(field) = &item.field_ref else { bail!("downwardAPI {}: only fieldRef is supported", item.path) };
         let value = crate::pod::field(pod, &field.field_path, pod_ip, host_ip)?;
-        write(&dir.join(&item.path), value.as_bytes(), item.mode.unwrap_or(mode))?;
+        files.insert(item.path.clone(), (value.into_bytes(), item.mode.unwrap_or(mode)));
     }
-    Ok(())
+    Ok(files)
 }
 
 async fn request_token(

@@ -1,0 +1,342 @@
+//! TLS of the clusters the operator runs: the Secrets that hold their certificates, kept issued
+//! and renewed (docs/security.md, "Certificates on Kubernetes").
+//!
+//! - `<cluster>-ca`: the cluster's CA (`ca.crt`, `ca.key`), never mounted. It signs the members'
+//!   peer certificates and the client port's.
+//! - `<cluster>-tls`, mounted in the servers at [`TLS_MOUNT`]: `ca.crt`, `server.crt/key` (client
+//!   port: the client Service's names and the pods'), `member-<id>.crt/key` for every id a
+//!   cluster may have (1 to 9; the server picks its own with `--peer-tls-cert=member-{id}.crt`),
+//!   `admin.crt/key` (signed by the operator's admin CA) and `admin-ca.crt` (whose client
+//!   certificates the admin port accepts: the operator's alone).
+//! - The admin CA (`paddock-admin-ca` in the operator's namespace): made by the first replica
+//!   that starts; each replica issues itself a client certificate from it.
+//!
+//! Leaves are renewed when a third of their lifetime is left, and all of them at once when the
+//! CA they chain to changed. The servers read the files again on their own (`--tls-reload-ms`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use time::OffsetDateTime;
+
+use crate::certs::{self, Authority, CertError, Issued, Leaf, Usage};
+use crate::crd::CoordinationCluster;
+use crate::resources::{owned_meta, Names, FIELD_MANAGER};
+
+/// Where the servers mount `<cluster>-tls`.
+pub const TLS_MOUNT: &str = "/etc/paddock/tls";
+/// The most members a cluster can have (the CRD's bound on replicas).
+pub const MAX_MEMBERS: u64 = 9;
+/// The admin CA's Secret in the operator's namespace.
+pub const ADMIN_CA_SECRET: &str = "paddock-admin-ca";
+/// Key of a CA's certificate in its Secret (and of the cluster CA in `<cluster>-tls`).
+pub const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+/// Key of the admin CA's certificate in `<cluster>-tls`.
+pub const ADMIN_CA_CERT: &str = "admin-ca.crt";
+
+/// How long what the operator issues lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Leaf certificates.
+    pub leaf: Duration,
+    /// CAs (not renewed by the operator: replacing a CA is a manual step, docs/security.md).
+    pub ca: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes { leaf: Duration::from_secs(90 * 86_400), ca: Duration::from_secs(10 * 365 * 86_400) }
+    }
+}
+
+/// What the operator issues clusters' certificates with.
+pub struct Certificates {
+    /// The admin CA (its certificate goes into every cluster's `admin-ca.crt`).
+    pub admin_ca: Arc<Authority>,
+    /// How long leaves and CAs live.
+    pub lifetimes: Lifetimes,
+}
+
+/// Why the certificates could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing a Secret failed.
+    #[error("kubernetes api request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Issuing failed, or a stored CA is unusable.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+fn data(entries: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
+    entries.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()
+}
+
+/// The CA stored in `secret` (`ca.crt`, `ca.key`).
+fn stored_authority(what: &str, secret: &Secret) -> Result<Authority, CertError> {
+    let missing = |key: &str| CertError::Stored { what: what.to_owned(), message: format!("{key} is missing") };
+    let cert = text(secret, CA_CERT).ok_or_else(|| missing(CA_CERT))?;
+    let key = text(secret, CA_KEY).ok_or_else(|| missing(CA_KEY))?;
+    Authority::from_pem(what, &cert, &key)
+}
+
+fn authority_data(authority: &Authority) -> BTreeMap<String, ByteString> {
+    data(BTreeMap::from([
+        (CA_CERT.to_owned(), authority.pem().cert_pem.clone()),
+        (CA_KEY.to_owned(), authority.pem().key_pem.clone()),
+    ]))
+}
+
+/// Reads the CA in Secret `name`, or makes it (`meta` for the new Secret) when there is none.
+/// A CA that exists but cannot be read is an error, never replaced: every certificate of the
+/// cluster chains to it.
+async fn authority(
+    api: &Api<Secret>,
+    name: &str,
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    common_name: &str,
+    lifetime: Duration,
+) -> Result<Authority, TlsError> {
+    if let Some(secret) = api.get_opt(name).await? {
+        return Ok(stored_authority(name, &secret)?);
+    }
+    let made = Authority::generate(common_name, OffsetDateTime::now_utc(), lifetime)?;
+    let secret = Secret {
+        metadata: meta,
+        type_: Some("Opaque".to_owned()),
+        data: Some(authority_data(&made)),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = name, "issued a new certificate authority");
+            Ok(made)
+        }
+        // Another operator replica made it first: use theirs.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let secret = api.get(name).await?;
+            Ok(stored_authority(name, &secret)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The operator's admin CA, from its Secret in `namespace` (made if absent).
+pub async fn admin_authority(client: &Client, namespace: &str, lifetime: Duration) -> Result<Authority, TlsError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(ADMIN_CA_SECRET.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "paddock".to_owned()),
+            ("app.kubernetes.io/component".to_owned(), "operator".to_owned()),
+        ])),
+        ..Default::default()
+    };
+    authority(&api, ADMIN_CA_SECRET, meta, "Paddock admin CA", lifetime).await
+}
+
+/// The operator's client certificate for admin ports, from the admin CA.
+pub fn admin_client(admin_ca: &Authority, lifetime: Duration) -> Result<Issued, CertError> {
+    let leaf =
+        Leaf { common_name: "paddock-operator".to_owned(), dns_names: Vec::new(), uri: None, usage: Usage::Client };
+    admin_ca.issue(&leaf, OffsetDateTime::now_utc(), lifetime)
+}
+
+/// The leaves of `<cluster>-tls`, by the file name stem of their certificate and key.
+pub fn leaves(names: &Names) -> Vec<(String, Leaf, bool)> {
+    let pods = [
+        format!("*.{}.{}.svc", names.peer_service(), names.namespace),
+        format!("*.{}.{}.svc.cluster.local", names.peer_service(), names.namespace),
+    ];
+    let client = names.client_service();
+    let ns = &names.namespace;
+    let mut server_names = vec![
+        client.clone(),
+        format!("{client}.{ns}"),
+        format!("{client}.{ns}.svc"),
+        format!("{client}.{ns}.svc.cluster.local"),
+    ];
+    server_names.extend(pods.iter().cloned());
+    let mut leaves = vec![
+        (
+            "server".to_owned(),
+            Leaf { common_name: client.clone(), dns_names: server_names, uri: None, usage: Usage::Server },
+            false,
+        ),
+        (
+            "admin".to_owned(),
+            Leaf {
+                common_name: format!("{} admin", names.cluster),
+                dns_names: pods.to_vec(),
+                uri: None,
+                usage: Usage::Server,
+            },
+            true,
+        ),
+    ];
+    for id in 1..=MAX_MEMBERS {
+        leaves.push((
+            format!("member-{id}"),
+            Leaf {
+                common_name: format!("member-{id}"),
+                dns_names: vec![names.pod_host(id)],
+                uri: Some(paddock_tls::identity::member_uri(id)),
+                usage: Usage::Peer,
+            },
+            false,
+        ));
+    }
+    leaves
+}
+
+/// What [`ensure`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    /// The cluster CA's certificate (what clients and sidecars trust).
+    pub ca_pem: String,
+    /// How many leaves were issued this pass.
+    pub issued: usize,
+    /// When (Unix seconds) the next leaf is due for renewal.
+    pub next_renewal: i64,
+}
+
+/// The new content of `<cluster>-tls`: what `current` holds, with every leaf that is missing,
+/// due at `now`, or signed by another CA than today's issued again.
+pub fn renewed(
+    names: &Names,
+    current: &BTreeMap<String, String>,
+    cluster_ca: &Authority,
+    admin_ca: &Authority,
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<(BTreeMap<String, String>, usize), CertError> {
+    let mut next = BTreeMap::new();
+    let mut issued = 0;
+    let same = |key: &str, pem: &str| current.get(key).is_some_and(|c| c == pem);
+    let cluster_same = same(CA_CERT, &cluster_ca.pem().cert_pem);
+    let admin_same = same(ADMIN_CA_CERT, &admin_ca.pem().cert_pem);
+    next.insert(CA_CERT.to_owned(), cluster_ca.pem().cert_pem.clone());
+    next.insert(ADMIN_CA_CERT.to_owned(), admin_ca.pem().cert_pem.clone());
+    for (stem, leaf, by_admin) in leaves(names) {
+        let (cert_key, key_key) = (format!("{stem}.crt"), format!("{stem}.key"));
+        let ca_same = if by_admin { admin_same } else { cluster_same };
+        let keep = match (current.get(&cert_key), current.get(&key_key)) {
+            (Some(cert), Some(key)) if ca_same && !certs::due(cert, lifetime, now.unix_timestamp()) => {
+                Some((cert.clone(), key.clone()))
+            }
+            _ => None,
+        };
+        let (cert, key) = match keep {
+            Some(kept) => kept,
+            None => {
+                let ca = if by_admin { admin_ca } else { cluster_ca };
+                issued += 1;
+                let Issued { cert_pem, key_pem } = ca.issue(&leaf, now, lifetime)?;
+                (cert_pem, key_pem)
+            }
+        };
+        next.insert(cert_key, cert);
+        next.insert(key_key, key);
+    }
+    Ok((next, issued))
+}
+
+/// Keeps `<cluster>-ca` and `<cluster>-tls` issued and fresh.
+pub async fn ensure(
+    client: &Client,
+    cluster: &CoordinationCluster,
+    names: &Names,
+    admin_ca: &Authority,
+    lifetimes: Lifetimes,
+) -> Result<Kept, TlsError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+    let ca_meta = owned_meta(cluster, names, names.ca_secret());
+    let cluster_ca =
+        authority(&api, &names.ca_secret(), ca_meta, &format!("{} CA", names.cluster), lifetimes.ca).await?;
+    let current: BTreeMap<String, String> = match api.get_opt(&names.tls_secret()).await? {
+        Some(secret) => secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let (next, issued) = renewed(names, &current, &cluster_ca, admin_ca, lifetimes.leaf, now)?;
+    if next != current {
+        let secret = Secret {
+            metadata: owned_meta(cluster, names, names.tls_secret()),
+            type_: Some("Opaque".to_owned()),
+            data: Some(data(next.clone())),
+            ..Secret::default()
+        };
+        api.patch(&names.tls_secret(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+        tracing::info!(cluster = %names.cluster, namespace = %names.namespace, issued, "certificates written");
+    }
+    let next_renewal = next
+        .iter()
+        .filter(|(k, _)| k.ends_with(".crt") && k.as_str() != CA_CERT && k.as_str() != ADMIN_CA_CERT)
+        .filter_map(|(_, pem)| certs::renew_at(pem, lifetimes.leaf))
+        .min()
+        .unwrap_or(now.unix_timestamp());
+    Ok(Kept { ca_pem: cluster_ca.pem().cert_pem.clone(), issued, next_renewal })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn leaves_are_issued_once_and_renewed_when_due_or_when_the_ca_changed() {
+        let names = Names::new("zk", "default");
+        let now = OffsetDateTime::now_utc();
+        let ca = Authority::generate("zk CA", now, 3650 * DAY).expect("CA");
+        let admin = Authority::generate("admin CA", now, 3650 * DAY).expect("admin CA");
+        let (first, issued) = renewed(&names, &BTreeMap::new(), &ca, &admin, 90 * DAY, now).expect("issued");
+        assert_eq!(issued, 2 + MAX_MEMBERS as usize);
+        for key in ["ca.crt", "admin-ca.crt", "server.crt", "server.key", "admin.crt", "member-1.key", "member-9.crt"] {
+            assert!(first.contains_key(key), "{key}");
+        }
+        let (again, issued) = renewed(&names, &first, &ca, &admin, 90 * DAY, now).expect("kept");
+        assert_eq!((issued, &again), (0, &first), "nothing due: nothing issued");
+
+        let later = now + time::Duration::days(61);
+        let (renewed_all, issued) = renewed(&names, &first, &ca, &admin, 90 * DAY, later).expect("renewed");
+        assert_eq!(issued, 2 + MAX_MEMBERS as usize, "all were issued together, all are due together");
+        assert_ne!(renewed_all["server.crt"], first["server.crt"]);
+        assert_eq!(renewed_all["ca.crt"], first["ca.crt"]);
+
+        let other_admin = Authority::generate("admin CA 2", now, 3650 * DAY).expect("admin CA");
+        let (moved, issued) = renewed(&names, &first, &ca, &other_admin, 90 * DAY, now).expect("re-signed");
+        assert_eq!(issued, 1, "only the admin certificate chains to the admin CA");
+        assert_ne!(moved["admin.crt"], first["admin.crt"]);
+        assert_eq!(moved["member-3.crt"], first["member-3.crt"]);
+    }
+
+    #[test]
+    fn the_server_certificate_names_the_service_and_the_pods() {
+        let names = Names::new("zk", "apps");
+        let leaves = leaves(&names);
+        let (_, server, _) = leaves.iter().find(|(stem, _, _)| stem == "server").expect("server leaf");
+        assert!(server.dns_names.contains(&"zk-client.apps.svc".to_owned()));
+        assert!(server.dns_names.contains(&"*.zk-peers.apps.svc".to_owned()));
+        let (_, member, _) = leaves.iter().find(|(stem, _, _)| stem == "member-3").expect("member leaf");
+        assert_eq!(member.uri.as_deref(), Some("urn:paddock:member:3"));
+        assert_eq!(member.usage, Usage::Peer);
+    }
+}
