@@ -20,8 +20,7 @@ use serde_json::Value;
 use crate::crd::CoordinationCluster;
 use crate::injection::{cluster_ref, inject, ClusterAccess, ClusterRef, InjectorConfig};
 use crate::metrics::Metrics;
-use crate::resources::Names;
-use crate::tls::CA_CERT;
+use crate::resources::{Names, CA_CERT};
 
 /// How the webhook learns how a cluster is reached.
 pub trait ClusterLookup: Send + Sync {

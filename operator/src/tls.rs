@@ -3,7 +3,7 @@
 //!
 //! - `<cluster>-ca`: the cluster's CA (`ca.crt`, `ca.key`), never mounted. It signs the members'
 //!   peer certificates and the client port's.
-//! - `<cluster>-tls`, mounted in the servers at [`TLS_MOUNT`]: `ca.crt`, `server.crt/key` (client
+//! - `<cluster>-tls`, mounted in the servers at [`crate::resources::TLS_MOUNT`]: `ca.crt`, `server.crt/key` (client
 //!   port: the client Service's names and the pods'), `member-<id>.crt/key` for every id a
 //!   cluster may have (1 to 9; the server picks its own with `--peer-tls-cert=member-{id}.crt`),
 //!   `admin.crt/key` (signed by the operator's admin CA) and `admin-ca.crt` (whose client
@@ -26,19 +26,13 @@ use time::OffsetDateTime;
 
 use crate::certs::{self, Authority, CertError, Issued, Leaf, Usage};
 use crate::crd::CoordinationCluster;
-use crate::resources::{owned_meta, Names, FIELD_MANAGER};
+use crate::resources::{owned_meta, Names, ADMIN_CA_CERT, CA_CERT, FIELD_MANAGER};
 
-/// Where the servers mount `<cluster>-tls`.
-pub const TLS_MOUNT: &str = "/etc/paddock/tls";
 /// The most members a cluster can have (the CRD's bound on replicas).
 pub const MAX_MEMBERS: u64 = 9;
 /// The admin CA's Secret in the operator's namespace.
 pub const ADMIN_CA_SECRET: &str = "paddock-admin-ca";
-/// Key of a CA's certificate in its Secret (and of the cluster CA in `<cluster>-tls`).
-pub const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
-/// Key of the admin CA's certificate in `<cluster>-tls`.
-pub const ADMIN_CA_CERT: &str = "admin-ca.crt";
 
 /// How long what the operator issues lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

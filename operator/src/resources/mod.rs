@@ -41,6 +41,13 @@ pub const PEER_PORT: i32 = 2888;
 /// Admin HTTP port: /healthz, /readyz, /metrics, /v1/cluster.
 pub const ADMIN_PORT: i32 = 8080;
 
+/// Where the servers mount `<cluster>-tls` (its content is `tls`'s business).
+pub const TLS_MOUNT: &str = "/etc/paddock/tls";
+/// Key of a CA's certificate in its Secret (and of the cluster CA in `<cluster>-tls`).
+pub const CA_CERT: &str = "ca.crt";
+/// Key of the admin CA's certificate in `<cluster>-tls`.
+pub const ADMIN_CA_CERT: &str = "admin-ca.crt";
+
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "paddock-operator";
 

@@ -22,7 +22,7 @@ pub fn service_monitor(cluster: &CoordinationCluster, names: &Names) -> Option<s
         // The admin port's certificate is the admin CA's, for the pods' names.
         endpoint["scheme"] = json!("https");
         endpoint["tlsConfig"] = json!({
-            "ca": { "secret": { "name": names.tls_secret(), "key": crate::tls::ADMIN_CA_CERT } },
+            "ca": { "secret": { "name": names.tls_secret(), "key": super::ADMIN_CA_CERT } },
             "serverName": names.pod_host(1),
         });
     }

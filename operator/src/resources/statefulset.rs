@@ -21,10 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::{
     client_ports, container_port, downward, http_probe, https, owned_meta, restricted, selector_labels, Names,
-    ADMIN_PORT, CLIENT_PORT, PEER_PORT, SECURE_CLIENT_PORT,
+    ADMIN_CA_CERT, ADMIN_PORT, CA_CERT, CLIENT_PORT, PEER_PORT, SECURE_CLIENT_PORT, TLS_MOUNT,
 };
 use crate::crd::{CoordinationCluster, TlsSpec};
-use crate::tls::{ADMIN_CA_CERT, CA_CERT, TLS_MOUNT};
 
 /// Pod-template annotation carrying the hash of everything that should restart a server when
 /// it changes (image, resources, settings, overrides). Membership flags are left out: they only
