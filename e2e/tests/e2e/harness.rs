@@ -45,13 +45,14 @@ fn names() -> Names {
     Names::new(CLUSTER, NAMESPACE)
 }
 
-/// The CoordinationCluster a user would apply, with a fast tick.
+/// The CoordinationCluster a user would apply, with a fast tick, and without TLS: the servers'
+/// processes here get no certificate files (the kube suite runs the TLS default).
 pub fn resource(replicas: u64) -> CoordinationCluster {
     let document = serde_json::json!({
         "apiVersion": "paddock.dev/v1alpha1",
         "kind": "CoordinationCluster",
         "metadata": { "name": CLUSTER, "namespace": NAMESPACE, "uid": "e2e-uid" },
-        "spec": { "replicas": replicas, "config": { "tickMs": TICK_MS } },
+        "spec": { "replicas": replicas, "config": { "tickMs": TICK_MS }, "tls": { "enabled": false } },
     });
     serde_json::from_value(document).expect("a valid CoordinationCluster")
 }
