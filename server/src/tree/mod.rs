@@ -12,6 +12,7 @@
 mod acl;
 pub mod legacy;
 mod path;
+mod quota;
 mod txn;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use crate::proto::{perms, Acl, CreateMode, ErrorCode, EventType, Id, Stat};
 
 pub use acl::{acl_allows, digest_id};
 pub use path::{validate_path, CONFIG, QUOTA, ROOT, ZOOKEEPER};
+use quota::StatsTrack;
 pub use txn::{OpResult, ReapCandidate, ReapKind, Txn, TxnKind, TxnResult, WriteOp, NO_TTL};
 
 /// The largest TTL ZooKeeper accepts (`EphemeralType.TTL.maxValue()`, 2^40 - 1 ms ≈ 34 years).
@@ -249,10 +251,33 @@ struct Ctx<'a> {
 
 /// How to take back one change of a multi that later fails.
 enum Undo {
-    Created { path: String, parent_creates: i32, parent_pzxid: i64 },
-    Deleted { path: String, node: Znode, parent_pzxid: i64 },
-    DataSet { path: String, data: Option<Vec<u8>>, version: i32, mzxid: i64, mtime: i64 },
-    AclSet { path: String, acl: Vec<Acl>, aversion: i32 },
+    Created {
+        path: String,
+        parent_creates: i32,
+        parent_pzxid: i64,
+    },
+    Deleted {
+        path: String,
+        node: Znode,
+        parent_pzxid: i64,
+    },
+    DataSet {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+        mzxid: i64,
+        mtime: i64,
+    },
+    AclSet {
+        path: String,
+        acl: Vec<Acl>,
+        aversion: i32,
+    },
+    /// A quota's usage, changed in place.
+    StatsSet {
+        path: String,
+        data: Option<Vec<u8>>,
+    },
 }
 
 /// Where a write records its effects: watch events always, undo steps inside a multi.
@@ -439,6 +464,8 @@ impl DataTree {
         if matches!(parent.kind, NodeKind::Ephemeral { .. }) {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
+        let bytes = data.map_or(0, <[u8]>::len) as i64;
+        self.check_quota(&path, 1, bytes)?;
 
         let kind = match mode {
             CreateMode::Persistent | CreateMode::PersistentSequential => NodeKind::Persistent,
@@ -456,6 +483,12 @@ impl DataTree {
         let parent_path = parent_path.to_owned();
         self.link(&path, node);
         fx.undo(|| Undo::Created { path: path.clone(), parent_creates, parent_pzxid });
+        self.account(&path, 1, bytes, fx);
+        if let Some(subtree) = quota::subtree_of_stats(&path) {
+            // A new quota: its usage is what the subtree holds now (whatever the client wrote).
+            let usage = self.usage_of(subtree).render().into_bytes();
+            self.set_in_place(&path, Some(usage));
+        }
         fx.event(&path, EventType::NodeCreated);
         fx.event(&parent_path, EventType::NodeChildrenChanged);
         Ok(OpResult::Created { path, stat })
@@ -490,10 +523,14 @@ impl DataTree {
     ) -> Result<OpResult, ErrorCode> {
         self.require_session(ctx)?;
         validate_path(path)?;
-        let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
+        let node = self.nodes.get(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::WRITE, ctx.auth) {
             return Err(ErrorCode::NoAuth);
         }
+        // As ZooKeeper: the quota before the version.
+        let bytes = data.map_or(0, <[u8]>::len) as i64 - node.data().len() as i64;
+        self.check_quota(path, 0, bytes)?;
+        let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
         let new_version = next_version(node.stat.version, version)?;
         let old_data = node.set_data(data.map(<[u8]>::to_vec));
         let (old_version, old_mzxid, old_mtime) = (node.stat.version, node.stat.mzxid, node.stat.mtime);
@@ -510,6 +547,7 @@ impl DataTree {
             mzxid: old_mzxid,
             mtime: old_mtime,
         });
+        self.account(path, 0, bytes, fx);
         fx.event(path, EventType::NodeDataChanged);
         Ok(OpResult::DataSet { stat })
     }
@@ -580,14 +618,70 @@ impl DataTree {
         let Some(node) = self.unlink(path) else {
             return;
         };
+        let bytes = node.data().len() as i64;
         let mut parent_pzxid = 0;
         if let Some(parent) = self.nodes.get_mut(parent_path) {
             parent_pzxid = parent.stat.pzxid;
             parent.stat.pzxid = parent.stat.pzxid.max(zxid);
         }
         fx.undo(|| Undo::Deleted { path: path.to_owned(), node, parent_pzxid });
+        self.account(path, -1, -bytes, fx);
         fx.event(path, EventType::NodeDeleted);
         fx.event(parent_path, EventType::NodeChildrenChanged);
+    }
+
+    /// The deepest quota over `path` that has both its nodes: the stats node's path, the
+    /// limits and the usage (see `quota`). Cheap when there are no quotas.
+    fn quota_over(&self, path: &str) -> Option<(String, StatsTrack, StatsTrack)> {
+        if self.nodes.get(QUOTA).is_none_or(|dir| dir.children.is_empty()) {
+            return None;
+        }
+        for subtree in quota::quota_candidates(path) {
+            let dir = quota::quota_dir(subtree);
+            if let Some(limits) = self.nodes.get(&format!("{dir}/{}", quota::LIMITS)) {
+                // Limits without a stats node count nothing and refuse nothing, as in ZooKeeper.
+                let stats_path = format!("{dir}/{}", quota::STATS);
+                let usage = StatsTrack::parse(self.nodes.get(&stats_path)?.data());
+                return Some((stats_path, StatsTrack::parse(limits.data()), usage));
+            }
+        }
+        None
+    }
+
+    /// `QuotaExceeded` when adding `count` znodes and `bytes` bytes at `path` passes a hard
+    /// limit of its quota.
+    fn check_quota(&self, path: &str, count: i64, bytes: i64) -> Result<(), ErrorCode> {
+        match self.quota_over(path) {
+            Some((_, limits, usage)) if quota::exceeds(&limits, &usage, count, bytes) => Err(ErrorCode::QuotaExceeded),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records `count` znodes and `bytes` bytes more (or fewer) at `path` in its quota's usage.
+    fn account(&mut self, path: &str, count: i64, bytes: i64, fx: &mut Effects<'_>) {
+        let Some((stats_path, _, mut usage)) = self.quota_over(path) else { return };
+        usage.add(count, bytes);
+        let old = self.set_in_place(&stats_path, Some(usage.render().into_bytes()));
+        fx.undo(|| Undo::StatsSet { path: stats_path, data: old });
+    }
+
+    /// The usage of the subtree at `root`: its znodes (itself included) and their data bytes.
+    fn usage_of(&self, root: &str) -> StatsTrack {
+        let (mut count, mut bytes) = (0i64, 0i64);
+        for path in self.subtree(root) {
+            count += 1;
+            bytes += self.nodes.get(path).map_or(0, |n| n.data().len() as i64);
+        }
+        StatsTrack::usage(count, bytes)
+    }
+
+    /// Replaces a node's data without a version, zxid or event (a quota's usage); the old data.
+    fn set_in_place(&mut self, path: &str, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let node = self.nodes.get_mut(path)?;
+        let new_len = data.as_ref().map_or(0, Vec::len);
+        let old = node.set_data(data);
+        self.data_size = self.data_size.saturating_sub(old.as_ref().map_or(0, Vec::len) as u64) + new_len as u64;
+        old
     }
 
     /// Inserts a node whose parent exists: the parent's child set, the indexes and the size.
@@ -679,6 +773,9 @@ impl DataTree {
                         node.acl = acl;
                         node.stat.aversion = aversion;
                     }
+                }
+                Undo::StatsSet { path, data } => {
+                    self.set_in_place(&path, data);
                 }
             }
         }

@@ -170,6 +170,14 @@ fn assert_consistent(tree: &DataTree) {
         assert_eq!(session.ephemerals, ephemerals.remove(id).unwrap_or_default(), "session {id}");
     }
     assert!(ephemerals.is_empty(), "ephemerals of unknown sessions: {ephemerals:?}");
+    // Every quota's usage is what its subtree holds.
+    for (path, node) in &tree.nodes {
+        let Some(subtree) = quota::subtree_of_stats(path) else { continue };
+        let limits = format!("{}/{}", quota::quota_dir(subtree), quota::LIMITS);
+        if tree.nodes.contains_key(&limits) {
+            assert_eq!(StatsTrack::parse(node.data()), tree.usage_of(subtree), "usage of {subtree}");
+        }
+    }
 }
 
 // ---- the fresh tree ----
@@ -1153,4 +1161,119 @@ fn changes_between_two_versions_of_a_node() {
     f.write(delete("/n", -1)).expect("delete");
     f.create("/n", CreateMode::Persistent);
     assert_eq!(changes_between(first.as_ref(), f.tree.get("/n")), [EventType::NodeDeleted, EventType::NodeCreated]);
+}
+
+// ---- quotas ----
+
+/// zkCli's `setquota`: the quota directory, the limits, then the stats node.
+fn set_quota(f: &mut Fixture, subtree: &str, limits: &str) {
+    let mut dir = String::from(QUOTA);
+    for part in subtree.trim_start_matches('/').split('/') {
+        dir = format!("{dir}/{part}");
+        if f.tree.get(&dir).is_none() {
+            f.create(&dir, CreateMode::Persistent);
+        }
+    }
+    f.write(create_with(
+        &format!("{dir}/zookeeper_limits"),
+        limits.as_bytes(),
+        Acl::open_unsafe(),
+        CreateMode::Persistent,
+    ))
+    .expect("limits");
+    f.write(create_with(
+        &format!("{dir}/zookeeper_stats"),
+        b"count=0,bytes=0",
+        Acl::open_unsafe(),
+        CreateMode::Persistent,
+    ))
+    .expect("stats");
+}
+
+fn usage(f: &Fixture, subtree: &str) -> String {
+    let stats = format!("{QUOTA}{subtree}/zookeeper_stats");
+    String::from_utf8_lossy(f.tree.get(&stats).expect("stats node").data()).into_owned()
+}
+
+#[test]
+fn a_quota_counts_its_subtree_and_hard_limits_refuse_as_zookeeper() {
+    let mut f = Fixture::new();
+    f.create("/app", CreateMode::Persistent);
+    f.write(create_with("/app/a", b"12345", Acl::open_unsafe(), CreateMode::Persistent)).expect("a");
+    // Counted from what is there when the stats node appears: /app itself and /app/a.
+    set_quota(&mut f, "/app", "count=-1,bytes=-1=;byteHardLimit=10;countHardLimit=3");
+    assert_eq!(usage(&f, "/app"), "count=2,bytes=5");
+    let stats_before = f.stat(&format!("{QUOTA}/app/zookeeper_stats"));
+
+    f.write(create_with("/app/b", b"123", Acl::open_unsafe(), CreateMode::Persistent)).expect("the third znode");
+    assert_eq!(usage(&f, "/app"), "count=3,bytes=8");
+    // In place: no new version or zxid on the stats node.
+    let stats_after = f.stat(&format!("{QUOTA}/app/zookeeper_stats"));
+    assert_eq!((stats_after.version, stats_after.mzxid), (stats_before.version, stats_before.mzxid));
+    f.fails(create("/app/c", CreateMode::Persistent), ErrorCode::QuotaExceeded);
+    f.fails(create("/app/b/deeper", CreateMode::Ephemeral), ErrorCode::QuotaExceeded);
+    // Bytes: up to the limit passes, past it fails (also before a bad version, as ZooKeeper).
+    f.write(set_data("/app/b", b"12345", -1)).expect("exactly 10 bytes");
+    f.fails(set_data("/app/b", b"123456", 7), ErrorCode::QuotaExceeded);
+    // A delete frees room; ephemerals leave with their session.
+    f.write(delete("/app/a", -1)).expect("delete");
+    assert_eq!(usage(&f, "/app"), "count=2,bytes=5");
+    f.write_as(S2, &[], create("/app/e", CreateMode::Ephemeral)).expect("ephemeral");
+    assert_eq!(usage(&f, "/app"), "count=3,bytes=5");
+    f.run(TxnKind::CloseSession { session_id: S2 });
+    assert_eq!(usage(&f, "/app"), "count=2,bytes=5");
+    // Outside the subtree nothing is counted.
+    f.create("/other", CreateMode::Persistent);
+    f.create("/application", CreateMode::Persistent);
+    assert_eq!(usage(&f, "/app"), "count=2,bytes=5");
+}
+
+#[test]
+fn soft_limits_count_but_never_refuse_and_the_deepest_quota_counts() {
+    let mut f = Fixture::new();
+    f.create("/a", CreateMode::Persistent);
+    f.create("/a/b", CreateMode::Persistent);
+    set_quota(&mut f, "/a", "count=1,bytes=1");
+    set_quota(&mut f, "/a/b", "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=1");
+    f.create("/a/x", CreateMode::Persistent);
+    assert_eq!(usage(&f, "/a"), "count=3,bytes=0", "past the soft limit: counted, not refused");
+    f.fails(create("/a/b/c", CreateMode::Persistent), ErrorCode::QuotaExceeded);
+    // Without its stats node a quota neither counts nor refuses.
+    f.create("/free", CreateMode::Persistent);
+    f.create(&format!("{QUOTA}/free"), CreateMode::Persistent);
+    f.write(create_with(
+        &format!("{QUOTA}/free/zookeeper_limits"),
+        b"count=-1,bytes=-1=;countHardLimit=1",
+        Acl::open_unsafe(),
+        CreateMode::Persistent,
+    ))
+    .expect("limits only");
+    f.create("/free/x", CreateMode::Persistent);
+}
+
+#[test]
+fn a_failed_multi_takes_back_the_usage_it_counted() {
+    let mut f = Fixture::new();
+    f.create("/q", CreateMode::Persistent);
+    set_quota(&mut f, "/q", "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=3");
+    let (result, _) = f.multi(vec![
+        create("/q/a", CreateMode::Persistent),
+        create("/q/b", CreateMode::Persistent),
+        create("/q/c", CreateMode::Persistent),
+    ]);
+    assert_eq!(
+        result.expect_err("the third is one too many"),
+        [ErrorCode::Ok, ErrorCode::Ok, ErrorCode::QuotaExceeded]
+    );
+    assert_eq!(usage(&f, "/q"), "count=1,bytes=0");
+    let (result, _) = f.multi(vec![create("/q/a", CreateMode::Persistent), create("/q/a", CreateMode::Persistent)]);
+    assert!(result.is_err());
+    assert_eq!(usage(&f, "/q"), "count=1,bytes=0");
+    let (result, _) = f.multi(vec![
+        create("/q/a", CreateMode::Persistent),
+        delete("/q/a", -1),
+        create("/q/b", CreateMode::Persistent),
+    ]);
+    assert!(result.is_ok());
+    assert_eq!(usage(&f, "/q"), "count=2,bytes=0");
 }

@@ -226,6 +226,8 @@ class ReferenceZooKeeper(PaddockServer):
                 f.write(f"maxSessionTimeout={opts['--max-session-timeout-ms']}\n")
         props = [
             "-Dzookeeper.extendedTypesEnabled=true",
+            # paddock-server always enforces hard quota limits.
+            "-Dzookeeper.enforceQuota=true",
             f"-Dznode.container.checkIntervalMs={opts['--reap-interval-ms']}",
         ]
         classpath = self.CLASSPATH
