@@ -165,6 +165,32 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_SASL_SUPER_USER")]
     pub sasl_super_user: Option<String>,
 
+    /// Accept Kubernetes ServiceAccount tokens (`addauth k8s <token>`), checked with the API
+    /// server's TokenReview: the ids `k8s:ns:<namespace>` and `k8s:sa:<namespace>:<name>`.
+    #[arg(long, env = "PADDOCK_K8S_TOKEN_REVIEW")]
+    pub k8s_token_review: bool,
+
+    /// The API server, `https://host:port` (default: the in-cluster
+    /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`).
+    #[arg(long, env = "PADDOCK_K8S_API_URL", requires = "k8s_token_review")]
+    pub k8s_api_url: Option<String>,
+
+    /// The API server's CA (PEM).
+    #[arg(long, env = "PADDOCK_K8S_API_CA", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")]
+    pub k8s_api_ca: PathBuf,
+
+    /// The server's own ServiceAccount token, which authorizes its reviews (read for each).
+    #[arg(
+        long,
+        env = "PADDOCK_K8S_API_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub k8s_api_token_file: PathBuf,
+
+    /// The audience clients' tokens must be issued for.
+    #[arg(long, env = "PADDOCK_K8S_AUDIENCE", default_value = "paddock")]
+    pub k8s_audience: String,
+
     /// How often certificate files (and the SASL users) are read again, in milliseconds (renewed
     /// certificates are used for new connections; open ones keep theirs).
     #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
@@ -253,6 +279,9 @@ pub enum ConfigError {
     /// TLS files given but no TLS port to use them on.
     #[error("--tls-cert is given but not --secure-client-addr")]
     TlsWithoutPort,
+    /// Token reviews asked for, but no API server named and none in the environment.
+    #[error("--k8s-token-review needs --k8s-api-url outside a pod (no KUBERNETES_SERVICE_HOST)")]
+    NoApiServer,
 }
 
 impl Config {
@@ -322,6 +351,27 @@ impl Config {
             key: self.peer_tls_key.clone()?,
             ca: Some(self.peer_tls_ca.clone()?),
         })
+    }
+
+    /// Where and how to review Kubernetes tokens, when `--k8s-token-review` is on.
+    pub fn token_review(&self) -> Option<Result<crate::k8s::ReviewConfig, ConfigError>> {
+        if !self.k8s_token_review {
+            return None;
+        }
+        let api_url = match &self.k8s_api_url {
+            Some(url) => url.clone(),
+            None => match (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT")) {
+                (Ok(host), Ok(port)) if host.contains(':') => format!("https://[{host}]:{port}"),
+                (Ok(host), Ok(port)) => format!("https://{host}:{port}"),
+                _ => return Some(Err(ConfigError::NoApiServer)),
+            },
+        };
+        Some(Ok(crate::k8s::ReviewConfig {
+            api_url,
+            ca: self.k8s_api_ca.clone(),
+            token_file: self.k8s_api_token_file.clone(),
+            audience: self.k8s_audience.clone(),
+        }))
     }
 
     /// The admin port's files, when it speaks TLS.

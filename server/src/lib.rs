@@ -22,7 +22,8 @@
 //! - [`server`]: the parts of one running server and their start-up.
 //! - [`zk`]: the client port; [`admin`]: the admin HTTP API; [`frame`]: the length-prefixed
 //!   frame reader both TCP ports use; [`metrics`]: Prometheus metrics; [`tls`]: the ports'
-//!   certificates and the identities they give.
+//!   certificates and the identities they give; [`k8s`]: Kubernetes ServiceAccount tokens as
+//!   identities (TokenReview).
 
 pub mod admin;
 pub mod clock;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod contact;
 pub mod duties;
 pub mod frame;
+pub mod k8s;
 pub mod liveness;
 pub mod metrics;
 pub mod peer;

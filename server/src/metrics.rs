@@ -116,6 +116,13 @@ metric!(/// Failed TLS handshakes on the client port.
     TLS_HANDSHAKE_FAILURES: IntCounter = counter("paddock_client_tls_handshake_failures_total", "client connections whose TLS handshake failed (no or a wrong certificate, plain text on the TLS port)"));
 metric!(/// Failed SASL authentications on the client port.
     SASL_FAILURES: IntCounter = counter("paddock_sasl_failures_total", "client SASL exchanges that failed (unknown user, wrong password, bad token)"));
+metric!(/// Kubernetes token reviews by outcome.
+    K8S_REVIEWS: IntCounterVec = register(
+        IntCounterVec::new(
+            Opts::new("paddock_k8s_token_reviews_total", "addauth k8s: tokens the API server's TokenReview accepted (ok) or not (refused, also when it could not be asked)"),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))));
 metric!(/// Peer links refused for their certificate, by reason.
     PEER_LINKS_REFUSED: IntCounterVec = register(
         IntCounterVec::new(
@@ -139,7 +146,7 @@ pub fn init() {
     let _ = (&*RAFT_IS_LEADER, &*RAFT_LAST_LOG_INDEX, &*RAFT_COMMIT_INDEX, &*RAFT_APPLIED_INDEX);
     let _ = (&*RAFT_APPLY_LAG, &*RAFT_PURGED_INDEX, &*SNAPSHOT_INDEX, &*SNAPSHOT_BYTES);
     let _ = (&*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS, &*TLS_RELOADS, &*TLS_CERT_EXPIRY);
-    let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES, &*SASL_FAILURES);
+    let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES, &*SASL_FAILURES, &*K8S_REVIEWS);
 }
 
 /// The registry in Prometheus text format.

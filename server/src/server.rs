@@ -52,6 +52,8 @@ pub struct Server {
     pub started: Instant,
     /// The ports' TLS.
     pub tls: ServerTls,
+    /// Reviews Kubernetes tokens (`addauth k8s`), with `--k8s-token-review`.
+    pub token_reviewer: Option<Arc<crate::k8s::TokenReviewer>>,
 }
 
 impl Server {
@@ -60,6 +62,10 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Server>> {
         metrics::init();
         let tls = ServerTls::load(&config).context("failed to load the TLS certificates")?;
+        let token_reviewer = match config.token_review() {
+            Some(review) => Some(crate::k8s::TokenReviewer::new(review?).context("--k8s-token-review")?),
+            None => None,
+        };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let db = open_db(&config.data_dir)
@@ -125,6 +131,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             tls,
+            token_reviewer,
             config,
         });
         server.tls.spawn_reloaders(Duration::from_millis(server.config.tls_reload_ms), &server.shutdown);

@@ -31,7 +31,7 @@ pub fn acl_allows(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
             return true;
         }
         let matches: fn(&str, &str) -> bool = match id.scheme.as_str() {
-            "digest" | "x509" | "sasl" => |auth_id, acl_id| auth_id == acl_id,
+            "digest" | "x509" | "sasl" | "k8s" => |auth_id, acl_id| auth_id == acl_id,
             "ip" => ip_matches,
             _ => return false,
         };
@@ -59,12 +59,13 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
         if id.scheme == "world" && id.id == "anyone" {
             fixed.push(entry.clone());
         } else if id.scheme == "auth" {
-            // Only providers that say `isAuthenticated()` expand: digest, x509 and sasl do, ip
+            // Only providers that say `isAuthenticated()` expand: digest, x509, sasl (and
+            // Paddock's k8s) do, ip
             // does not, and `super` has no provider at all.
             let before = fixed.len();
             fixed.extend(
                 auth.iter()
-                    .filter(|a| matches!(a.scheme.as_str(), "digest" | "x509" | "sasl"))
+                    .filter(|a| matches!(a.scheme.as_str(), "digest" | "x509" | "sasl" | "k8s"))
                     .map(|a| Acl { perms: entry.perms, id: a.clone() }),
             );
             if fixed.len() == before {
@@ -75,6 +76,7 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
                 "digest" => digest_id_is_valid(&id.id),
                 "x509" => x509_id_is_valid(&id.id),
                 "sasl" => sasl_id_is_valid(&id.id),
+                "k8s" => k8s_id_is_valid(&id.id),
                 "ip" => ip_expr_is_valid(&id.id),
                 _ => false,
             };
@@ -85,6 +87,27 @@ pub(super) fn fixup_acl(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode>
         }
     }
     Ok(fixed)
+}
+
+/// A Kubernetes namespace name: a DNS label.
+fn k8s_namespace_is_valid(namespace: &str) -> bool {
+    !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-')
+}
+
+/// Whether `id` is a `k8s` id (Kubernetes identities, `crate::k8s`): `ns:<namespace>` or
+/// `sa:<namespace>:<name>`.
+pub fn k8s_id_is_valid(id: &str) -> bool {
+    if let Some(namespace) = id.strip_prefix("ns:") {
+        return k8s_namespace_is_valid(namespace);
+    }
+    match id.strip_prefix("sa:").and_then(|rest| rest.split_once(':')) {
+        Some((namespace, name)) => k8s_namespace_is_valid(namespace) && !name.is_empty() && !name.contains(':'),
+        None => false,
+    }
 }
 
 /// `DigestAuthenticationProvider.isValid`: Java's `id.split(":").length == 2`, where `split`
@@ -246,6 +269,24 @@ fn mask(bytes: &mut [u8], bits: usize) {
 mod tests {
     use super::*;
     use crate::proto::perms;
+
+    #[test]
+    fn k8s_ids_name_a_namespace_or_a_service_account_and_match_exactly() {
+        for good in ["ns:default", "sa:default:app", "ns:a-1"] {
+            assert!(k8s_id_is_valid(good), "{good}");
+        }
+        for bad in ["default", "ns:", "ns:Upper", "sa:default", "sa:default:", "sa:-x:y", "sa:a:b:c", "user:x"] {
+            assert!(!k8s_id_is_valid(bad), "{bad}");
+        }
+        let entry = [acl(perms::READ, "k8s", "ns:shop")];
+        assert!(acl_allows(&entry, perms::READ, &[Id::new("k8s", "ns:shop"), Id::new("k8s", "sa:shop:cart")]));
+        assert!(!acl_allows(&entry, perms::READ, &[Id::new("k8s", "ns:shop-2")]));
+        assert!(fixup_acl(&[acl(perms::ALL, "k8s", "ns:Bad")], &[]).is_err());
+        // `auth` ACLs take the session's k8s ids.
+        let auth = [Id::new("ip", "10.0.0.1"), Id::new("k8s", "ns:shop"), Id::new("k8s", "sa:shop:cart")];
+        let fixed = fixup_acl(&[acl(perms::ALL, "auth", "")], &auth).expect("auth expands");
+        assert_eq!(fixed.iter().map(|a| a.id.id.as_str()).collect::<Vec<_>>(), ["ns:shop", "sa:shop:cart"]);
+    }
 
     #[test]
     fn x509_ids_match_exactly_and_expand_auth() {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::proto::{perms, Acl, CreateMode, ErrorCode, EventType, Id, Stat};
 
-pub use acl::{acl_allows, digest_id};
+pub use acl::{acl_allows, digest_id, k8s_id_is_valid};
 pub use path::{validate_path, CONFIG, QUOTA, ROOT, ZOOKEEPER};
 use quota::StatsTrack;
 pub use txn::{OpResult, ReapCandidate, ReapKind, Txn, TxnKind, TxnResult, WriteOp, NO_TTL};

@@ -264,6 +264,24 @@ async fn run(
                     }
                 }
             }
+            Action::Review(token) => {
+                let reviewed = match &server.token_reviewer {
+                    Some(reviewer) => reviewer.review(&token).await,
+                    None => Err(crate::k8s::ReviewError::Refused("this server takes no Kubernetes tokens".into())),
+                };
+                metrics::K8S_REVIEWS.with_label_values(&[if reviewed.is_ok() { "ok" } else { "refused" }]).inc();
+                match reviewed {
+                    Ok(ids) => {
+                        add_ids(&mut auth, ids);
+                        Slot::Immediate { xid, op, result: Ok(Response::Empty), started }
+                    }
+                    Err(error) => {
+                        tracing::info!(%error, "addauth k8s failed");
+                        let _ = slots_tx.send(Slot::Fatal { xid, code: ErrorCode::AuthFailed }).await;
+                        break Ok(());
+                    }
+                }
+            }
             Action::AuthFailed(code) => {
                 // Answer, then stop reading: nothing after a failed auth is served.
                 let _ = slots_tx.send(Slot::Fatal { xid, code }).await;

@@ -50,12 +50,15 @@ pub enum Action {
     Answer(Result<Response, ErrorCode>),
     /// A step of the connection's SASL exchange, with the client's token.
     Sasl(Vec<u8>),
+    /// `addauth k8s <token>`: the token to review with the API server.
+    Review(Vec<u8>),
 }
 
 /// Decides what `request` (sent under `op`) asks; `super_digest` is the super user's digest id.
 pub fn dispatch(op: OpCode, request: Request, caller: &Caller<'_>, super_digest: Option<&str>) -> Action {
     match (op, request) {
         (OpCode::Ping, _) => Action::Ping,
+        (OpCode::Auth, Request::Auth { scheme, auth, .. }) if scheme == crate::k8s::SCHEME => Action::Review(auth),
         (OpCode::Auth, Request::Auth { scheme, auth, .. }) => {
             match authenticate(&scheme, &auth, super_digest, caller.auth) {
                 Ok(ids) => Action::Authenticated(ids),

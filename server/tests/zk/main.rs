@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod durability;
 mod four_letter;
+mod k8s;
 mod multi;
 mod nodes;
 mod sessions;
