@@ -69,23 +69,29 @@ async fn fake_api(dir: &TempDir) -> (std::net::SocketAddr, std::path::PathBuf, A
     (addr, pki.ca(), asked)
 }
 
+/// A server reviewing tokens with the API server at `api`.
+async fn reviewing_server(api: std::net::SocketAddr, ca: &std::path::Path, token_file: &std::path::Path) -> TestServer {
+    let url = format!("https://{api}");
+    let (ca, token_file) = (ca.to_str().expect("utf-8"), token_file.to_str().expect("utf-8"));
+    TestServer::start_with(&[
+        "--k8s-token-review",
+        "--k8s-api-url",
+        &url,
+        "--k8s-api-ca",
+        ca,
+        "--k8s-api-token-file",
+        token_file,
+    ])
+    .await
+}
+
 #[tokio::test]
 async fn service_account_tokens_become_k8s_ids_that_acls_name() {
     let dir = TempDir::new().expect("temp dir");
     let (api, ca, asked) = fake_api(&dir).await;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "the-servers-own-token\n").expect("token file");
-    let url = format!("https://{api}");
-    let server = TestServer::start_with(&[
-        "--k8s-token-review",
-        "--k8s-api-url",
-        &url,
-        "--k8s-api-ca",
-        ca.to_str().expect("utf-8"),
-        "--k8s-api-token-file",
-        token_file.to_str().expect("utf-8"),
-    ])
-    .await;
+    let server = reviewing_server(api, &ca, &token_file).await;
 
     let cart = server.client().await;
     cart.auth("k8s", b"shop-cart").bounded().await.expect("a ServiceAccount's token");
@@ -141,17 +147,7 @@ async fn without_token_reviews_or_an_api_server_the_k8s_scheme_fails() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "the-servers-own-token").expect("token file");
-    let url = format!("https://{closed}");
-    let server = TestServer::start_with(&[
-        "--k8s-token-review",
-        "--k8s-api-url",
-        &url,
-        "--k8s-api-ca",
-        ca.to_str().expect("utf-8"),
-        "--k8s-api-token-file",
-        token_file.to_str().expect("utf-8"),
-    ])
-    .await;
+    let server = reviewing_server(closed, &ca, &token_file).await;
     let client = server.client().await;
     assert_eq!(client.auth("k8s", b"shop-cart").bounded().await.err(), Some(ZkError::AuthFailed));
 }
