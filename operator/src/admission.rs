@@ -162,6 +162,15 @@ mod tests {
         }
     }
 
+    fn webhook() -> Webhook {
+        let registry = prometheus::Registry::new();
+        Webhook {
+            config: Arc::new(config()),
+            lookup: Arc::new(OneCluster),
+            metrics: Metrics::new(&registry).expect("metrics"),
+        }
+    }
+
     fn review_of(annotations: Value) -> AdmissionReview<Pod> {
         let body = json!({
             "apiVersion": "admission.k8s.io/v1",
@@ -185,12 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pod_naming_a_missing_cluster_is_refused() {
-        let registry = prometheus::Registry::new();
-        let webhook = Webhook {
-            config: Arc::new(config()),
-            lookup: Arc::new(OneCluster),
-            metrics: Metrics::new(&registry).expect("metrics"),
-        };
+        let webhook = webhook();
         let out = review(&webhook, review_of(json!({"paddock.dev/inject": "elsewhere/zk"}))).await;
         assert_eq!(out["response"]["allowed"], false);
         let message = out["response"]["status"]["message"].as_str().unwrap_or_default();
@@ -200,12 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn admission_review_round_trip() {
-        let registry = prometheus::Registry::new();
-        let webhook = Webhook {
-            config: Arc::new(config()),
-            lookup: Arc::new(OneCluster),
-            metrics: Metrics::new(&registry).expect("metrics"),
-        };
+        let webhook = webhook();
         let review_in = review_of(json!({"paddock.dev/inject": "zk"}));
         let out = review(&webhook, review_in).await;
         assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");

@@ -198,8 +198,6 @@ pub fn leaves(names: &Names) -> Vec<(String, Leaf, bool)> {
 /// What [`ensure`] found or did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kept {
-    /// The cluster CA's certificate (what clients and sidecars trust).
-    pub ca_pem: String,
     /// How many leaves were issued this pass.
     pub issued: usize,
     /// When (Unix seconds) the next leaf is due for renewal.
@@ -286,7 +284,7 @@ pub async fn ensure(
         .filter_map(|(_, pem)| certs::renew_at(pem, lifetimes.leaf))
         .min()
         .unwrap_or(now.unix_timestamp());
-    Ok(Kept { ca_pem: cluster_ca.pem().cert_pem.clone(), issued, next_renewal })
+    Ok(Kept { issued, next_renewal })
 }
 
 #[cfg(test)]

@@ -56,6 +56,38 @@ pub fn available(plane: &ControlPlane, spec: &str) {
     wait(plane, "the cluster becomes Available", &["wait", "--for=condition=Available", "--timeout=180s", "pcc/zk"]);
 }
 
+/// Waits until all `n` members of cluster `zk` are ready (Available means a quorum serves; the
+/// last member may still be starting).
+pub fn all_ready(plane: &ControlPlane, n: usize) {
+    let condition = format!("--for=jsonpath={{.status.readyReplicas}}={n}");
+    wait(plane, &format!("all {n} members ready"), &["wait", &condition, "--timeout=120s", "pcc/zk"]);
+}
+
+/// A Deployment `worker` in `default` of `replicas` pods of the Paddock image, annotated
+/// `annotations` (a YAML flow map's entries), whose app takes lock `demo` and then watches `/`.
+pub fn workers(replicas: u32, annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: worker, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: worker}}}}
+  template:
+    metadata:
+      labels: {{app: worker}}
+      annotations: {{{annotations}}}
+    spec:
+      containers:
+        - name: app
+          image: paddock:{version}
+          command: [/usr/local/bin/paddock, lock, demo, --, /usr/local/bin/paddock, watch, /]
+"#,
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// The reasons of the Events about CoordinationClusters, oldest first.
 pub fn events(plane: &ControlPlane) -> Vec<String> {
     plane

@@ -1,29 +1,7 @@
 //! The sidecar injected by the real API server calling the operator's webhook over TLS, apps
 //! holding a lock over the socket, and the lock moving on when its holder's pod is deleted.
 
-use crate::harness::{available, describe, installed, zk_client};
-
-const WORKERS: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: worker, namespace: default}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: worker}}
-  template:
-    metadata:
-      labels: {app: worker}
-      annotations:
-        paddock.dev/inject: zk
-        # Longer than the test waits for the lock to move: it must move on the release, not on
-        # the session's expiry.
-        paddock.dev/session-timeout-ms: "30000"
-    spec:
-      containers:
-        - name: app
-          image: paddock:VERSION
-          command: [/usr/local/bin/paddock, lock, demo, --, /usr/local/bin/paddock, watch, /]
-"#;
+use crate::harness::{available, describe, installed, workers, zk_client};
 
 /// The pod holding lock `demo` (the lowest sequence number) and how many wait for it.
 async fn holder(client: &zookeeper_client::Client) -> Option<(String, usize)> {
@@ -41,7 +19,10 @@ async fn injected_pods_take_a_lock_and_a_deleted_holder_hands_it_on() {
     let plane = installed();
     // The sidecars speak TLS (the default); the clear-text port serves this test's own client.
     available(&plane, "{replicas: 1, tls: {plainClientPort: true}}");
-    plane.apply(&WORKERS.replace("VERSION", env!("CARGO_PKG_VERSION"))).expect("apply the workers");
+    // The session timeout is longer than the test waits for the lock to move: it must move on
+    // the release, not on the session's expiry.
+    let workers = workers(2, r#"paddock.dev/inject: zk, paddock.dev/session-timeout-ms: "30000""#);
+    plane.apply(&workers).expect("apply the workers");
     plane
         .kubectl(&["rollout", "status", "deployment/worker", "--timeout=120s"])
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));

@@ -3,7 +3,7 @@
 
 use paddock_testkit::kube::ControlPlane;
 
-use crate::harness::{available, describe, installed, root, wait, zk_client};
+use crate::harness::{all_ready, available, describe, installed, root, wait, zk_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
@@ -18,11 +18,7 @@ async fn a_cluster_from_the_chart_forms_and_serves_zookeeper_clients() {
     available(&plane, "{replicas: 3, storage: {size: 1Gi}, pvcRetention: Delete, tls: {plainClientPort: true}}");
     // Available means a quorum serves; a third member may still be starting (a CI run saw
     // zk-0 not ready yet): wait for all three before reading the status.
-    wait(
-        &plane,
-        "all three members ready",
-        &["wait", "--for=jsonpath={.status.readyReplicas}=3", "--timeout=120s", "pcc/zk"],
-    );
+    all_ready(&plane, 3);
     let status = plane.kubectl(&["get", "pcc", "zk", "-o", "jsonpath={.status}"]).expect("status");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["readyReplicas"], 3, "{status}");

@@ -7,25 +7,9 @@
 
 use paddock_testkit::kube::ControlPlane;
 
-use crate::harness::{available, describe, installed, installed_with, secret_value, wait, AdminClient};
-
-const WORKER: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: worker, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: worker}}
-  template:
-    metadata:
-      labels: {app: worker}
-      annotations: {paddock.dev/inject: zk}
-    spec:
-      containers:
-        - name: app
-          image: paddock:VERSION
-          command: [/usr/local/bin/paddock, lock, demo, --, /usr/local/bin/paddock, watch, /]
-"#;
+use crate::harness::{
+    all_ready, available, describe, installed, installed_with, secret_value, wait, workers, AdminClient,
+};
 
 /// Apache ZooKeeper's CLI over TLS (the Netty socket) to `server`, trusting `ca`, running
 /// `command`: what it printed.
@@ -63,11 +47,7 @@ async fn a_default_cluster_speaks_tls_on_every_port() {
     let plane = installed();
     // Members, probes and the operator's reads all go over TLS: Available means they work.
     available(&plane, "{replicas: 3}");
-    wait(
-        &plane,
-        "three ready members",
-        &["wait", "--for=jsonpath={.status.readyReplicas}=3", "--timeout=120s", "pcc/zk"],
-    );
+    all_ready(&plane, 3);
     let status = plane.kubectl(&["get", "pcc", "zk", "-o", "jsonpath={.status.clientEndpoint}"]).expect("status");
     assert_eq!(status.trim(), "zk-client.default.svc:2281");
 
@@ -121,7 +101,7 @@ async fn a_default_cluster_speaks_tls_on_every_port() {
     assert!(read.lines().any(|l| l.trim() == "sealed"), "zkCli printed: {read}");
 
     // An injected sidecar: TLS to zk-client.default.svc:2281 with the CA from the webhook.
-    plane.apply(&WORKER.replace("VERSION", env!("CARGO_PKG_VERSION"))).expect("apply the worker");
+    plane.apply(&workers(1, "paddock.dev/inject: zk")).expect("apply the worker");
     plane
         .kubectl(&["rollout", "status", "deployment/worker", "--timeout=120s"])
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
@@ -166,11 +146,7 @@ async fn renewed_certificates_reach_the_servers_without_a_restart() {
     // Leaves of 90 s, renewed with 30 s left: the first ones expire a minute and a half in.
     let plane = installed_with(&["--set", "certificates.lifetimeSeconds=90"]);
     available(&plane, "{replicas: 3, tls: {plainClientPort: true}}");
-    wait(
-        &plane,
-        "three ready members",
-        &["wait", "--for=jsonpath={.status.readyReplicas}=3", "--timeout=120s", "pcc/zk"],
-    );
+    all_ready(&plane, 3);
     // A session that must live through the renewals (over the clear-text port: this test's
     // client cannot name the pods the certificates name).
     let (_forward, client) = crate::harness::zk_client(&plane, "zk-client").await;

@@ -192,6 +192,13 @@ pub struct ClusterResources {
     pub network_policy: Option<NetworkPolicy>,
 }
 
+/// Every port a server listens on: the client ports, then peer and admin.
+pub fn server_ports(cluster: &CoordinationCluster) -> Vec<(&'static str, i32)> {
+    let mut ports = client_ports(cluster);
+    ports.extend([("peer", PEER_PORT), ("admin", ADMIN_PORT)]);
+    ports
+}
+
 /// The client ports a cluster serves: (port name, number), clear text first.
 pub fn client_ports(cluster: &CoordinationCluster) -> Vec<(&'static str, i32)> {
     let tls = &cluster.spec.tls;

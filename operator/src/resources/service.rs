@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{client_ports, owned_meta, selector_labels, Names, ADMIN_PORT, PEER_PORT};
+use super::{client_ports, owned_meta, selector_labels, server_ports, Names};
 use crate::crd::CoordinationCluster;
 
 /// Label telling the two Services apart (the ServiceMonitor selects the peer Service).
@@ -32,13 +32,7 @@ pub fn peer_service(cluster: &CoordinationCluster, names: &Names) -> Service {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(names)),
-            ports: Some(
-                client_ports(cluster)
-                    .into_iter()
-                    .map(|(name, number)| port(name, number))
-                    .chain([port("peer", PEER_PORT), port("admin", ADMIN_PORT)])
-                    .collect(),
-            ),
+            ports: Some(server_ports(cluster).into_iter().map(|(name, number)| port(name, number)).collect()),
             ..ServiceSpec::default()
         }),
         status: None,

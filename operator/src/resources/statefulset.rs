@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{
-    client_ports, container_port, downward, http_probe, https, owned_meta, restricted, selector_labels, Names,
+    container_port, downward, http_probe, https, owned_meta, restricted, selector_labels, server_ports, Names,
     ADMIN_CA_CERT, ADMIN_PORT, CA_CERT, CLIENT_PORT, PEER_PORT, SECURE_CLIENT_PORT, TLS_MOUNT,
 };
 use crate::crd::{CoordinationCluster, TlsSpec};
@@ -217,13 +217,7 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
             config_map_ref: Some(ConfigMapEnvSource { name: names.config_map(), optional: Some(false) }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(
-            client_ports(cluster)
-                .into_iter()
-                .map(|(name, port)| container_port(name, port))
-                .chain([container_port("peer", PEER_PORT), container_port("admin", ADMIN_PORT)])
-                .collect(),
-        ),
+        ports: Some(server_ports(cluster).into_iter().map(|(name, port)| container_port(name, port)).collect()),
         // Recovery (snapshot + log replay) can take a while; liveness starts after it.
         startup_probe: Some(probe(http_probe(admin_port(), "/healthz", 5, 60, Some(2)))),
         liveness_probe: Some(probe(http_probe(admin_port(), "/healthz", 10, 6, Some(2)))),
