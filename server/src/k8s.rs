@@ -3,8 +3,16 @@
 //! cluster's audience); the server asks the API server's TokenReview whether it is valid for
 //! that audience, and a ServiceAccount's token gives the connection the ids `k8s:ns:<namespace>`
 //! and `k8s:sa:<namespace>:<name>`, which ACL entries name. Anything else — a user's token, one
-//! for another audience, an expired or unknown one, an API server that does not answer — fails
-//! the auth, and the connection is served no more, as after any failed auth.
+//! for another audience, an unknown one — fails the auth, and the connection is served no
+//! more, as after any failed auth.
+//!
+//! Two answers keep the connection, with no id: `NoAuth` for a token whose own `exp` claim has
+//! passed (the API server is not asked), and `OperationTimeout` when the API server could not be
+//! asked. A client that resumes its session on another connection replays every token it
+//! authenticated with, in order — a sidecar's first one expired long ago, its current one comes
+//! after — and ZooKeeper clients take `AuthFailed` as the end of the session: neither an old
+//! token nor an API server's outage may end a session (and every lock it holds). The `exp` claim
+//! is read without checking the signature; it only ever refuses.
 //!
 //! The review is a `POST /apis/authentication.k8s.io/v1/tokenreviews` over TLS (the API
 //! server's CA), authorized by the server's own ServiceAccount token, read again for every
@@ -64,6 +72,9 @@ pub enum ReviewError {
     /// The API server said no, or said something else than a ServiceAccount.
     #[error("token refused: {0}")]
     Refused(String),
+    /// The token's own `exp` claim has passed (see the module docs).
+    #[error("the token expired")]
+    Expired,
 }
 
 impl TokenReviewer {
@@ -106,6 +117,10 @@ impl TokenReviewer {
         if token.is_empty() {
             return Err(ReviewError::Refused("empty token".to_owned()));
         }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if expiry(token).is_some_and(|exp| exp <= now) {
+            return Err(ReviewError::Expired);
+        }
         let answer = tokio::time::timeout(REVIEW_TIMEOUT, self.ask(token))
             .await
             .map_err(|_| ReviewError::Unreachable(format!("no answer in {REVIEW_TIMEOUT:?}")))??;
@@ -146,6 +161,18 @@ impl TokenReviewer {
         }
         serde_json::from_slice(&bytes).map_err(|e| unreachable(format!("not a TokenReview: {e}")))
     }
+}
+
+/// The `exp` claim of a JWT-shaped token, unverified; `None` for anything else.
+pub fn expiry(token: &str) -> Option<u64> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (Some(_), Some(claims), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+    claims["exp"].as_u64()
 }
 
 /// The ids a TokenReview's answer grants: a ServiceAccount's, for `audience`, or an error.
@@ -190,6 +217,19 @@ mod tests {
         let ids = identities(&answer, "paddock").expect("identities");
         assert_eq!(ids, [Id::new("k8s", "ns:shop"), Id::new("k8s", "sa:shop:cart")]);
         assert!(identities(&answer, "other").is_err(), "another audience");
+    }
+
+    #[test]
+    fn the_expiry_is_read_from_a_jwt_and_from_nothing_else() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000,"sub":"x"}"#);
+        assert_eq!(expiry(&format!("e30.{claims}.sig")), Some(1_700_000_000));
+        assert_eq!(expiry("opaque-token"), None);
+        assert_eq!(expiry("a.b.c"), None, "claims that are not base64 JSON");
+        assert_eq!(expiry(&format!("e30.{claims}.sig.extra")), None);
+        let no_exp = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
+        assert_eq!(expiry(&format!("e30.{no_exp}.sig")), None);
     }
 
     #[test]

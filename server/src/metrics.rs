@@ -119,7 +119,7 @@ metric!(/// Failed SASL authentications on the client port.
 metric!(/// Kubernetes token reviews by outcome.
     K8S_REVIEWS: IntCounterVec = register(
         IntCounterVec::new(
-            Opts::new("paddock_k8s_token_reviews_total", "addauth k8s: tokens the API server's TokenReview accepted (ok) or not (refused, also when it could not be asked)"),
+            Opts::new("paddock_k8s_token_reviews_total", "addauth k8s: tokens the API server's TokenReview accepted (ok), refused, could not ask about (unchecked), or did not ask about for its expiry had passed (expired)"),
             &["outcome"],
         )
         .unwrap_or_else(|e| panic!("{e}"))));

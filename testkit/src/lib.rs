@@ -11,6 +11,7 @@ pub mod pki;
 pub mod process;
 pub mod raw;
 pub mod sidecar;
+pub mod token_review;
 pub mod wait;
 pub mod zk;
 

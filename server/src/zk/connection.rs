@@ -269,11 +269,26 @@ async fn run(
                     Some(reviewer) => reviewer.review(&token).await,
                     None => Err(crate::k8s::ReviewError::Refused("this server takes no Kubernetes tokens".into())),
                 };
-                metrics::K8S_REVIEWS.with_label_values(&[if reviewed.is_ok() { "ok" } else { "refused" }]).inc();
+                let outcome = match &reviewed {
+                    Ok(_) => "ok",
+                    Err(crate::k8s::ReviewError::Expired) => "expired",
+                    Err(crate::k8s::ReviewError::Refused(_)) => "refused",
+                    Err(_) => "unchecked",
+                };
+                metrics::K8S_REVIEWS.with_label_values(&[outcome]).inc();
                 match reviewed {
                     Ok(ids) => {
                         add_ids(&mut auth, ids);
                         Slot::Immediate { xid, op, result: Ok(Response::Empty), started }
+                    }
+                    // No id, and the connection lives on (see crate::k8s): an expired token
+                    // is NoAuth, a token that could not be checked OperationTimeout.
+                    Err(crate::k8s::ReviewError::Expired) => {
+                        Slot::Immediate { xid, op, result: Err(ErrorCode::NoAuth), started }
+                    }
+                    Err(error @ (crate::k8s::ReviewError::Unreachable(_) | crate::k8s::ReviewError::Setup(_))) => {
+                        tracing::warn!(%error, "addauth k8s could not be checked");
+                        Slot::Immediate { xid, op, result: Err(ErrorCode::OperationTimeout), started }
                     }
                     Err(error) => {
                         tracing::info!(%error, "addauth k8s failed");

@@ -3,70 +3,15 @@
 //! ServiceAccount's token gives the connection `k8s:ns:<namespace>` and
 //! `k8s:sa:<namespace>:<name>`, which ACLs name; anything else fails the auth.
 
-use std::sync::{Arc, Mutex};
-
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
-use paddock_testkit::pki::{Pki, Usage};
-use paddock_tls::listener::TlsListener;
-use paddock_tls::{ClientAuth, Reloading, Role, TlsFiles};
-use serde_json::{json, Value};
+use paddock_testkit::token_review::{jwt, FakeApi, SERVERS_TOKEN};
+use serde_json::json;
 use tempfile::TempDir;
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Error as ZkError, Permission};
 
 use crate::harness::{Bounded, TestServer};
 
-/// What the fake API server was asked: the Authorization header and the review's spec.
-type Asked = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// The ServiceAccount each known token belongs to, or a user.
-fn user_of(token: &str) -> Option<&'static str> {
-    match token {
-        "shop-cart" => Some("system:serviceaccount:shop:cart"),
-        "shop-web" => Some("system:serviceaccount:shop:web"),
-        "other-app" => Some("system:serviceaccount:other:app"),
-        "alice" => Some("alice"),
-        _ => None,
-    }
-}
-
-async fn review(asked: Asked, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    asked.lock().unwrap_or_else(|e| e.into_inner()).push((bearer.clone(), body["spec"].clone()));
-    if bearer != "Bearer the-servers-own-token" {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"kind": "Status", "code": 401})));
-    }
-    let token = body["spec"]["token"].as_str().unwrap_or_default();
-    let status = match user_of(token) {
-        // The API server answers with the audiences the token has of those asked for.
-        Some(user) => json!({"authenticated": true, "user": {"username": user}, "audiences": ["paddock"]}),
-        None => json!({"authenticated": false, "error": "invalid bearer token"}),
-    };
-    (
-        StatusCode::CREATED,
-        Json(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})),
-    )
-}
-
-/// A fake API server on loopback, its CA, and what it was asked.
-async fn fake_api(dir: &TempDir) -> (std::net::SocketAddr, std::path::PathBuf, Asked) {
-    let pki = Pki::new(&dir.path().join("api-ca"), "kube-apiserver-ca").expect("CA");
-    let cert = pki.issue("apiserver", "/CN=kube-apiserver", Usage::Server, &["IP:127.0.0.1".into()]).expect("cert");
-    paddock_tls::install_default_provider();
-    let files = TlsFiles { cert: cert.cert.clone(), key: cert.key.clone(), ca: None };
-    let tls = Reloading::load("api", files, Role::Server(ClientAuth::None)).expect("TLS");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let asked: Asked = Arc::default();
-    let state = asked.clone();
-    let router = Router::new().route(
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        post(move |headers, body| review(state.clone(), headers, body)),
-    );
-    let listener = TlsListener::new(listener, tls).expect("TLS listener");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (addr, pki.ca(), asked)
+async fn fake_api(dir: &TempDir) -> FakeApi {
+    FakeApi::start(dir.path()).await.expect("fake API server")
 }
 
 /// A server reviewing tokens with the API server at `api`.
@@ -81,6 +26,8 @@ async fn reviewing_server(api: std::net::SocketAddr, ca: &std::path::Path, token
         ca,
         "--k8s-api-token-file",
         token_file,
+        "--max-session-timeout-ms",
+        "30000",
     ])
     .await
 }
@@ -88,10 +35,10 @@ async fn reviewing_server(api: std::net::SocketAddr, ca: &std::path::Path, token
 #[tokio::test]
 async fn service_account_tokens_become_k8s_ids_that_acls_name() {
     let dir = TempDir::new().expect("temp dir");
-    let (api, ca, asked) = fake_api(&dir).await;
+    let api = fake_api(&dir).await;
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "the-servers-own-token\n").expect("token file");
-    let server = reviewing_server(api, &ca, &token_file).await;
+    std::fs::write(&token_file, format!("{SERVERS_TOKEN}\n")).expect("token file");
+    let server = reviewing_server(api.addr, &api.ca, &token_file).await;
 
     let cart = server.client().await;
     cart.auth("k8s", b"shop-cart").bounded().await.expect("a ServiceAccount's token");
@@ -127,10 +74,10 @@ async fn service_account_tokens_become_k8s_ids_that_acls_name() {
     }
 
     // Each review carried the server's own token and this cluster's audience.
-    let asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let asked = api.asked();
     assert_eq!(asked.len(), 5, "the empty token is refused without asking: {asked:?}");
     for (bearer, spec) in &asked {
-        assert_eq!(bearer, "Bearer the-servers-own-token");
+        assert_eq!(bearer, &format!("Bearer {SERVERS_TOKEN}"));
         assert_eq!(spec["audiences"], json!(["paddock"]));
     }
 }
@@ -141,13 +88,69 @@ async fn without_token_reviews_or_an_api_server_the_k8s_scheme_fails() {
     let client = server.client().await;
     assert_eq!(client.auth("k8s", b"shop-cart").bounded().await.err(), Some(ZkError::AuthFailed));
 
-    // An API server that does not answer: the auth fails, it does not hang.
+    // An API server that does not answer: the auth is not given (OperationTimeout, and the
+    // connection is served on: an outage of the API server ends no session), and it does not hang.
     let dir = TempDir::new().expect("temp dir");
-    let (_, ca, _) = fake_api(&dir).await;
+    let api = fake_api(&dir).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "the-servers-own-token").expect("token file");
-    let server = reviewing_server(closed, &ca, &token_file).await;
+    std::fs::write(&token_file, SERVERS_TOKEN).expect("token file");
+    let server = reviewing_server(closed, &api.ca, &token_file).await;
     let client = server.client().await;
-    assert_eq!(client.auth("k8s", b"shop-cart").bounded().await.err(), Some(ZkError::AuthFailed));
+    assert_eq!(
+        client.auth("k8s", b"shop-cart").bounded().await.err(),
+        Some(ZkError::UnexpectedErrorCode(-7)),
+        "OperationTimeout"
+    );
+    client
+        .create("/still-served", b"", &CreateMode::Persistent.with_acls(Acls::anyone_all()))
+        .await
+        .expect("served on");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_answered_no_auth_and_the_session_lives_on_with_its_newer_token() {
+    let dir = TempDir::new().expect("temp dir");
+    let api = fake_api(&dir).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, SERVERS_TOKEN).expect("token file");
+    let server = reviewing_server(api.addr, &api.ca, &token_file).await;
+    // Clients reach the server through a proxy the test cuts to make them reconnect.
+    let proxy = paddock_testkit::Proxy::start(server.client_addr).await;
+    let now = crate::harness::now_ms() / 1000;
+    let expired = jwt("system:serviceaccount:shop:cart", now - 60);
+    let current = jwt("system:serviceaccount:shop:cart", now + 3600);
+
+    // The session starts with a token that has since expired (as a sidecar's first token is, when
+    // its client replays it on a reconnect an hour later): the auth is refused without asking the
+    // API server, and the connection is served on.
+    let connector = zookeeper_client::Client::connector()
+        .with_session_timeout(std::time::Duration::from_secs(20))
+        .with_auth("k8s", expired.as_bytes());
+    let client = connector.connect(&proxy.addr.to_string()).bounded().await.expect("connect");
+    assert_eq!(client.auth("k8s", expired.as_bytes()).bounded().await.err(), Some(ZkError::NoAuth));
+    let only_shop = [Acl::new(Permission::ALL, AuthId::new("k8s", "ns:shop"))];
+    let protected = CreateMode::Persistent.with_acls(Acls::new(&only_shop));
+    assert_eq!(client.create("/shop", b"", &protected).await.err(), None, "create needs no id");
+    assert_eq!(client.get_data("/shop").await.err(), Some(ZkError::NoAuth), "no id from an expired token");
+
+    // Its current token gives the ids; after a reconnect the client replays both, the expired one
+    // first, and the session keeps the ids.
+    client.auth("k8s", current.as_bytes()).bounded().await.expect("the current token");
+    assert!(client.get_data("/shop").await.is_ok());
+    let mut states = client.state_watcher();
+    proxy.cut();
+    assert_eq!(states.changed().bounded().await, zookeeper_client::SessionState::Disconnected);
+    proxy.restore();
+    let read = async {
+        loop {
+            match client.get_data("/shop").await {
+                Err(ZkError::ConnectionLoss) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                other => break other,
+            }
+        }
+    };
+    assert!(read.bounded().await.is_ok(), "the resumed session reads with its current token's ids");
+    let asked = api.asked();
+    assert!(asked.iter().all(|(_, spec)| spec["token"] != json!(expired)), "an expired token is not sent on");
 }
