@@ -67,7 +67,13 @@ pub struct Config {
     #[arg(long, env = "PADDOCK_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// How often the TLS files are read again, in milliseconds (renewed ones are used from the
+    /// The pod's projected ServiceAccount token (audience `paddock`): sent to the cluster as
+    /// `addauth k8s`, read again with the TLS files, and every znode the sidecar creates gets the
+    /// ACL `k8s:ns:<namespace>` (servers with --k8s-token-review).
+    #[arg(long, env = "PADDOCK_K8S_TOKEN_FILE")]
+    pub k8s_token_file: Option<PathBuf>,
+
+    /// How often the TLS files (and the token) are read again, in milliseconds (renewed ones are used from the
     /// next connection on; the open one is kept).
     #[arg(long, env = "PADDOCK_TLS_RELOAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub tls_reload_ms: u64,

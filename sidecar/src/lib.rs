@@ -17,6 +17,7 @@ pub mod session;
 pub mod sidecar;
 pub mod stream;
 pub mod tls;
+pub mod token;
 pub mod watch_stream;
 pub mod znode;
 

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub acks: IntCounter,
     /// `paddock_sidecar_tls_reloads_total{outcome}`: TLS files that changed, loaded or not.
     pub tls_reloads: IntCounterVec,
+    /// `paddock_sidecar_token_reloads_total{outcome}`: ServiceAccount tokens that changed, read or not.
+    pub token_reloads: IntCounterVec,
+    /// `paddock_sidecar_token_auths_total{outcome}`: tokens sent on a live connection (ok, expired,
+    /// disconnected, unchecked).
+    pub token_auths: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +77,22 @@ impl Metrics {
         )?;
         registry.register(Box::new(acks.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
+        let token_reloads = IntCounterVec::new(
+            Opts::new(
+                "paddock_sidecar_token_reloads_total",
+                "ServiceAccount token files that changed, by outcome (loaded, failed)",
+            ),
+            &["outcome"],
+        )?;
+        let token_auths = IntCounterVec::new(
+            Opts::new(
+                "paddock_sidecar_token_auths_total",
+                "ServiceAccount tokens sent on a live connection, by outcome (ok, expired, disconnected, unchecked)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(token_reloads.clone()))?;
+        registry.register(Box::new(token_auths.clone()))?;
         app_healthy.set(1);
         Ok(Metrics {
             registry,
@@ -86,6 +107,8 @@ impl Metrics {
             claims,
             acks,
             tls_reloads,
+            token_reloads,
+            token_auths,
         })
     }
 

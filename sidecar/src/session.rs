@@ -15,32 +15,72 @@
 //! deleting a znode of ours across connection losses, re-adding a persistent watch) and making
 //! paths. What a recipe does with them is the recipe's business.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{
-    Acls, AddWatchMode, Client, CreateMode, CreateOptions, PersistentWatcher, SessionState as ZkState,
+    Acl, Acls, AddWatchMode, AuthId, Client, CreateMode, CreateOptions, Permission, PersistentWatcher,
+    SessionState as ZkState,
 };
 
 use crate::deadline::Heard;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::tls::ClusterTls;
+use crate::token::Token;
 
-/// Persistent, world-open: how the sidecar creates directories.
-pub const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls::anyone_all());
-/// Container, world-open: recipe directories, reaped by the server once emptied.
-pub const CONTAINER: CreateOptions<'static> = CreateMode::Container.with_acls(Acls::anyone_all());
-/// Ephemeral, world-open: members and app-created ephemerals.
-pub const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-/// Ephemeral sequential, world-open: lock and candidate nodes.
-pub const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-/// Persistent sequential, world-open: `POST /v1/nodes/{parent}?sequential`.
-pub const PERSISTENT_SEQUENTIAL: CreateOptions<'static> =
-    CreateMode::PersistentSequential.with_acls(Acls::anyone_all());
+/// The ACL of every znode the sidecar creates: world-open, or with Kubernetes identities
+/// (`--k8s-token-file`) only the namespace's (`k8s:ns:<namespace>`, every permission). Set once
+/// per process, before the session starts ([`protect_with_namespace_acl`]): a sidecar process
+/// holds one session of one namespace.
+static ACL: OnceLock<Vec<Acl>> = OnceLock::new();
+
+/// Makes every znode created from now on carry `k8s:ns:<namespace>` alone; an error if the
+/// process chose another ACL before.
+pub fn protect_with_namespace_acl(namespace: &str) -> Result<(), String> {
+    let acl = vec![Acl::new(Permission::ALL, AuthId::new(crate::token::SCHEME, &format!("ns:{namespace}")))];
+    let set = ACL.get_or_init(|| acl.clone());
+    if *set != acl {
+        return Err(format!("this process already creates znodes with the ACL {set:?}"));
+    }
+    Ok(())
+}
+
+/// The ACL of the znodes the sidecar creates (see [`ACL`]).
+pub fn acls() -> Acls<'static> {
+    match ACL.get() {
+        Some(acl) => Acls::new(acl),
+        None => Acls::anyone_all(),
+    }
+}
+
+/// Persistent: how the sidecar creates directories.
+pub fn persistent() -> CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(acls())
+}
+
+/// Container: recipe directories, reaped by the server once emptied.
+pub fn container() -> CreateOptions<'static> {
+    CreateMode::Container.with_acls(acls())
+}
+
+/// Ephemeral: members and app-created ephemerals.
+pub fn ephemeral() -> CreateOptions<'static> {
+    CreateMode::Ephemeral.with_acls(acls())
+}
+
+/// Ephemeral sequential: lock and candidate nodes.
+pub fn ephemeral_sequential() -> CreateOptions<'static> {
+    CreateMode::EphemeralSequential.with_acls(acls())
+}
+
+/// Persistent sequential: `POST /v1/nodes/{parent}?sequential`.
+pub fn persistent_sequential() -> CreateOptions<'static> {
+    CreateMode::PersistentSequential.with_acls(acls())
+}
 
 /// The session's state as the app sees it (in `/readyz` and on every stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,6 +224,7 @@ pub async fn delete_own(client: &Client, status: &mut watch::Receiver<SessionSta
 pub struct Session {
     cluster: String,
     tls: Option<Arc<ClusterTls>>,
+    token: Option<Arc<Token>>,
     namespace: String,
     timeout: Duration,
     status: watch::Sender<SessionStatus>,
@@ -200,11 +241,12 @@ enum Ended {
 }
 
 impl Session {
-    /// A session for `cluster` (over TLS when `tls` is given), chrooted to `/<namespace>`;
-    /// nothing connects until [`Session::run`].
+    /// A session for `cluster` (over TLS when `tls` is given, authenticated with `token` when
+    /// given), chrooted to `/<namespace>`; nothing connects until [`Session::run`].
     pub fn new(
         cluster: String,
         tls: Option<Arc<ClusterTls>>,
+        token: Option<Arc<Token>>,
         namespace: String,
         timeout: Duration,
         metrics: Metrics,
@@ -216,7 +258,7 @@ impl Session {
             valid_until: None,
         });
         let (heard, heard_rx) = watch::channel(None);
-        let session = Session { cluster, tls, namespace, timeout, status, heard, metrics };
+        let session = Session { cluster, tls, token, namespace, timeout, status, heard, metrics };
         (session, SessionHandle { status: rx, heard: heard_rx })
     }
 
@@ -241,7 +283,7 @@ impl Session {
     pub async fn run(self, close: CancellationToken) {
         let mut generation = 0;
         loop {
-            let (client, heard) = tokio::select! {
+            let (client, heard, sent) = tokio::select! {
                 connected = self.connect() => connected,
                 _ = close.cancelled() => {
                     self.publish(SessionState::Closed, generation, None);
@@ -250,7 +292,7 @@ impl Session {
             };
             generation += 1;
             tracing::info!(session = %client.session_id(), generation, timeout = ?heard.timeout, "zookeeper session established");
-            let ended = self.follow(&client, generation, heard, &close).await;
+            let ended = self.follow(&client, generation, heard, sent, &close).await;
             self.heard.send_replace(None);
             match ended {
                 Ended::Lost => {
@@ -277,11 +319,23 @@ impl Session {
 
     /// Follows one session (`generation`, last heard as `heard`) until it is lost or closing:
     /// publishes connected and suspended, probes it, and gives it up at its hold deadline.
-    async fn follow(&self, client: &Client, generation: u64, mut heard: Heard, close: &CancellationToken) -> Ended {
+    /// `sent` is the ServiceAccount token the session was made with, if any.
+    async fn follow(
+        &self,
+        client: &Client,
+        generation: u64,
+        mut heard: Heard,
+        sent: Option<String>,
+        close: &CancellationToken,
+    ) -> Ended {
         let mut watcher = client.state_watcher();
         self.heard.send_replace(Some(heard));
         let (probed_tx, mut probed) = watch::channel(heard);
         let probe = AbortOnDrop(tokio::spawn(probe(client.clone(), probed_tx)));
+        let keep_token = self.token.clone().zip(sent).map(|(token, sent)| {
+            let keep = crate::token::keep(client.clone(), self.namespace.clone(), token, sent, self.metrics.clone());
+            AbortOnDrop(tokio::spawn(keep))
+        });
         // Whether zookeeper-client has a connection (it may not know yet that it is silent).
         let mut linked = true;
         let mut shown = None;
@@ -338,11 +392,11 @@ impl Session {
                 _ = close.cancelled() => break Ended::Closing,
             }
         };
-        drop(probe);
+        drop((probe, keep_token));
         ended
     }
 
-    async fn connect(&self) -> (Client, Heard) {
+    async fn connect(&self) -> (Client, Heard, Option<String>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.try_connect().await {
@@ -356,11 +410,15 @@ impl Session {
         }
     }
 
-    /// A new session, and when it was first heard from: the send time of the create of the
+    /// A new session, when it was first heard from — the send time of the create of the
     /// namespace znode, whose answer proves the session alive (the handshake's own send time is
-    /// zookeeper-client's, and earlier still).
-    async fn try_connect(&self) -> Result<(Client, Heard), zookeeper_client::Error> {
-        let connector = Client::connector().with_session_timeout(self.timeout).with_fail_eagerly();
+    /// zookeeper-client's, and earlier still) — and the token it was made with.
+    async fn try_connect(&self) -> Result<(Client, Heard, Option<String>), zookeeper_client::Error> {
+        let mut connector = Client::connector().with_session_timeout(self.timeout).with_fail_eagerly();
+        let token = self.token.as_ref().map(|token| token.current());
+        if let Some(token) = &token {
+            connector = connector.with_auth(crate::token::SCHEME, token.as_bytes());
+        }
         let root = match &self.tls {
             None => connector.connect(&self.cluster).await?,
             // Every server in the list is dialed with TLS.
@@ -368,13 +426,13 @@ impl Session {
         };
         let chroot = format!("/{}", self.namespace);
         let sent = Instant::now();
-        match root.create(&chroot, &[], &PERSISTENT).await {
+        match root.create(&chroot, &[], &persistent()).await {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
         let heard = Heard { at: sent, timeout: root.session_timeout() };
         let client = root.chroot(chroot).map_err(|_| zookeeper_client::Error::BadArguments(&"bad namespace"))?;
-        Ok((client, heard))
+        Ok((client, heard, token))
     }
 }
 
@@ -418,7 +476,8 @@ pub async fn ensure_path(client: &Client, path: &str, leaf: &CreateOptions<'_>) 
     let mut attempts = 0;
     while let Some(&current) = pending.last() {
         attempts += 1;
-        let options = if current == path { leaf } else { &PERSISTENT };
+        let ancestor = persistent();
+        let options = if current == path { leaf } else { &ancestor };
         match client.create(current, &[], options).await {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {
                 pending.pop();

@@ -25,6 +25,7 @@ use crate::recipes::group::Memberships;
 use crate::recipes::queue::Claims;
 use crate::session::Session;
 use crate::tls::{Ca, ClusterTls};
+use crate::token::Token;
 
 /// How long each drain step may take before the next one goes ahead anyway.
 const DRAIN_STEP: Duration = Duration::from_secs(5);
@@ -90,10 +91,19 @@ pub async fn run(
     let stop_tls = CancellationToken::new();
     let _stop_tls = stop_tls.clone().drop_guard();
     if let Some(tls) = &tls {
-        tls.spawn_reloader(Duration::from_millis(config.tls_reload_ms), metrics.clone(), stop_tls);
+        tls.spawn_reloader(Duration::from_millis(config.tls_reload_ms), metrics.clone(), stop_tls.clone());
     }
+    let token = match &config.k8s_token_file {
+        None => None,
+        Some(path) => {
+            let token = Token::load(path.clone()).map_err(|e| anyhow::anyhow!("--k8s-token-file: {e}"))?;
+            crate::session::protect_with_namespace_acl(&namespace).map_err(|e| anyhow::anyhow!(e))?;
+            token.spawn_reloader(Duration::from_millis(config.tls_reload_ms), metrics.clone(), stop_tls.clone());
+            Some(token)
+        }
+    };
     let (session, handle) =
-        Session::new(config.cluster.clone(), tls, namespace.clone(), config.session_timeout(), metrics.clone());
+        Session::new(config.cluster.clone(), tls, token, namespace.clone(), config.session_timeout(), metrics.clone());
     let members = Memberships::new(identity.clone(), handle.clone(), metrics.clone(), &config.join)
         .map_err(|e| anyhow::anyhow!("bad --join: {e}"))?;
     let holds = Holds::new();

@@ -14,7 +14,7 @@ use zookeeper_client::{AddWatchMode, Client, EventType, Stat, WatchedEvent};
 use super::request::{Flags, Params, RawBody};
 use super::state::AppState;
 use crate::error::{Error, Result};
-use crate::session::{self, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
+use crate::session;
 use crate::watch_stream::{self, Watched};
 use crate::znode::{self, DataBody};
 
@@ -84,7 +84,7 @@ async fn create_with_parents(
 ) -> Result<(Stat, zookeeper_client::CreateSequence), zookeeper_client::Error> {
     match client.create(path, data, options).await {
         Err(zookeeper_client::Error::NoNode) => {
-            session::ensure_path(client, znode::parent(path), &PERSISTENT).await?;
+            session::ensure_path(client, znode::parent(path), &session::persistent()).await?;
             client.create(path, data, options).await
         }
         other => other,
@@ -115,10 +115,10 @@ pub async fn put(
     if let Some(id) = lease {
         state.leases.check(id, generation)?;
     }
-    let options = if ephemeral { &EPHEMERAL } else { &PERSISTENT };
+    let options = if ephemeral { session::ephemeral() } else { session::persistent() };
     let zk = |e| Error::from_zk(e, &path);
     if create_only {
-        let (stat, _) = create_with_parents(&client, &path, &data, options).await.map_err(zk)?;
+        let (stat, _) = create_with_parents(&client, &path, &data, &options).await.map_err(zk)?;
         return created(&state, lease, &path, &data, &stat).await;
     }
     if version.is_some() {
@@ -132,7 +132,7 @@ pub async fn put(
             Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(zk(e)),
         }
-        match create_with_parents(&client, &path, &data, options).await {
+        match create_with_parents(&client, &path, &data, &options).await {
             Ok((stat, _)) => return created(&state, lease, &path, &data, &stat).await,
             Err(zookeeper_client::Error::NodeExists) => continue,
             Err(e) => return Err(zk(e)),
@@ -175,10 +175,11 @@ pub async fn post(
         state.leases.check(id, generation)?;
     }
     let ephemeral = flags.flag("ephemeral")? || lease.is_some();
-    let options = if ephemeral { &crate::session::EPHEMERAL_SEQUENTIAL } else { &PERSISTENT_SEQUENTIAL };
+    let options = if ephemeral { session::ephemeral_sequential() } else { session::persistent_sequential() };
     let sequential_path = if parent == "/" { format!("/{prefix}") } else { format!("{parent}/{prefix}") };
-    let (stat, sequence) =
-        create_with_parents(&client, &sequential_path, &data, options).await.map_err(|e| Error::from_zk(e, &parent))?;
+    let (stat, sequence) = create_with_parents(&client, &sequential_path, &data, &options)
+        .await
+        .map_err(|e| Error::from_zk(e, &parent))?;
     let path = format!("{sequential_path}{sequence}");
     if let Some(id) = lease {
         state.leases.bind(id, &path).await?;

@@ -15,7 +15,7 @@ use zookeeper_client::{AddWatchMode, Client, EventType, Stat, WatchedEvent};
 use crate::error::{Error, Result};
 use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
-use crate::session::{self, SessionHandle, SessionState, SessionStatus, CONTAINER, EPHEMERAL};
+use crate::session::{self, SessionHandle, SessionState, SessionStatus};
 use crate::watch_stream::Watched;
 use crate::znode;
 
@@ -71,10 +71,12 @@ async fn create_member(client: &Client, group: &str, id: &str, data: &[u8]) -> R
     let path = znode::join(&dir, id);
     let shown = format!("member {id} of group {group}");
     for _ in 0..8 {
-        match client.create(&path, data, &EPHEMERAL).await {
+        match client.create(&path, data, &session::ephemeral()).await {
             Ok((stat, _)) => return Ok((Joined::Created, member_json(id, data, &stat))),
             Err(zookeeper_client::Error::NoNode) => {
-                session::ensure_path(client, &dir, &CONTAINER).await.map_err(|e| Error::from_zk(e, &shown))?;
+                session::ensure_path(client, &dir, &session::container())
+                    .await
+                    .map_err(|e| Error::from_zk(e, &shown))?;
             }
             Err(zookeeper_client::Error::NodeExists) => match client.check_stat(&path).await {
                 Ok(Some(stat)) if stat.ephemeral_owner == client.session_id().0 => {

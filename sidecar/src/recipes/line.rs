@@ -8,7 +8,7 @@ use zookeeper_client::Stat;
 
 use crate::error::Error;
 use crate::holds::{own_prefix, tag_prefix, Hold, Interrupt};
-use crate::session::{self, CONTAINER, EPHEMERAL_SEQUENTIAL};
+use crate::session;
 use crate::znode;
 
 /// Joins the line in `dir` with a znode named `{kind}-{tag}-{sequence}` holding `data`.
@@ -25,7 +25,7 @@ pub async fn enter(hold: &mut Hold, dir: &str, kind: &str, data: &[u8]) -> Resul
             hold.guard(tokio::time::sleep(session::retry_pause(attempt))).await?;
         }
         let client = hold.client();
-        match hold.guard(client.create(&sequential_path, data, &EPHEMERAL_SEQUENTIAL)).await? {
+        match hold.guard(client.create(&sequential_path, data, &session::ephemeral_sequential())).await? {
             Ok((stat, sequence)) => {
                 let name = format!("{prefix}{sequence}");
                 hold.bind(&znode::join(dir, &name)).await?;
@@ -33,7 +33,7 @@ pub async fn enter(hold: &mut Hold, dir: &str, kind: &str, data: &[u8]) -> Resul
             }
             Err(zookeeper_client::Error::NoNode) => {
                 let client = hold.client();
-                match hold.guard(session::ensure_path(&client, dir, &CONTAINER)).await? {
+                match hold.guard(session::ensure_path(&client, dir, &session::container())).await? {
                     Ok(()) => {}
                     Err(e) if Error::is_connection_loss(&e) => hold.reconnected().await?,
                     Err(e) => return Err(Interrupt::from_zk(e)),

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::holds::{Hold, Interrupt};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::recipes::line;
-use crate::session::{self, CONTAINER, EPHEMERAL, PERSISTENT, PERSISTENT_SEQUENTIAL};
+use crate::session;
 use crate::stream::SessionChange;
 use crate::znode;
 
@@ -55,10 +55,12 @@ pub async fn enqueue(client: &Client, name: &str, data: &[u8]) -> Result<(String
     let shown = format!("queue {name}");
     let sequential = znode::join(&dir, ITEM_PREFIX);
     for _ in 0..4 {
-        match client.create(&sequential, data, &PERSISTENT_SEQUENTIAL).await {
+        match client.create(&sequential, data, &session::persistent_sequential()).await {
             Ok((stat, sequence)) => return Ok((format!("{ITEM_PREFIX}{sequence}"), stat)),
             Err(zookeeper_client::Error::NoNode) => {
-                session::ensure_path(client, &dir, &PERSISTENT).await.map_err(|e| Error::from_zk(e, &shown))?;
+                session::ensure_path(client, &dir, &session::persistent())
+                    .await
+                    .map_err(|e| Error::from_zk(e, &shown))?;
             }
             Err(e) => return Err(Error::from_zk(e, &shown)),
         }
@@ -200,7 +202,7 @@ pub async fn claim(mut hold: Hold, request: ClaimRequest, ready: oneshot::Sender
         let ensured = hold
             .call(|c| {
                 let items = items.clone();
-                async move { session::ensure_path(&c, &items, &PERSISTENT).await }
+                async move { session::ensure_path(&c, &items, &session::persistent()).await }
             })
             .await;
         ensured?;
@@ -386,7 +388,7 @@ async fn claim_item(hold: &mut Hold, queue: &str, item: &str, data: &[u8]) -> Re
         let client = hold.client();
         let mut multi = client.new_multi_writer();
         let built = multi
-            .add_create(&claim_path, data, &EPHEMERAL)
+            .add_create(&claim_path, data, &session::ephemeral())
             .and_then(|()| multi.add_set_data(&item_path, &item_data, Some(item_stat.version)));
         built.map_err(Interrupt::Failed)?;
         let failure = match hold.guard(multi.commit()).await? {
@@ -412,7 +414,7 @@ async fn claim_item(hold: &mut Hold, queue: &str, item: &str, data: &[u8]) -> Re
             // No claims directory yet (or it was reaped): make it and try again.
             MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NoNode } => {
                 let client = hold.client();
-                match hold.guard(session::ensure_path(&client, &claims, &CONTAINER)).await? {
+                match hold.guard(session::ensure_path(&client, &claims, &session::container())).await? {
                     Ok(()) => {}
                     Err(e) if Error::is_connection_loss(&e) => hold.reconnected().await?,
                     Err(e) => return Err(Interrupt::Failed(e)),

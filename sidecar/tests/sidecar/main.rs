@@ -9,6 +9,7 @@ mod failover;
 mod groups;
 mod harness;
 mod health;
+mod k8s;
 mod lease_holds;
 mod leases;
 mod locks;
