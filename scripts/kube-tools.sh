@@ -4,20 +4,22 @@
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl (from
 #   e2e/kube-tools/k8s: k8s.io/kubernetes with its staging modules replaced by their releases,
 #   and go.etcd.io/etcd/server/v3 at the version Kubernetes itself requires),
-#   coredns (e2e/kube-tools/coredns), helm (e2e/kube-tools/helm).
-# Three modules, because each program's own go.mod pins versions the others disagree with.
-# Only go.mod and go.sum are committed; the sources come from the Go module proxy, checked
-# against go.sum. The binaries live under a directory named after a hash of those files (and of
-# this script), so a version change builds anew and a present build is used as is. Cold, on 2
-# cores, this takes about 18 minutes: 12 for the Kubernetes binaries (8 of them kube-apiserver;
-# Go's build cache under the same cache shares the packages between them), 4 for CoreDNS, 2 for
-# helm. A version change rebuilds in about a minute.
+#   coredns (e2e/kube-tools/coredns), helm (e2e/kube-tools/helm), and cert-manager-controller
+#   with cert-manager's CRDs in cert-manager-crds/ (e2e/kube-tools/cert-manager: a main of our
+#   own over cert-manager's controller packages, whose own main the proxy does not serve).
+# Four modules, because each program's own go.mod pins versions the others disagree with.
+# Only go.mod, go.sum (and cert-manager's main.go) are committed; the sources come from the Go
+# module proxy, checked against go.sum. The binaries live under a directory named after a hash
+# of those files (and of this script), so a version change builds anew and a present build is
+# used as is. Cold, on 2 cores, this takes about 22 minutes: 12 for the Kubernetes binaries (8
+# of them kube-apiserver; Go's build cache under the same cache shares the packages between
+# them), 4 for CoreDNS, 2 for helm, 4 for cert-manager. A version change rebuilds in minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 src=e2e/kube-tools
 cache=${PADDOCK_CACHE:-$HOME/.cache/paddock}
-hash=$(cat "$0" "$src"/*/go.mod "$src"/*/go.sum | sha256sum | cut -c1-16)
+hash=$(cat "$0" "$src"/*/go.mod "$src"/*/go.sum "$src"/*/*.go | sha256sum | cut -c1-16)
 out=$cache/tools/kube-$hash
 if [ -f "$out/.complete" ]; then
     touch "$out/.complete"  # last use: builds unused for two weeks are pruned below
@@ -69,6 +71,12 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     helm_stamp+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_kube_minor"
 done
 build helm helm helm.sh/helm/v3/cmd/helm "$helm_stamp"
+
+build cert-manager cert-manager-controller .
+crds=$(cd "$src/cert-manager" && "$go" list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)/deploy/crds
+mkdir "$tmp/cert-manager-crds"
+cp "$crds"/cert-manager.io_*.yaml "$tmp/cert-manager-crds/"
+chmod 644 "$tmp"/cert-manager-crds/*
 
 touch "$tmp/.complete"
 if ! mv -T "$tmp" "$out" 2>/dev/null; then

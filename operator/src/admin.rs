@@ -24,8 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use crate::certs::{self, Authority};
-use crate::tls::admin_client;
+use crate::certs::{self, admin_client, Authority};
 
 /// A membership change, sent to the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]

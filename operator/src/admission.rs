@@ -43,7 +43,7 @@ impl ClusterLookup for KubeLookup {
                 .map_err(|e| format!("failed to read CoordinationCluster {namespace}/{name}: {e}"))?
                 .ok_or_else(|| format!("CoordinationCluster {namespace}/{name} does not exist"))?;
             if !found.spec.tls.enabled {
-                return Ok(ClusterAccess { tls_ca: None });
+                return Ok(ClusterAccess { tls_ca: None, tokens: false });
             }
             let secret = Names::new(name.clone(), namespace.clone()).tls_secret();
             let secrets: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
@@ -54,7 +54,7 @@ impl ClusterLookup for KubeLookup {
                 .and_then(|s| s.data?.remove(CA_CERT))
                 .and_then(|ca| String::from_utf8(ca.0).ok())
                 .ok_or_else(|| format!("CoordinationCluster {namespace}/{name} has no certificates yet"))?;
-            Ok(ClusterAccess { tls_ca: Some(ca) })
+            Ok(ClusterAccess { tls_ca: Some(ca), tokens: found.spec.isolated() })
         })
     }
 }

@@ -150,6 +150,18 @@ impl Authority {
     }
 }
 
+/// The subject of the operator's client certificate as the servers name it (RFC 2253, the
+/// `x509` scheme's id): their `--x509-super-user`.
+pub const OPERATOR_SUBJECT: &str = "CN=paddock-operator,O=Paddock";
+
+/// The operator's client certificate, from the admin CA: for the admin ports, and for the client
+/// ports, where it is the super user.
+pub fn admin_client(admin_ca: &Authority, lifetime: Duration) -> Result<Issued, CertError> {
+    let leaf =
+        Leaf { common_name: "paddock-operator".to_owned(), dns_names: Vec::new(), uri: None, usage: Usage::Client };
+    admin_ca.issue(&leaf, OffsetDateTime::now_utc(), lifetime)
+}
+
 /// The expiry (Unix seconds) of the first certificate in `pem`, if it parses.
 pub fn not_after(pem: &str) -> Option<i64> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
@@ -249,5 +261,13 @@ mod tests {
         assert!(due("not a certificate", 90 * DAY, t), "an unreadable certificate is renewed");
         assert!(Authority::from_pem("CA", "garbage", &ca.pem().key_pem).is_err());
         assert!(Authority::from_pem("CA", &ca.pem().cert_pem, "garbage").is_err());
+    }
+
+    #[test]
+    fn the_servers_name_the_operators_client_certificate_as_its_super_user() {
+        let ca = Authority::generate("admin", OffsetDateTime::now_utc(), Duration::from_secs(3600)).expect("CA");
+        let issued = admin_client(&ca, Duration::from_secs(3600)).expect("issued");
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("PEM");
+        assert_eq!(paddock_tls::identity::subject_name(&der).as_deref(), Some(OPERATOR_SUBJECT));
     }
 }

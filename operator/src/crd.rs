@@ -95,11 +95,24 @@ pub struct CoordinationClusterSpec {
     #[serde(default, skip_serializing_if = "NetworkPolicySpec::is_default")]
     pub network_policy: NetworkPolicySpec,
 
+    /// One subtree per Kubernetes namespace, readable and writable by that namespace's
+    /// ServiceAccounts alone (on unless turned off; takes effect with TLS, whose port carries
+    /// the tokens).
+    #[serde(default, skip_serializing_if = "TenancySpec::is_default")]
+    pub tenancy: TenancySpec,
+
     /// What happens to the data volumes when the CoordinationCluster is deleted. Volumes of
     /// members removed by scaling down are always deleted, so a later scale-up never revives
     /// a stale member.
     #[serde(default)]
     pub pvc_retention: PvcRetention,
+}
+
+impl CoordinationClusterSpec {
+    /// Whether namespaces are isolated: tenancy on, and TLS, whose port carries the tokens.
+    pub fn isolated(&self) -> bool {
+        self.tls.enabled && self.tenancy.enabled
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -272,6 +285,67 @@ pub struct TlsSpec {
     /// Also serve clear-text clients on 2181 (with TLS on, 2281 alone serves clients otherwise).
     #[serde(default)]
     pub plain_client_port: bool,
+    /// Who issues the servers' certificates (the operator's admin certificates are always its
+    /// own).
+    #[serde(default, skip_serializing_if = "TlsProvider::is_auto")]
+    pub provider: TlsProvider,
+    /// The cert-manager Issuer or ClusterIssuer that signs the servers' certificates; without
+    /// one the operator makes a CA for the cluster through cert-manager (a self-signed Issuer,
+    /// a CA Certificate, and a CA Issuer from it). cert-manager only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// Who issues a cluster's certificates.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsProvider {
+    /// cert-manager when its Certificate resource is served as the cluster is first issued
+    /// certificates, the operator otherwise; the choice stays with the cluster.
+    #[default]
+    Auto,
+    /// The operator, from a CA of its own per cluster.
+    Operator,
+    /// cert-manager's Certificates; the cluster waits while cert-manager is not installed.
+    CertManager,
+}
+
+impl TlsProvider {
+    fn is_auto(&self) -> bool {
+        *self == TlsProvider::Auto
+    }
+}
+
+/// A cert-manager issuer, as a Certificate's `issuerRef` names it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Its name (an Issuer in the cluster's namespace, or a ClusterIssuer).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` or `ClusterIssuer`.
+    #[serde(default = "issuer_kind")]
+    pub kind: IssuerKind,
+    /// Its API group: cert-manager.io, or that of an external issuer.
+    #[serde(default = "issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+/// What kind of issuer an [`IssuerRef`] names.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssuerKind {
+    /// In the cluster's namespace.
+    Issuer,
+    /// Cluster-scoped.
+    ClusterIssuer,
+}
+
+fn issuer_kind() -> IssuerKind {
+    IssuerKind::Issuer
+}
+
+fn issuer_group() -> String {
+    "cert-manager.io".to_owned()
 }
 
 fn yes() -> bool {
@@ -280,7 +354,7 @@ fn yes() -> bool {
 
 impl Default for TlsSpec {
     fn default() -> Self {
-        Self { enabled: true, plain_client_port: false }
+        Self { enabled: true, plain_client_port: false, provider: TlsProvider::Auto, issuer_ref: None }
     }
 }
 
@@ -314,6 +388,61 @@ impl NetworkPolicySpec {
     fn is_default(&self) -> bool {
         self == &Self::default()
     }
+}
+
+/// Namespace isolation (docs/security.md, "Kubernetes identities"). With TLS and this on:
+/// injected sidecars authenticate with their pod's ServiceAccount token, the servers check
+/// tokens with the API server's TokenReview, `/zookeeper` and its quotas are read-only to all
+/// but the operator, and every namespace with injected pods (or listed here) gets `/<namespace>`
+/// with an ACL naming `k8s:ns:<namespace>` alone — also for a pod that dials the client port
+/// itself.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenancySpec {
+    /// Lay out and guard the namespaces' subtrees.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also make `/` read-only to all but the operator: nothing is created outside the
+    /// namespaces' subtrees, so no namespace's name can be taken before it first uses the
+    /// cluster (otherwise the operator takes such a subtree back, ACLs of every node in it
+    /// included). Off by default: ZooKeeper clients outside Kubernetes (Kafka, say) create
+    /// their own top-level nodes.
+    #[serde(default)]
+    pub guard_root: bool,
+    /// Namespaces laid out before any of their pods asks, with optional hard quotas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub namespaces: Vec<NamespaceSpec>,
+}
+
+impl Default for TenancySpec {
+    fn default() -> Self {
+        Self { enabled: true, guard_root: false, namespaces: Vec::new() }
+    }
+}
+
+impl TenancySpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// One namespace's subtree and its quota: ZooKeeper's hard quota (`setquota -N -B`), enforced;
+/// a write past it fails with `QuotaExceeded`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    /// The namespace.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Most znodes in `/<namespace>`, itself included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_znodes: Option<i64>,
+    /// Most bytes of data in `/<namespace>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_bytes: Option<i64>,
 }
 
 /// Fate of the data volumes when the CoordinationCluster is deleted.

@@ -5,11 +5,15 @@
 //! `PADDOCK_SOCKET` in the app's env. [`sidecar`] renders the container, [`inject`] the JSON
 //! patch; answering the API server's AdmissionReviews over HTTPS is `admission`'s job.
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, ProjectedVolumeSource, ResourceRequirements, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
 use crate::resources::{container_port, downward, http_probe, restricted, CLIENT_PORT, SECURE_CLIENT_PORT};
+use crate::validate::dns_label;
 
 /// The variable carrying the cluster CA's PEM into the sidecar (`--tls-ca-pem`).
 pub const TLS_CA_PEM_ENV: &str = "PADDOCK_TLS_CA_PEM";
@@ -28,6 +32,9 @@ pub struct ClusterRef {
 pub struct ClusterAccess {
     /// The cluster CA (PEM) when it serves clients over TLS; clear text otherwise.
     pub tls_ca: Option<String>,
+    /// The cluster isolates namespaces: the sidecar authenticates with the pod's ServiceAccount
+    /// token (a projected one, of the servers' audience).
+    pub tokens: bool,
 }
 
 /// Names the cluster to inject for: `<cluster>` in the pod's namespace or `<namespace>/<cluster>`.
@@ -53,6 +60,19 @@ pub const SOCKET_DIR: &str = "/var/run/paddock";
 pub const SOCKET_PATH: &str = "/var/run/paddock/paddock.sock";
 /// The sidecar's TCP port for /healthz, /readyz and /metrics.
 pub const SIDECAR_PORT: i32 = 9464;
+/// Name of the projected ServiceAccount token volume.
+pub const TOKEN_VOLUME: &str = "paddock-token";
+/// Where the token volume is mounted in the sidecar.
+pub const TOKEN_DIR: &str = "/var/run/secrets/paddock";
+/// The audience of the token (the servers' `--k8s-audience` default).
+pub const TOKEN_AUDIENCE: &str = "paddock";
+/// How long a projected token lives; kubelet renews it at 80% of that, the sidecar reads the
+/// file again and sends the new one.
+pub const TOKEN_LIFETIME_SECS: i64 = 3600;
+/// Label set on injected pods: the cluster they use (with [`CLUSTER_NAMESPACE_LABEL`]), so the
+/// operator finds the namespaces that use a cluster.
+pub const CLUSTER_LABEL: &str = "paddock.dev/cluster";
+pub use crate::resources::CLUSTER_NAMESPACE_LABEL;
 
 /// What the injected container looks like.
 #[derive(Clone, Debug, Default)]
@@ -77,14 +97,6 @@ pub enum InjectError {
     /// A group name cannot be used.
     #[error("annotation {GROUPS_ANNOTATION}: {0:?} is not a group name (letters, digits, '-', '_', '.')")]
     BadGroup(String),
-}
-
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn socket_mount() -> VolumeMount {
@@ -142,6 +154,16 @@ pub fn sidecar(
         let ms: u32 = timeout.trim().parse().map_err(|_| InjectError::BadSessionTimeout(timeout.clone()))?;
         args.push(format!("--session-timeout-ms={ms}"));
     }
+    let mut mounts = vec![socket_mount()];
+    if access.tokens {
+        args.push(format!("--k8s-token-file={TOKEN_DIR}/token"));
+        mounts.push(VolumeMount {
+            name: TOKEN_VOLUME.to_owned(),
+            mount_path: TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     Ok(Some(Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(config.image.clone()),
@@ -171,10 +193,29 @@ pub fn sidecar(
         liveness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/healthz", 10, 3, None)),
         readiness_probe: Some(http_probe(IntOrString::Int(SIDECAR_PORT), "/readyz", 5, 3, None)),
         resources: config.resources.clone(),
-        volume_mounts: Some(vec![socket_mount()]),
+        volume_mounts: Some(mounts),
         security_context: Some(restricted()),
         ..Container::default()
     }))
+}
+
+/// The projected ServiceAccount token the sidecar authenticates with.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(TOKEN_AUDIENCE.to_owned()),
+                    expiration_seconds: Some(TOKEN_LIFETIME_SECS),
+                    path: "token".to_owned(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
 }
 
 /// JSON-pointer escaping of one path segment.
@@ -208,11 +249,21 @@ pub fn inject(
         }
         _ => ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})),
     }
-    let volume =
-        to_value(&Volume { name: SOCKET_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Volume::default() });
+    let mut volumes = vec![to_value(&Volume {
+        name: SOCKET_VOLUME.to_owned(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    })];
+    if access.tokens {
+        volumes.push(to_value(&token_volume()));
+    }
     match &spec.volumes {
-        Some(_) => ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume})),
-        None => ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [volume]})),
+        Some(_) => {
+            for volume in volumes {
+                ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume}));
+            }
+        }
+        None => ops.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes})),
     }
     let mount = to_value(&socket_mount());
     let env = to_value(&EnvVar {
@@ -239,6 +290,16 @@ pub fn inject(
     ops.push(
         json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), "value": "true"}),
     );
+    // Labels name the cluster; `cluster_ref` checked both are DNS labels, so valid label values.
+    let cluster = cluster_ref(&annotations, namespace)?;
+    let labels =
+        cluster.map(|c| [(CLUSTER_LABEL, c.name), (CLUSTER_NAMESPACE_LABEL, c.namespace)]).into_iter().flatten();
+    if pod.metadata.labels.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    }
+    for (key, value) in labels {
+        ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escape(key)), "value": value}));
+    }
     // Well-formed by construction: every op above is an add with a path and a value.
     Ok(serde_json::from_value(Value::Array(ops)).ok())
 }
@@ -323,7 +384,7 @@ spec:
     fn a_tls_cluster_is_reached_on_its_tls_port_with_its_ca() {
         let app =
             pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
-        let access = ClusterAccess { tls_ca: Some("-----BEGIN CERTIFICATE-----\n...".to_owned()) };
+        let access = ClusterAccess { tls_ca: Some("-----BEGIN CERTIFICATE-----\n...".to_owned()), tokens: false };
         let patch = inject(&app, "shop", &config(), &access).expect("accepted").expect("injected");
         let mut out = serde_json::to_value(&app).expect("pod json");
         json_patch::patch(&mut out, &patch).expect("patch applies");
@@ -331,6 +392,44 @@ spec:
         assert_eq!(sidecar["args"][1], "--cluster=zk-client.shop.svc:2281");
         let env = sidecar["env"].as_array().expect("env");
         assert!(env.contains(&json!({"name": "PADDOCK_TLS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\n..."})));
+    }
+
+    #[test]
+    fn an_isolating_cluster_gets_the_pods_token_and_every_injected_pod_names_its_cluster() {
+        let app = pod("{metadata: {labels: {app: cart}, annotations: {paddock.dev/inject: infra/zk}}, spec: {containers: [{name: app, image: a:1}]}}");
+        let access = ClusterAccess { tls_ca: Some("ca".to_owned()), tokens: true };
+        let patch = inject(&app, "shop", &config(), &access).expect("accepted").expect("injected");
+        let mut out = serde_json::to_value(&app).expect("pod json");
+        json_patch::patch(&mut out, &patch).expect("patch applies");
+        let sidecar = &out["spec"]["initContainers"][0];
+        assert!(sidecar["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--k8s-token-file=/var/run/secrets/paddock/token")));
+        assert!(sidecar["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .contains(&json!({"name": "paddock-token", "mountPath": "/var/run/secrets/paddock", "readOnly": true})));
+        assert_eq!(
+            out["spec"]["volumes"][1],
+            json!({"name": "paddock-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "paddock", "expirationSeconds": 3600, "path": "token"}}]}})
+        );
+        // The app's containers never see the token.
+        assert_eq!(out["spec"]["containers"][0]["volumeMounts"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "cart", "paddock.dev/cluster": "zk", "paddock.dev/cluster-namespace": "infra"})
+        );
+        // Without isolation: no token, the labels all the same (also on a pod without labels).
+        let plain =
+            pod("{metadata: {annotations: {paddock.dev/inject: zk}}, spec: {containers: [{name: app, image: a:1}]}}");
+        let out = patched(&plain);
+        assert_eq!(out["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+        assert!(!out["spec"]["initContainers"][0]["args"].to_string().contains("token"));
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"paddock.dev/cluster": "zk", "paddock.dev/cluster-namespace": "shop"})
+        );
     }
 
     #[test]

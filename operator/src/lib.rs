@@ -10,13 +10,15 @@
 //! - [`membership`]: the pure planner of the one next step; [`status`]: the status it leads to.
 //! - [`reconcile`]: the pipeline with its I/O; [`admin`]: the client of the servers' admin API.
 //! - [`certs`]: the certificates the operator issues (pure); [`tls`]: the Secrets holding them,
-//!   kept issued and renewed.
+//!   kept issued and renewed; [`cert_manager`]: the Certificates cert-manager issues instead,
+//!   where it runs.
 //! - [`injection`]: what an annotated pod gets (pure); [`admission`]: the HTTPS webhook serving it.
 //! - [`lease`]: leader election among operator replicas; [`endpoints`], [`metrics`]: health and
 //!   Prometheus.
 
 pub mod admin;
 pub mod admission;
+pub mod cert_manager;
 pub mod certs;
 pub mod crd;
 pub mod endpoints;
@@ -27,5 +29,6 @@ pub mod metrics;
 pub mod reconcile;
 pub mod resources;
 pub mod status;
+pub mod tenancy;
 pub mod tls;
 pub mod validate;

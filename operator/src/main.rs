@@ -13,21 +13,25 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{DeleteParams, ListParams};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{controller, watcher, Controller};
+use kube::runtime::{controller, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
 use paddock_operator::admin::HttpAdmin;
 use paddock_operator::admission::{self, KubeLookup, Webhook};
 use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::endpoints::{self, Endpoints};
-use paddock_operator::injection::InjectorConfig;
+use paddock_operator::injection::{InjectorConfig, CLUSTER_LABEL, CLUSTER_NAMESPACE_LABEL};
 use paddock_operator::lease::{self, LeaseConfig};
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{error_policy, reconcile, Context};
+use paddock_operator::resources::binding_owner;
+use paddock_operator::tenancy::ZkTenants;
 use paddock_operator::tls::{self, Certificates, Lifetimes};
 use paddock_tls::listener::TlsListener;
 use paddock_tls::{ClientAuth, Reloading, Role, TlsFiles};
@@ -164,8 +168,14 @@ async fn main() -> anyhow::Result<()> {
         ),
         metrics,
         reporter: Reporter { controller: "paddock-operator".to_owned(), instance: Some(args.identity.clone()) },
-        certificates: Some(Arc::new(Certificates { admin_ca, lifetimes })),
+        certificates: Some(Arc::new(Certificates { admin_ca: admin_ca.clone(), lifetimes })),
+        tenants: Some(Arc::new(ZkTenants { admin_ca, lifetime: lifetimes.leaf })),
+        watch_namespace: args.watch_namespace.clone(),
+        laid_out: Default::default(),
     });
+    tokio::spawn(sweep_bindings(client.clone(), args.watch_namespace.clone()));
+    // Injected pods, as far as the operator may see them.
+    let injected: Api<Pod> = scoped(&client, args.watch_namespace.as_deref());
     let (clusters, pods) = match &args.watch_namespace {
         Some(ns) => {
             (Api::<CoordinationCluster>::namespaced(client.clone(), ns), Api::<Pod>::namespaced(client.clone(), ns))
@@ -181,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
     let budgets: Api<PodDisruptionBudget> = scoped(&client, args.watch_namespace.as_deref());
     let secrets: Api<Secret> = scoped(&client, args.watch_namespace.as_deref());
     let policies: Api<NetworkPolicy> = scoped(&client, args.watch_namespace.as_deref());
+    let service_accounts: Api<ServiceAccount> = scoped(&client, args.watch_namespace.as_deref());
     let controller = Controller::new(clusters, watcher::Config::default())
         // Our own status patches and pod churn during a step arrive in bursts: one pass each.
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
@@ -190,12 +201,19 @@ async fn main() -> anyhow::Result<()> {
         .owns(budgets, owned.clone())
         // A deleted certificate Secret is issued again at once.
         .owns(secrets, owned.clone())
-        .owns(policies, owned)
+        .owns(policies, owned.clone())
+        .owns(service_accounts, owned)
         // Pods belong to the StatefulSet; their readiness changes still matter to the plan.
         .watches(pods, servers, |pod| {
             let labels = pod.metadata.labels.as_ref()?;
             let cluster = labels.get("app.kubernetes.io/instance")?;
             Some(ObjectRef::<CoordinationCluster>::new(cluster).within(pod.metadata.namespace.as_deref()?))
+        })
+        // An injected pod may bring a new namespace to lay out.
+        .watches(injected, watcher::Config::default().labels(CLUSTER_LABEL), |pod| {
+            let labels = pod.metadata.labels.as_ref()?;
+            let cluster = labels.get(CLUSTER_LABEL)?;
+            Some(ObjectRef::<CoordinationCluster>::new(cluster).within(labels.get(CLUSTER_NAMESPACE_LABEL)?))
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -214,6 +232,49 @@ async fn main() -> anyhow::Result<()> {
             }
         } => anyhow::bail!("lost the operator lease; exiting so another replica takes over"),
     }
+}
+
+/// How often token-review bindings of deleted clusters are looked for, besides at once when a
+/// cluster is deleted (for those missed while no operator ran).
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Deletes the token-review ClusterRoleBindings whose cluster is gone (cluster-scoped, they
+/// cannot be owned by it and garbage-collected with it): at start, whenever a cluster is deleted,
+/// and every [`SWEEP_EVERY`]; those of clusters in `namespace` alone when the operator watches
+/// only it.
+async fn sweep_bindings(client: Client, namespace: Option<String>) {
+    let clusters: Api<CoordinationCluster> = scoped(&client, namespace.as_deref());
+    let deleted = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .filter(|event| std::future::ready(matches!(event, Ok(watcher::Event::Delete(_)))));
+    let mut deleted = std::pin::pin!(deleted);
+    loop {
+        if let Err(error) = sweep_once(&client, namespace.as_deref()).await {
+            tracing::warn!(%error, "cannot sweep token-review bindings");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            Some(_) = deleted.next() => {}
+        }
+    }
+}
+
+async fn sweep_once(client: &Client, namespace: Option<&str>) -> Result<(), kube::Error> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let selector = match namespace {
+        Some(ns) => format!("app.kubernetes.io/managed-by=paddock-operator,{CLUSTER_NAMESPACE_LABEL}={ns}"),
+        None => format!("app.kubernetes.io/managed-by=paddock-operator,{CLUSTER_NAMESPACE_LABEL}"),
+    };
+    for binding in bindings.list_metadata(&ListParams::default().labels(&selector)).await?.items {
+        let Some(owner) = binding.metadata.labels.as_ref().and_then(binding_owner) else { continue };
+        let clusters: Api<CoordinationCluster> = Api::namespaced(client.clone(), &owner.namespace);
+        if clusters.get_metadata_opt(&owner.cluster).await?.is_none() {
+            let name = binding.metadata.name.unwrap_or_default();
+            bindings.delete(&name, &DeleteParams::default()).await?;
+            tracing::info!(binding = %name, "deleted the token-review binding of a deleted cluster");
+        }
+    }
+    Ok(())
 }
 
 /// An Api over one namespace, or all of them.

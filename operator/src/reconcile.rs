@@ -4,15 +4,16 @@
 //! with server-side apply, carries the step out through the admin API or the Kubernetes API,
 //! records an Event and patches the status. The next pass plans again from fresh observations.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -32,6 +33,7 @@ use crate::resources::{
     CONFIG_HASH_ANNOTATION, FIELD_MANAGER, SERVICE_MONITOR_API_VERSION,
 };
 use crate::status::{invalid_status, status, StatusInput, DEGRADED};
+use crate::tenancy::{self, Layout, Tenants};
 use crate::tls::{self, Certificates, TlsError};
 use crate::validate::{validate, InvalidSpec};
 
@@ -82,7 +84,17 @@ pub struct Context {
     pub reporter: Reporter,
     /// What clusters' certificates are issued with (clusters with TLS need it).
     pub certificates: Option<Arc<Certificates>>,
+    /// Lays out namespaces' subtrees (clusters that isolate namespaces need it).
+    pub tenants: Option<Arc<dyn Tenants>>,
+    /// The one namespace the operator watches (`--watch-namespace`), all when `None`: where it
+    /// looks for injected pods.
+    pub watch_namespace: Option<String>,
+    /// The layout last carried out per cluster (by uid), and when.
+    pub laid_out: Mutex<HashMap<String, (Layout, Instant)>>,
 }
+
+/// Requeue while cert-manager has not issued a cluster's certificates yet.
+const WHILE_CERTIFICATES_PENDING: Duration = Duration::from_secs(3);
 
 /// Requeue after a step was carried out: the next one may follow at once.
 const AFTER_STEP: Duration = Duration::from_secs(2);
@@ -145,17 +157,28 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
     }
 
     // Certificates before anything that mounts them.
-    let renewal = if tls_enabled {
+    let kept = if tls_enabled {
         let certificates = ctx.certificates.as_ref().ok_or(Error::NoCertificates)?;
-        let kept = tls::ensure(&ctx.client, cluster, &names, &certificates.admin_ca, certificates.lifetimes).await?;
+        let kept = match tls::ensure(&ctx.client, cluster, &names, &certificates.admin_ca, certificates.lifetimes).await
+        {
+            Ok(kept) => kept,
+            // Nothing mounts certificates that are not there: look again shortly.
+            Err(TlsError::Pending(why)) => {
+                tracing::info!(cluster = %names.cluster, namespace = %names.namespace, %why, "certificates pending");
+                publish(&recorder, &reference, EventType::Normal, "WaitingForCertificates", why).await;
+                return Ok(Action::requeue(WHILE_CERTIFICATES_PENDING));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if kept.issued > 0 {
             let note = format!("issued {} certificates", kept.issued);
             publish(&recorder, &reference, EventType::Normal, "CertificatesIssued", note).await;
         }
-        Some(kept.next_renewal)
+        Some(kept)
     } else {
         None
     };
+    let renewal = kept.as_ref().map(|kept| kept.next_renewal);
 
     let leader_view = world.views.values().find(|v| v.is_leader());
     let desired = Desired { replicas: u64::try_from(cluster.spec.replicas).unwrap_or(1) };
@@ -207,6 +230,14 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
         }
     }
 
+    // The namespaces' subtrees, once there is a leader to write them.
+    let tenancy_retry = match (&kept, leader_view) {
+        (Some(kept), Some(_)) if cluster.spec.isolated() => {
+            lay_out_namespaces(ctx, cluster, &names, &kept.cluster_ca, &recorder, &reference).await
+        }
+        _ => false,
+    };
+
     // Status.
     let error_text = step_result.as_ref().err().map(ToString::to_string);
     let endpoint = names.client_endpoint(tls_enabled);
@@ -224,8 +255,8 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
     patch_status(ctx, &names, &new_status).await?;
     step_result?;
     let after = match step {
-        Step::Idle => WHEN_IDLE,
-        Step::Wait(_) => WHILE_WAITING,
+        Step::Idle if !tenancy_retry => WHEN_IDLE,
+        Step::Idle | Step::Wait(_) => WHILE_WAITING,
         _ => AFTER_STEP,
     };
     // Back in time to renew the next certificate.
@@ -234,6 +265,73 @@ async fn reconcile_inner(cluster: &CoordinationCluster, ctx: &Context) -> Result
         Duration::from_secs(u64::try_from(secs).unwrap_or(1))
     });
     Ok(Action::requeue(until_renewal.map_or(after, |renew| renew.min(after))))
+}
+
+/// How long a layout carried out is trusted before it is carried out again (anyone with the
+/// super user's certificate could have changed an ACL since).
+const LAYOUT_FRESH: Duration = Duration::from_secs(600);
+
+/// Lays out the subtrees of the namespaces that use the cluster (`tenancy`) unless the same
+/// layout was carried out lately; whether it failed (and is to be tried again soon).
+async fn lay_out_namespaces(
+    ctx: &Context,
+    cluster: &CoordinationCluster,
+    names: &Names,
+    cluster_ca: &str,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> bool {
+    let Some(tenants) = ctx.tenants.as_ref() else { return false };
+    let selector = format!(
+        "{}={},{}={}",
+        crate::injection::CLUSTER_LABEL,
+        names.cluster,
+        crate::injection::CLUSTER_NAMESPACE_LABEL,
+        names.namespace
+    );
+    let pods: Api<Pod> = match &ctx.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let using = match pods.list_metadata(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items.into_iter().filter_map(|pod| pod.metadata.namespace).collect::<Vec<_>>(),
+        Err(error) => {
+            let note = format!("cannot list the pods that use the cluster: {error}");
+            publish(recorder, reference, EventType::Warning, "TenancyFailed", note).await;
+            return true;
+        }
+    };
+    let layout = tenancy::layout(&cluster.spec.tenancy, using);
+    let key = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{}/{}", names.namespace, names.cluster));
+    let fresh = {
+        let laid_out = ctx.laid_out.lock().unwrap_or_else(|e| e.into_inner());
+        laid_out.get(&key).is_some_and(|(done, at)| *done == layout && at.elapsed() < LAYOUT_FRESH)
+    };
+    if fresh {
+        return false;
+    }
+    match tenants.lay_out(&names.client_endpoint(true), cluster_ca, &layout).await {
+        Ok(()) => {
+            let list: Vec<&str> = layout.namespaces.keys().map(String::as_str).collect();
+            tracing::info!(cluster = %names.cluster, namespace = %names.namespace, namespaces = ?list, "namespaces laid out");
+            let known_before = {
+                let mut laid_out = ctx.laid_out.lock().unwrap_or_else(|e| e.into_inner());
+                laid_out.insert(key, (layout.clone(), Instant::now())).map(|(done, _)| done)
+            };
+            if known_before.as_ref() != Some(&layout) {
+                let note = format!(
+                    "namespaces laid out: {}",
+                    if list.is_empty() { "none yet".to_owned() } else { list.join(", ") }
+                );
+                publish(recorder, reference, EventType::Normal, "NamespacesLaidOut", note).await;
+            }
+            false
+        }
+        Err(error) => {
+            publish(recorder, reference, EventType::Warning, "TenancyFailed", error.to_string()).await;
+            true
+        }
+    }
 }
 
 /// How the operator reaches member `id`'s admin API.
@@ -419,6 +517,18 @@ where
     Ok(())
 }
 
+/// Deletes object `name`; one that is not there is fine.
+async fn delete_if_there<K>(api: Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResources) -> Result<()> {
     let ClusterResources {
         config_map,
@@ -428,9 +538,19 @@ async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResourc
         statefulset,
         service_monitor,
         network_policy,
+        service_account,
+        token_review_binding,
     } = resources;
     let (client, ns) = (ctx.client.clone(), names.namespace.as_str());
     apply(Api::<ConfigMap>::namespaced(client.clone(), ns), &names.config_map(), &config_map).await?;
+    // The servers' identity before the pods that run as it.
+    apply(Api::<ServiceAccount>::namespaced(client.clone(), ns), &names.service_account(), &service_account).await?;
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    match token_review_binding {
+        Some(binding) => apply(bindings, &names.token_review_binding(), &binding).await?,
+        // Isolation off: the servers review no tokens, and may not.
+        None => delete_if_there(bindings, &names.token_review_binding()).await?,
+    }
     apply(Api::<Service>::namespaced(client.clone(), ns), &names.peer_service(), &peer_service).await?;
     apply(Api::<Service>::namespaced(client.clone(), ns), &names.client_service(), &client_service).await?;
     apply(Api::<PodDisruptionBudget>::namespaced(client.clone(), ns), &names.statefulset(), &pod_disruption_budget)
@@ -440,11 +560,7 @@ async fn apply_resources(ctx: &Context, names: &Names, resources: ClusterResourc
     match network_policy {
         Some(policy) => apply(policies, &names.statefulset(), &policy).await?,
         // Turned off: one made earlier goes.
-        None => match policies.delete(&names.statefulset(), &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        },
+        None => delete_if_there(policies, &names.statefulset()).await?,
     }
     if let Some(monitor) = service_monitor {
         let resource = ApiResource {

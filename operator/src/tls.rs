@@ -19,13 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::Resource as _;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
+use crate::cert_manager::{self, Issuer, ISSUED_BY_ANNOTATION};
 use crate::certs::{self, Authority, CertError, Issued, Leaf, Usage};
-use crate::crd::CoordinationCluster;
+use crate::crd::{CoordinationCluster, TlsProvider};
 use crate::resources::{owned_meta, Names, ADMIN_CA_CERT, CA_CERT, FIELD_MANAGER};
 
 /// The most members a cluster can have (the CRD's bound on replicas).
@@ -66,6 +69,9 @@ pub enum TlsError {
     /// Issuing failed, or a stored CA is unusable.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// cert-manager has not issued every certificate yet (or is not installed).
+    #[error("waiting for cert-manager: {0}")]
+    Pending(String),
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {
@@ -141,13 +147,6 @@ pub async fn admin_authority(client: &Client, namespace: &str, lifetime: Duratio
     authority(&api, ADMIN_CA_SECRET, meta, "Paddock admin CA", lifetime).await
 }
 
-/// The operator's client certificate for admin ports, from the admin CA.
-pub fn admin_client(admin_ca: &Authority, lifetime: Duration) -> Result<Issued, CertError> {
-    let leaf =
-        Leaf { common_name: "paddock-operator".to_owned(), dns_names: Vec::new(), uri: None, usage: Usage::Client };
-    admin_ca.issue(&leaf, OffsetDateTime::now_utc(), lifetime)
-}
-
 /// The leaves of `<cluster>-tls`, by the file name stem of their certificate and key.
 pub fn leaves(names: &Names) -> Vec<(String, Leaf, bool)> {
     let pods = [
@@ -202,14 +201,17 @@ pub struct Kept {
     pub issued: usize,
     /// When (Unix seconds) the next leaf is due for renewal.
     pub next_renewal: i64,
+    /// The cluster CA's certificate (PEM), which the servers' certificates chain to.
+    pub cluster_ca: String,
 }
 
 /// The new content of `<cluster>-tls`: what `current` holds, with every leaf that is missing,
-/// due at `now`, or signed by another CA than today's issued again.
+/// due at `now`, or signed by another CA than today's issued again. Without `cluster_ca`
+/// (cert-manager issues those) only the leaves of the admin CA and its certificate.
 pub fn renewed(
     names: &Names,
     current: &BTreeMap<String, String>,
-    cluster_ca: &Authority,
+    cluster_ca: Option<&Authority>,
     admin_ca: &Authority,
     lifetime: Duration,
     now: OffsetDateTime,
@@ -217,11 +219,14 @@ pub fn renewed(
     let mut next = BTreeMap::new();
     let mut issued = 0;
     let same = |key: &str, pem: &str| current.get(key).is_some_and(|c| c == pem);
-    let cluster_same = same(CA_CERT, &cluster_ca.pem().cert_pem);
+    let cluster_same = cluster_ca.is_some_and(|ca| same(CA_CERT, &ca.pem().cert_pem));
     let admin_same = same(ADMIN_CA_CERT, &admin_ca.pem().cert_pem);
-    next.insert(CA_CERT.to_owned(), cluster_ca.pem().cert_pem.clone());
+    if let Some(ca) = cluster_ca {
+        next.insert(CA_CERT.to_owned(), ca.pem().cert_pem.clone());
+    }
     next.insert(ADMIN_CA_CERT.to_owned(), admin_ca.pem().cert_pem.clone());
     for (stem, leaf, by_admin) in leaves(names) {
+        let Some(ca) = (if by_admin { Some(admin_ca) } else { cluster_ca }) else { continue };
         let (cert_key, key_key) = (format!("{stem}.crt"), format!("{stem}.key"));
         let ca_same = if by_admin { admin_same } else { cluster_same };
         let keep = match (current.get(&cert_key), current.get(&key_key)) {
@@ -233,7 +238,6 @@ pub fn renewed(
         let (cert, key) = match keep {
             Some(kept) => kept,
             None => {
-                let ca = if by_admin { admin_ca } else { cluster_ca };
                 issued += 1;
                 let Issued { cert_pem, key_pem } = ca.issue(&leaf, now, lifetime)?;
                 (cert_pem, key_pem)
@@ -245,7 +249,9 @@ pub fn renewed(
     Ok((next, issued))
 }
 
-/// Keeps `<cluster>-ca` and `<cluster>-tls` issued and fresh.
+/// Keeps `<cluster>-tls` issued and fresh: the leaves of the cluster's CA from the operator's
+/// `<cluster>-ca` (made when absent) or from cert-manager ([`crate::cert_manager`]; who issues is
+/// chosen once and recorded on the Secret), and the admin leaf always from the admin CA.
 pub async fn ensure(
     client: &Client,
     cluster: &CoordinationCluster,
@@ -254,10 +260,21 @@ pub async fn ensure(
     lifetimes: Lifetimes,
 ) -> Result<Kept, TlsError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
-    let ca_meta = owned_meta(cluster, names, names.ca_secret());
-    let cluster_ca =
-        authority(&api, &names.ca_secret(), ca_meta, &format!("{} CA", names.cluster), lifetimes.ca).await?;
-    let current: BTreeMap<String, String> = match api.get_opt(&names.tls_secret()).await? {
+    let stored = api.get_opt(&names.tls_secret()).await?;
+    let recorded = stored
+        .as_ref()
+        .and_then(|secret| secret.metadata.annotations.as_ref()?.get(ISSUED_BY_ANNOTATION))
+        .and_then(|value| Issuer::from_annotation(value));
+    let provider = cluster.spec.tls.provider;
+    let issuer = match (provider, recorded) {
+        (TlsProvider::Auto, None) => {
+            let operator_ca = api.get_opt(&names.ca_secret()).await?.is_some();
+            let served = !operator_ca && cert_manager::served(client).await?;
+            cert_manager::choose(provider, None, operator_ca, served)
+        }
+        _ => cert_manager::choose(provider, recorded, false, false),
+    };
+    let current: BTreeMap<String, String> = match stored {
         Some(secret) => secret
             .data
             .unwrap_or_default()
@@ -267,24 +284,92 @@ pub async fn ensure(
         None => BTreeMap::new(),
     };
     let now = OffsetDateTime::now_utc();
-    let (next, issued) = renewed(names, &current, &cluster_ca, admin_ca, lifetimes.leaf, now)?;
-    if next != current {
-        let secret = Secret {
-            metadata: owned_meta(cluster, names, names.tls_secret()),
-            type_: Some("Opaque".to_owned()),
-            data: Some(data(next.clone())),
-            ..Secret::default()
-        };
+    let (next, issued) = match issuer {
+        Issuer::Operator => {
+            let ca_meta = owned_meta(cluster, names, names.ca_secret());
+            let cluster_ca =
+                authority(&api, &names.ca_secret(), ca_meta, &format!("{} CA", names.cluster), lifetimes.ca).await?;
+            renewed(names, &current, Some(&cluster_ca), admin_ca, lifetimes.leaf, now)?
+        }
+        Issuer::CertManager => {
+            let copied = from_cert_manager(client, cluster, names, lifetimes).await?;
+            let (mut next, issued) = renewed(names, &current, None, admin_ca, lifetimes.leaf, now)?;
+            next.extend(copied);
+            (next, issued)
+        }
+    };
+    if next != current || recorded != Some(issuer) {
+        let mut metadata = owned_meta(cluster, names, names.tls_secret());
+        metadata.annotations =
+            Some(BTreeMap::from([(ISSUED_BY_ANNOTATION.to_owned(), issuer.annotation().to_owned())]));
+        let secret =
+            Secret { metadata, type_: Some("Opaque".to_owned()), data: Some(data(next.clone())), ..Secret::default() };
         api.patch(&names.tls_secret(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
-        tracing::info!(cluster = %names.cluster, namespace = %names.namespace, issued, "certificates written");
+        tracing::info!(cluster = %names.cluster, namespace = %names.namespace, issued, by = issuer.annotation(), "certificates written");
     }
-    let next_renewal = next
-        .iter()
-        .filter(|(k, _)| k.ends_with(".crt") && k.as_str() != CA_CERT && k.as_str() != ADMIN_CA_CERT)
-        .filter_map(|(_, pem)| certs::renew_at(pem, lifetimes.leaf))
+    // The leaves the operator renews itself.
+    let next_renewal = leaves(names)
+        .into_iter()
+        .filter(|(_, _, by_admin)| *by_admin || issuer == Issuer::Operator)
+        .filter_map(|(stem, _, _)| certs::renew_at(next.get(&format!("{stem}.crt"))?, lifetimes.leaf))
         .min()
         .unwrap_or(now.unix_timestamp());
-    Ok(Kept { issued, next_renewal })
+    let cluster_ca = next.get(CA_CERT).cloned().unwrap_or_default();
+    Ok(Kept { issued, next_renewal, cluster_ca })
+}
+
+/// Asks cert-manager for the leaves of the cluster's CA (applying its Issuers and
+/// Certificates), owns the Secrets it wrote, and gives their entries of `<cluster>-tls`;
+/// [`TlsError::Pending`] until every one is issued.
+async fn from_cert_manager(
+    client: &Client,
+    cluster: &CoordinationCluster,
+    names: &Names,
+    lifetimes: Lifetimes,
+) -> Result<BTreeMap<String, String>, TlsError> {
+    let wanted: Vec<(String, Leaf)> =
+        leaves(names).into_iter().filter(|(_, _, by_admin)| !by_admin).map(|(stem, leaf, _)| (stem, leaf)).collect();
+    for (kind, object) in cert_manager::objects(cluster, names, &cluster.spec.tls, &wanted, lifetimes.ca) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &names.namespace, &cert_manager::resource(kind));
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Err(TlsError::Pending(format!(
+                    "cert-manager's {kind} resource is not served: install cert-manager, or set tls.provider: Operator"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+    let selector = format!("{}={}", cert_manager::CERTIFICATE_OF_LABEL, names.cluster);
+    let listed = secrets.list(&ListParams::default().labels(&selector)).await?.items;
+    // Owned (not controlled: cert-manager writes them) by the cluster, so a renewal wakes the
+    // operator and deleting the cluster deletes them.
+    if let Some(mut owner) = cluster.controller_owner_ref(&()) {
+        owner.controller = None;
+        owner.block_owner_deletion = None;
+        for secret in &listed {
+            let owned = secret.metadata.owner_references.iter().flatten().any(|o| o.uid == owner.uid);
+            let Some(name) = secret.metadata.name.as_deref().filter(|_| !owned) else { continue };
+            let adopt = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(names.namespace.clone()),
+                    owner_references: Some(vec![owner.clone()]),
+                    ..ObjectMeta::default()
+                },
+                ..Secret::default()
+            };
+            secrets.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&adopt)).await?;
+        }
+    }
+    let by_name: BTreeMap<String, Secret> =
+        listed.into_iter().filter_map(|secret| Some((secret.metadata.name.clone()?, secret))).collect();
+    let stems: Vec<String> = wanted.into_iter().map(|(stem, _)| stem).collect();
+    cert_manager::assemble(names, &stems, &by_name).map_err(TlsError::Pending)
 }
 
 #[cfg(test)]
@@ -299,22 +384,22 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let ca = Authority::generate("zk CA", now, 3650 * DAY).expect("CA");
         let admin = Authority::generate("admin CA", now, 3650 * DAY).expect("admin CA");
-        let (first, issued) = renewed(&names, &BTreeMap::new(), &ca, &admin, 90 * DAY, now).expect("issued");
+        let (first, issued) = renewed(&names, &BTreeMap::new(), Some(&ca), &admin, 90 * DAY, now).expect("issued");
         assert_eq!(issued, 2 + MAX_MEMBERS as usize);
         for key in ["ca.crt", "admin-ca.crt", "server.crt", "server.key", "admin.crt", "member-1.key", "member-9.crt"] {
             assert!(first.contains_key(key), "{key}");
         }
-        let (again, issued) = renewed(&names, &first, &ca, &admin, 90 * DAY, now).expect("kept");
+        let (again, issued) = renewed(&names, &first, Some(&ca), &admin, 90 * DAY, now).expect("kept");
         assert_eq!((issued, &again), (0, &first), "nothing due: nothing issued");
 
         let later = now + time::Duration::days(61);
-        let (renewed_all, issued) = renewed(&names, &first, &ca, &admin, 90 * DAY, later).expect("renewed");
+        let (renewed_all, issued) = renewed(&names, &first, Some(&ca), &admin, 90 * DAY, later).expect("renewed");
         assert_eq!(issued, 2 + MAX_MEMBERS as usize, "all were issued together, all are due together");
         assert_ne!(renewed_all["server.crt"], first["server.crt"]);
         assert_eq!(renewed_all["ca.crt"], first["ca.crt"]);
 
         let other_admin = Authority::generate("admin CA 2", now, 3650 * DAY).expect("admin CA");
-        let (moved, issued) = renewed(&names, &first, &ca, &other_admin, 90 * DAY, now).expect("re-signed");
+        let (moved, issued) = renewed(&names, &first, Some(&ca), &other_admin, 90 * DAY, now).expect("re-signed");
         assert_eq!(issued, 1, "only the admin certificate chains to the admin CA");
         assert_ne!(moved["admin.crt"], first["admin.crt"]);
         assert_eq!(moved["member-3.crt"], first["member-3.crt"]);

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::crd::{CoordinationClusterSpec, IMAGE_PATTERN, STORAGE_SIZE_PATTERN};
+use crate::crd::{CoordinationClusterSpec, TlsProvider, IMAGE_PATTERN, STORAGE_SIZE_PATTERN};
 
 /// Why a spec cannot be acted on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,7 +61,50 @@ pub fn validate(spec: &CoordinationClusterSpec) -> Result<(), InvalidSpec> {
             ));
         }
     }
+    let mut seen = std::collections::BTreeSet::new();
+    for namespace in &spec.tenancy.namespaces {
+        if !dns_label(&namespace.name) {
+            return Err(invalid(
+                "InvalidTenancy",
+                format!("tenancy.namespaces: {:?} is not a namespace name (a DNS label)", namespace.name),
+            ));
+        }
+        if !seen.insert(namespace.name.as_str()) {
+            return Err(invalid("InvalidTenancy", format!("tenancy.namespaces lists {:?} twice", namespace.name)));
+        }
+        if namespace.max_znodes.is_some_and(|n| n < 1) || namespace.max_bytes.is_some_and(|n| n < 0) {
+            return Err(invalid(
+                "InvalidTenancy",
+                format!(
+                    "tenancy.namespaces {:?}: maxZnodes must be at least 1 and maxBytes not negative",
+                    namespace.name
+                ),
+            ));
+        }
+    }
+    let tls = &spec.tls;
+    if let Some(issuer) = &tls.issuer_ref {
+        if !tls.enabled || tls.provider == TlsProvider::Operator {
+            return Err(invalid(
+                "InvalidTls",
+                "tls.issuerRef names a cert-manager issuer: it needs tls.enabled and a provider of CertManager or Auto"
+                    .to_owned(),
+            ));
+        }
+        if issuer.name.is_empty() || issuer.name.len() > 253 || issuer.group.is_empty() {
+            return Err(invalid("InvalidTls", format!("tls.issuerRef {:?} needs a name and a group", issuer.name)));
+        }
+    }
     Ok(())
+}
+
+/// A DNS label (RFC 1123), as names of namespaces and clusters are.
+pub fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 #[cfg(test)]
@@ -91,5 +134,13 @@ mod tests {
         assert_eq!(reason("{storage: {size: 0Gi}}"), Some("InvalidStorage"));
         assert_eq!(reason("{storage: {size: lots}}"), Some("InvalidStorage"));
         assert_eq!(reason("{config: {minSessionTimeoutMs: 9000, maxSessionTimeoutMs: 4000}}"), Some("InvalidConfig"));
+        assert_eq!(reason("{tenancy: {namespaces: [{name: Shop}]}}"), Some("InvalidTenancy"));
+        assert_eq!(reason("{tenancy: {namespaces: [{name: shop}, {name: shop}]}}"), Some("InvalidTenancy"));
+        assert_eq!(reason("{tenancy: {namespaces: [{name: shop, maxZnodes: 0}]}}"), Some("InvalidTenancy"));
+        assert_eq!(validate(&spec("{tenancy: {namespaces: [{name: shop, maxZnodes: 10, maxBytes: 0}]}}")), Ok(()));
+        assert_eq!(reason("{tls: {provider: Operator, issuerRef: {name: corp}}}"), Some("InvalidTls"));
+        assert_eq!(reason("{tls: {enabled: false, issuerRef: {name: corp}}}"), Some("InvalidTls"));
+        assert_eq!(reason("{tls: {issuerRef: {name: ''}}}"), Some("InvalidTls"));
+        assert_eq!(validate(&spec("{tls: {issuerRef: {name: corp, kind: ClusterIssuer}}}")), Ok(()));
     }
 }

@@ -1,5 +1,5 @@
 //! A real Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler, kube-proxy and CoreDNS — the binaries scripts/kube-tools.sh builds from
+//! kube-scheduler, kube-proxy and CoreDNS (and, for tests that ask, cert-manager) — the binaries scripts/kube-tools.sh builds from
 //! pinned module versions — started in a network namespace of their own and stopped (every
 //! process killed, the namespace deleted) when the [`ControlPlane`] drops.
 //!
@@ -454,6 +454,22 @@ impl ControlPlane {
             })?;
         }
         Ok(())
+    }
+
+    /// Installs cert-manager: its CRDs and its controller (scripts/kube-tools.sh builds both; the
+    /// controller runs as admin, issuing from SelfSigned and CA issuers), and waits until its
+    /// Certificate resource is served.
+    pub fn start_cert_manager(&mut self) -> Result<(), String> {
+        let crds = self.tools.join("cert-manager-crds");
+        self.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
+        self.kubectl(&["create", "namespace", "cert-manager"])?;
+        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/certificates.cert-manager.io"])?;
+        let kubeconfig = format!("--kubeconfig={}", self.admin_kubeconfig().display());
+        self.spawn("cert-manager-controller", &[&kubeconfig])?;
+        let log = self.dir.join("cert-manager-controller.log");
+        self.wait_until("cert-manager's controllers start", || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.contains("controllers started"))
+        })
     }
 
     /// The admin kubeconfig.

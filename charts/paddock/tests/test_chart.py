@@ -81,8 +81,8 @@ def test_default_objects():
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(
         [
-            "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration", "Role",
-            "RoleBinding", "Secret", "Service", "ServiceAccount",
+            "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
+            "MutatingWebhookConfiguration", "Role", "RoleBinding", "Secret", "Service", "ServiceAccount",
         ]
     )
     # Least privilege: no wildcards anywhere.
@@ -113,6 +113,20 @@ def test_default_objects():
     rules = by_kind(objects, "ClusterRole")[0]["rules"]
     assert any("secrets" in r["resources"] and "patch" in r["verbs"] for r in rules)
     assert any("networkpolicies" in r["resources"] and "delete" in r["verbs"] for r in rules)
+    # Where cert-manager runs it asks it for the servers' certificates.
+    assert {"apiGroups": ["cert-manager.io"], "resources": ["certificates", "issuers"],
+            "verbs": ["get", "create", "patch"]} in rules
+    # Namespace isolation: it binds system:auth-delegator, and no other role, to servers.
+    token_review = next(r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-token-review"))
+    bind = [r for r in token_review["rules"] if "bind" in r["verbs"]]
+    assert bind == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                     "resourceNames": ["system:auth-delegator"], "verbs": ["bind"]}]
+
+
+def test_a_namespaced_operator_still_binds_token_reviewers():
+    objects = render({"watchNamespace": "apps"})
+    names = sorted(o["metadata"]["name"] for o in by_kind(objects, "ClusterRole"))
+    assert names == ["paddock-token-review"]
 
 
 def test_chart_crd_is_the_generated_one():

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use paddock_testkit::kube::{self, ControlPlane, Forward};
+use paddock_testkit::Bounded as _;
 
 /// The nodes the node agent runs.
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -66,11 +67,16 @@ pub fn all_ready(plane: &ControlPlane, n: usize) {
 /// A Deployment `worker` in `default` of `replicas` pods of the Paddock image, annotated
 /// `annotations` (a YAML flow map's entries), whose app takes lock `demo` and then watches `/`.
 pub fn workers(replicas: u32, annotations: &str) -> String {
+    workers_in("default", replicas, annotations)
+}
+
+/// [`workers`] in namespace `ns`.
+pub fn workers_in(ns: &str, replicas: u32, annotations: &str) -> String {
     format!(
         r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: worker, namespace: default}}
+metadata: {{name: worker, namespace: {ns}}}
 spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: worker}}}}
@@ -131,13 +137,44 @@ pub fn wait(plane: &ControlPlane, what: &str, args: &[&str]) {
 /// A ZooKeeper client of Service `service` in `default`, through a [`Forward`] into the
 /// control plane's namespace (the Service's ClusterIP, so kube-proxy picks the pod).
 pub async fn zk_client(plane: &ControlPlane, service: &str) -> (Forward, zookeeper_client::Client) {
+    zk_client_as(plane, service, None).await
+}
+
+/// [`zk_client`] (the clear-text port: the test dials the Service's address, which the TLS
+/// port's certificate does not name), authenticated with `token` (scheme `k8s`) when given.
+pub async fn zk_client_as(
+    plane: &ControlPlane,
+    service: &str,
+    token: Option<&str>,
+) -> (Forward, zookeeper_client::Client) {
     let ip = plane.kubectl(&["get", "service", service, "-o", "jsonpath={.spec.clusterIP}"]).expect("client service");
     let ip: std::net::Ipv4Addr = ip.trim().parse().expect("cluster IP");
     let forward = Forward::start(&plane.ns, (ip, 2181).into()).expect("forward");
-    let client = paddock_testkit::zk::connect(&forward.addr.to_string(), Duration::from_secs(10))
+    let mut connector =
+        zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(10)).with_fail_eagerly();
+    if let Some(token) = token {
+        connector = connector.with_auth("k8s", token.as_bytes());
+    }
+    let client = connector
+        .connect(&forward.addr.to_string())
+        .bounded()
         .await
         .expect("a ZooKeeper client connects through the Service");
     (forward, client)
+}
+
+/// A token of ServiceAccount `default` of namespace `ns` for the servers' audience: what kubelet
+/// writes into a pod's projected token volume (TokenRequest), here for the test's own client.
+pub fn token(plane: &ControlPlane, ns: &str) -> String {
+    plane
+        .wait_until(&format!("namespace {ns} has its default ServiceAccount"), || {
+            plane.kubectl(&["get", "serviceaccount", "default", "-n", ns]).is_ok()
+        })
+        .expect("default ServiceAccount");
+    let token = plane
+        .kubectl(&["create", "token", "default", "-n", ns, "--audience", "paddock", "--duration", "1h"])
+        .expect("a token");
+    token.trim().to_owned()
 }
 
 /// Key `key` of Secret `name` in `ns`, decoded.
@@ -161,7 +198,7 @@ impl AdminClient {
         };
         let (cert, key) = (secret("ca.crt"), secret("ca.key"));
         let authority = paddock_operator::certs::Authority::from_pem("admin CA", &cert, &key).expect("admin CA");
-        let issued = paddock_operator::tls::admin_client(&authority, Duration::from_secs(3600)).expect("client cert");
+        let issued = paddock_operator::certs::admin_client(&authority, Duration::from_secs(3600)).expect("client cert");
         let dir = tempfile::tempdir().expect("temp dir");
         for (file, text) in [("ca.crt", &cert), ("client.crt", &issued.cert_pem), ("client.key", &issued.key_pem)] {
             std::fs::write(dir.path().join(file), text).expect("write");
@@ -188,4 +225,58 @@ impl AdminClient {
         let (body, code) = out.trim_end().rsplit_once('\n')?;
         Some((code.trim().parse().ok()?, body.to_owned()))
     }
+}
+
+/// Apache ZooKeeper's CLI over TLS (the Netty socket) to `server`, trusting `ca`, running
+/// `command`: what it printed.
+pub fn zkcli_tls(plane: &ControlPlane, ca: &std::path::Path, server: &str, command: &[&str]) -> Result<String, String> {
+    let flags = [
+        // Debian's zookeeper.jar lacks netty's resolver and codec on its manifest class path.
+        "-cp",
+        "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/netty-resolver.jar:/usr/share/java/netty-codec.jar",
+        "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty",
+        "-Dzookeeper.client.secure=true",
+        &format!("-Dzookeeper.ssl.trustStore.location={}", ca.display()),
+        "-Dzookeeper.ssl.trustStore.type=PEM",
+        // Dialed by the Service's address, which the certificate does not name (it names the
+        // Service's DNS names; the sidecar below checks those).
+        "-Dzookeeper.ssl.hostnameVerification=false",
+    ]
+    .join(" ");
+    let env = format!("CLIENT_JVMFLAGS={flags}");
+    let mut args = vec![env.as_str(), "/usr/share/zookeeper/bin/zkCli.sh", "-server", server];
+    args.extend(command);
+    plane.exec("env", &args)
+}
+
+/// The addresses of cluster `zk`'s server pods.
+pub fn pod_ips(plane: &ControlPlane) -> Vec<String> {
+    plane
+        .kubectl(&["get", "pods", "-l", "app.kubernetes.io/instance=zk", "-o", "jsonpath={.items[*].status.podIP}"])
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The certificate (PEM) the TLS client port of the pod at `ip` shows.
+pub fn served_certificate(plane: &ControlPlane, ip: &str) -> Option<String> {
+    let out = plane.exec("openssl", &["s_client", "-connect", &format!("{ip}:2281"), "-showcerts"]).ok()?;
+    let start = out.find("-----BEGIN CERTIFICATE-----")?;
+    let end = out[start..].find("-----END CERTIFICATE-----")? + start + "-----END CERTIFICATE-----".len();
+    Some(format!("{}\n", &out[start..end]))
+}
+
+/// Each server pod of cluster `zk` with its container's restart count, `name=count ...`.
+pub fn restarts(plane: &ControlPlane) -> String {
+    plane
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/instance=zk",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}",
+        ])
+        .unwrap_or_default()
 }

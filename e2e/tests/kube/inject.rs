@@ -1,7 +1,7 @@
 //! The sidecar injected by the real API server calling the operator's webhook over TLS, apps
 //! holding a lock over the socket, and the lock moving on when its holder's pod is deleted.
 
-use crate::harness::{available, describe, installed, workers, zk_client};
+use crate::harness::{available, describe, installed, token, workers, zk_client_as};
 
 /// The pod holding lock `demo` (the lowest sequence number) and how many wait for it.
 async fn holder(client: &zookeeper_client::Client) -> Option<(String, usize)> {
@@ -17,7 +17,8 @@ async fn holder(client: &zookeeper_client::Client) -> Option<(String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_pods_take_a_lock_and_a_deleted_holder_hands_it_on() {
     let plane = installed();
-    // The sidecars speak TLS (the default); the clear-text port serves this test's own client.
+    // The sidecars speak TLS and authenticate with their pods' tokens (the defaults); the
+    // clear-text port serves this test's own client.
     available(&plane, "{replicas: 1, tls: {plainClientPort: true}}");
     // The session timeout is longer than the test waits for the lock to move: it must move on
     // the release, not on the session's expiry.
@@ -40,7 +41,8 @@ async fn injected_pods_take_a_lock_and_a_deleted_holder_hands_it_on() {
         .expect("pods");
     assert_eq!(sidecars.split_whitespace().collect::<Vec<_>>(), ["paddock-sidecar/Always"; 2], "{sidecars}");
 
-    let (_forward, client) = zk_client(&plane, "zk-client").await;
+    // The locks are in /default, which namespace default's identities alone may read.
+    let (_forward, client) = zk_client_as(&plane, "zk-client", Some(&token(&plane, "default"))).await;
     let first = paddock_testkit::wait_for("one worker holds the lock and the other waits", || async {
         holder(&client).await.filter(|(_, n)| *n == 2).map(|(pod, _)| pod)
     })

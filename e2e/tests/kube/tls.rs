@@ -8,39 +8,9 @@
 use paddock_testkit::kube::ControlPlane;
 
 use crate::harness::{
-    all_ready, available, describe, installed, installed_with, secret_value, wait, workers, AdminClient,
+    all_ready, available, describe, installed, installed_with, pod_ips, restarts, secret_value, served_certificate,
+    wait, workers, zkcli_tls, AdminClient,
 };
-
-/// Apache ZooKeeper's CLI over TLS (the Netty socket) to `server`, trusting `ca`, running
-/// `command`: what it printed.
-fn zkcli_tls(plane: &ControlPlane, ca: &std::path::Path, server: &str, command: &[&str]) -> Result<String, String> {
-    let flags = [
-        // Debian's zookeeper.jar lacks netty's resolver and codec on its manifest class path.
-        "-cp",
-        "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/netty-resolver.jar:/usr/share/java/netty-codec.jar",
-        "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty",
-        "-Dzookeeper.client.secure=true",
-        &format!("-Dzookeeper.ssl.trustStore.location={}", ca.display()),
-        "-Dzookeeper.ssl.trustStore.type=PEM",
-        // Dialed by the Service's address, which the certificate does not name (it names the
-        // Service's DNS names; the sidecar below checks those).
-        "-Dzookeeper.ssl.hostnameVerification=false",
-    ]
-    .join(" ");
-    let env = format!("CLIENT_JVMFLAGS={flags}");
-    let mut args = vec![env.as_str(), "/usr/share/zookeeper/bin/zkCli.sh", "-server", server];
-    args.extend(command);
-    plane.exec("env", &args)
-}
-
-fn pod_ips(plane: &ControlPlane) -> Vec<String> {
-    plane
-        .kubectl(&["get", "pods", "-l", "app.kubernetes.io/instance=zk", "-o", "jsonpath={.items[*].status.podIP}"])
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_cluster_speaks_tls_on_every_port() {
@@ -109,36 +79,25 @@ async fn a_default_cluster_speaks_tls_on_every_port() {
         .kubectl(&["get", "pods", "-l", "app=worker", "-o", "jsonpath={.items[0].spec.initContainers[0].env[*].name}"])
         .expect("sidecar env");
     assert!(env.contains("PADDOCK_TLS_CA_PEM"), "{env}");
+    // Its nodes are its namespace's alone (namespace isolation: zkCli has no token), but `stat`
+    // asks no permission, as in ZooKeeper: the lock's directory shows the holder's node.
     plane
         .wait_until("the worker holds its lock", || {
-            zkcli_tls(&plane, &ca, &server, &["ls", "/default/_paddock/locks/demo"])
-                .is_ok_and(|out| out.lines().any(|l| l.starts_with("[lock-")))
+            zkcli_tls(&plane, &ca, &server, &["stat", "/default/_paddock/locks/demo"])
+                .is_ok_and(|out| out.lines().any(|l| l.trim() == "numChildren = 1"))
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&plane, "default")));
+    let listed = zkcli_tls(&plane, &ca, &server, &["ls", "/default/_paddock/locks/demo"]);
+    assert!(!listed.as_ref().is_ok_and(|out| out.lines().any(|l| l.starts_with("[lock-"))), "{listed:?}");
 }
 
 /// The expiry (Unix seconds) of the certificate the TLS client port of the pod at `ip` shows.
 fn served_expiry(plane: &ControlPlane, ip: &str) -> Option<i64> {
-    let out = plane.exec("openssl", &["s_client", "-connect", &format!("{ip}:2281"), "-showcerts"]).ok()?;
-    let start = out.find("-----BEGIN CERTIFICATE-----")?;
-    paddock_operator::certs::not_after(&out[start..])
+    paddock_operator::certs::not_after(&served_certificate(plane, ip)?)
 }
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-fn restarts(plane: &ControlPlane) -> String {
-    plane
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/instance=zk",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}",
-        ])
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

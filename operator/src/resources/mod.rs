@@ -5,6 +5,7 @@
 
 mod configmap;
 mod container;
+mod identity;
 mod networkpolicy;
 mod pdb;
 mod service;
@@ -14,14 +15,16 @@ mod statefulset;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
 pub use configmap::{config_map, server_env};
 pub use container::{container_port, downward, http_probe, https, restricted};
+pub use identity::{binding_owner, service_account, token_review_binding, AUTH_DELEGATOR, CLUSTER_NAMESPACE_LABEL};
 pub use networkpolicy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use service::{client_service, peer_service};
@@ -95,6 +98,17 @@ impl Names {
     /// The Secret with the cluster's CA (never mounted).
     pub fn ca_secret(&self) -> String {
         format!("{}-ca", self.cluster)
+    }
+
+    /// The servers' ServiceAccount.
+    pub fn service_account(&self) -> String {
+        format!("{}-server", self.cluster)
+    }
+
+    /// The ClusterRoleBinding that lets the servers review tokens (cluster-scoped: the
+    /// namespace is in the name; `:` cannot be in either, so no two clusters share one).
+    pub fn token_review_binding(&self) -> String {
+        format!("paddock:{}:{}:token-review", self.namespace, self.cluster)
     }
 
     /// The Secret with the servers' certificates, mounted in every server pod.
@@ -190,6 +204,10 @@ pub struct ClusterResources {
     pub service_monitor: Option<serde_json::Value>,
     /// The servers' NetworkPolicy, unless turned off.
     pub network_policy: Option<NetworkPolicy>,
+    /// The servers' ServiceAccount.
+    pub service_account: ServiceAccount,
+    /// With namespace isolation: the binding that lets the servers review tokens.
+    pub token_review_binding: Option<ClusterRoleBinding>,
 }
 
 /// Every port a server listens on: the client ports, then peer and admin.
@@ -228,6 +246,8 @@ pub fn cluster_resources(
         statefulset: statefulset(cluster, names, replicas, membership, &config_map),
         service_monitor: service_monitor(cluster, names),
         network_policy: network_policy(cluster, names),
+        service_account: service_account(cluster, names),
+        token_review_binding: cluster.spec.isolated().then(|| token_review_binding(names)),
         config_map,
     }
 }

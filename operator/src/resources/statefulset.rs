@@ -111,7 +111,7 @@ pub fn membership_of(statefulset: &StatefulSet) -> Option<Membership> {
 
 /// paddock-server's command line in a pod of this cluster. `$(POD_NAME)` is expanded by the
 /// kubelet from the pod's env.
-pub fn server_args(names: &Names, membership: &Membership, tls: &TlsSpec) -> Vec<String> {
+pub fn server_args(names: &Names, membership: &Membership, tls: &TlsSpec, isolated: bool) -> Vec<String> {
     let mut args = vec![
         "--id-from-hostname".to_owned(),
         format!("--data-dir={DATA_DIR}"),
@@ -136,6 +136,17 @@ pub fn server_args(names: &Names, membership: &Membership, tls: &TlsSpec) -> Vec
         ]);
         if !tls.plain_clients() {
             args.push("--no-plain-client".to_owned());
+        }
+        // The operator, with its admin certificate, is the super user of the client port too:
+        // it lays out the namespaces' subtrees (`tenancy`).
+        args.extend([
+            format!("--tls-ca={}", file(ADMIN_CA_CERT)),
+            "--tls-client-auth=want".to_owned(),
+            format!("--x509-super-user={}", crate::certs::OPERATOR_SUBJECT),
+        ]);
+        if isolated {
+            // Against the API server of the pod's own cluster, with the pod's token.
+            args.push("--k8s-token-review".to_owned());
         }
     }
     args.push(membership.flag());
@@ -231,6 +242,9 @@ fn pod_template(cluster: &CoordinationCluster, names: &Names) -> PodTemplateSpec
         metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..ObjectMeta::default() }),
         spec: Some(PodSpec {
             containers: vec![server],
+            service_account_name: Some(names.service_account()),
+            // The API token only where the servers review tokens with it.
+            automount_service_account_token: Some(spec.isolated()),
             volumes: (!volumes.is_empty()).then_some(volumes),
             affinity: Some(spec.pod.affinity.clone().unwrap_or_else(|| default_affinity(names))),
             tolerations: (!spec.pod.tolerations.is_empty()).then(|| spec.pod.tolerations.clone()),
@@ -260,7 +274,7 @@ pub fn statefulset(
         meta.annotations.get_or_insert_with(Default::default).insert(CONFIG_HASH_ANNOTATION.to_owned(), hash);
     }
     if let Some(server) = template.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-        server.args = Some(server_args(names, membership, &cluster.spec.tls));
+        server.args = Some(server_args(names, membership, &cluster.spec.tls, cluster.spec.isolated()));
     }
     let storage = &cluster.spec.storage;
     let claim = PersistentVolumeClaim {

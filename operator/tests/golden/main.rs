@@ -21,9 +21,12 @@ fn render(resources: &ClusterResources) -> String {
         statefulset,
         service_monitor,
         network_policy,
+        service_account,
+        token_review_binding,
     } = resources;
     let mut docs = vec![
         serde_yaml::to_string(config_map),
+        serde_yaml::to_string(service_account),
         serde_yaml::to_string(peer_service),
         serde_yaml::to_string(client_service),
         serde_yaml::to_string(pod_disruption_budget),
@@ -34,6 +37,9 @@ fn render(resources: &ClusterResources) -> String {
     }
     if let Some(policy) = network_policy {
         docs.push(serde_yaml::to_string(policy));
+    }
+    if let Some(binding) = token_review_binding {
+        docs.push(serde_yaml::to_string(binding));
     }
     let docs: Vec<String> = docs.into_iter().map(|d| d.expect("object serializes")).collect();
     format!("---\n{}", docs.join("---\n"))

@@ -26,6 +26,7 @@ use paddock_operator::crd::CoordinationCluster;
 use paddock_operator::metrics::Metrics;
 use paddock_operator::reconcile::{reconcile, Context};
 use paddock_operator::resources::{cluster_resources, Membership, Names, CONFIG_HASH_ANNOTATION};
+use paddock_operator::tenancy::{limits_data, Layout, TenancyError, Tenants};
 use paddock_operator::tls::{Certificates, Lifetimes};
 use serde_json::{json, Value};
 
@@ -43,6 +44,14 @@ struct Model {
     leader: u64,
     /// Secrets by name, as the API server stores them (base64 data).
     secrets: BTreeMap<String, Value>,
+    /// Namespaces of the pods the webhook labelled as using the cluster.
+    injected: Vec<String>,
+    /// Whether laying out namespaces fails.
+    tenancy_fails: bool,
+    /// Whether cert-manager's resources are served.
+    cert_manager: bool,
+    /// The Certificates applied, by name: their specs.
+    certificates: BTreeMap<String, Value>,
     log: Vec<String>,
 }
 
@@ -115,12 +124,16 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
     let body = request.into_body().collect_bytes().await.expect("request body");
     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("json body") };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (resource, name, sub) = match segments.iter().position(|s| *s == "namespaces") {
-        Some(i) => {
-            (segments.get(i + 2).copied().unwrap_or(""), segments.get(i + 3).copied(), segments.get(i + 4).copied())
-        }
-        None => ("", None, None),
+    // Namespaced: /api/v1/namespaces/NS/RESOURCE/NAME/SUB; cluster-scoped or across namespaces:
+    // /api/v1/RESOURCE/NAME or /apis/GROUP/VERSION/RESOURCE/NAME.
+    let at = match segments.iter().position(|s| *s == "namespaces") {
+        Some(i) => i + 2,
+        None if segments.first() == Some(&"api") => 2,
+        None => 3,
     };
+    let (resource, name, sub) =
+        (segments.get(at).copied().unwrap_or(""), segments.get(at + 1).copied(), segments.get(at + 2).copied());
+    let namespaced = segments.contains(&"namespaces");
     let mut model = lock(model);
     if method == http::Method::PATCH {
         let ssa = content_type == "application/apply-patch+yaml"
@@ -135,6 +148,22 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
                 Some(sts) => respond(StatusCode::OK, &sts),
                 None => not_found(),
             }
+        }
+        ("GET", "pods", None, None) if !namespaced => {
+            // The injected pods using the cluster, in every namespace (metadata only).
+            assert!(query.contains("paddock.dev%2Fcluster%3Dzk"), "{query}");
+            assert!(query.contains("paddock.dev%2Fcluster-namespace%3Dapps"), "{query}");
+            model.log.push("LIST injected pods".to_owned());
+            let items: Vec<Value> = model
+                .injected
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": format!("app-{i}"), "namespace": ns}}))
+                .collect();
+            respond(
+                StatusCode::OK,
+                &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+            )
         }
         ("GET", "pods", None, None) => {
             assert!(query.contains("labelSelector="), "pods are listed by label");
@@ -187,6 +216,38 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
             let cluster = model.cluster.clone();
             respond(StatusCode::OK, &cluster)
         }
+        // API discovery of cert-manager's group (not logged: asked of new TLS clusters alone).
+        ("GET", "", None, None) if path == "/apis/cert-manager.io/v1" => {
+            if !model.cert_manager {
+                return not_found();
+            }
+            let resources: Vec<Value> = ["certificates", "issuers", "clusterissuers", "certificaterequests"]
+                .iter()
+                .map(|name| json!({"name": name, "singularName": "", "namespaced": true, "kind": "", "verbs": ["get"]}))
+                .collect();
+            respond(
+                StatusCode::OK,
+                &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1", "resources": resources}),
+            )
+        }
+        ("GET", "secrets", None, None) => {
+            let selector = query.split('&').find_map(|q| q.strip_prefix("labelSelector=")).expect("listed by label");
+            assert_eq!(selector, "paddock.dev%2Fcertificate-of%3Dzk");
+            model.log.push("LIST certificate secrets".to_owned());
+            let items: Vec<Value> = model
+                .secrets
+                .values()
+                .filter(|s| s["metadata"]["labels"]["paddock.dev/certificate-of"] == "zk")
+                .cloned()
+                .collect();
+            respond(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {}, "items": items}))
+        }
+        ("PATCH", "certificates" | "issuers", Some(_), None) if !model.cert_manager => not_found(),
+        ("PATCH", "certificates", Some(name), None) => {
+            model.log.push(format!("APPLY certificates/{name}"));
+            model.certificates.insert(name.to_owned(), body["spec"].clone());
+            respond(StatusCode::OK, &body)
+        }
         ("GET", "secrets", Some(name), None) => match model.secrets.get(name) {
             Some(secret) => respond(StatusCode::OK, secret),
             None => not_found(),
@@ -196,6 +257,14 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
             model.log.push(format!("CREATE secrets/{name}"));
             model.secrets.insert(name, body.clone());
             respond(StatusCode::CREATED, &body)
+        }
+        // Owning a Secret cert-manager wrote: only its owner references are applied.
+        ("PATCH", "secrets", Some(name), None) if body.get("data").is_none() => {
+            model.log.push(format!("OWN secrets/{name}"));
+            let secret = model.secrets.get_mut(name).expect("owns a Secret that is there");
+            secret["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"].clone();
+            let secret = secret.clone();
+            respond(StatusCode::OK, &secret)
         }
         ("PATCH", "secrets", Some(name), None) => {
             model.log.push(format!("APPLY secrets/{name}"));
@@ -223,6 +292,10 @@ async fn serve(model: &Shared, request: Request<Body>) -> Response<Body> {
             let hash = model.statefulset.as_ref().map(template_hash).unwrap_or_default();
             model.pod_hash.insert(id, hash);
             respond(StatusCode::OK, &pod(id, "", false))
+        }
+        ("DELETE", "clusterrolebindings", Some(name), None) => {
+            model.log.push(format!("DELETE clusterrolebindings/{name}"));
+            not_found()
         }
         ("DELETE", "persistentvolumeclaims", Some(name), None) => {
             model.log.push(format!("DELETE pvc/{name}"));
@@ -305,6 +378,38 @@ impl AdminApi for FakeAdmin {
     }
 }
 
+/// Lays namespaces out in the model's log.
+struct FakeTenants(Shared);
+
+impl Tenants for FakeTenants {
+    fn lay_out<'a>(
+        &'a self,
+        endpoint: &'a str,
+        cluster_ca: &'a str,
+        layout: &'a Layout,
+    ) -> BoxFuture<'a, Result<(), TenancyError>> {
+        Box::pin(async move {
+            assert_eq!(endpoint, "zk-client.apps.svc:2281", "the TLS client port");
+            assert!(cluster_ca.starts_with("-----BEGIN CERTIFICATE-----"), "the cluster CA: {cluster_ca}");
+            let mut model = lock(&self.0);
+            let list: Vec<String> = layout
+                .namespaces
+                .iter()
+                .map(|(ns, quota)| match limits_data(quota) {
+                    Some(limits) => format!("{ns}[{limits}]"),
+                    None => ns.clone(),
+                })
+                .collect();
+            let root = if layout.guard_root { "/ " } else { "" };
+            model.log.push(format!("LAYOUT {root}{}", list.join(" ")));
+            if model.tenancy_fails {
+                return Err(TenancyError::Unreachable { endpoint: endpoint.to_owned(), message: "refused".to_owned() });
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A running cluster of `n` voters on the current template.
 fn running(cluster: &CoordinationCluster, n: u64) -> Model {
     let names = names();
@@ -319,6 +424,10 @@ fn running(cluster: &CoordinationCluster, n: u64) -> Model {
         members: (1..=n).map(|id| (id, true)).collect(),
         leader: 1,
         secrets: BTreeMap::new(),
+        injected: Vec::new(),
+        tenancy_fails: false,
+        cert_manager: false,
+        certificates: BTreeMap::new(),
         log: Vec::new(),
     }
 }
@@ -350,6 +459,9 @@ fn harness(model: Model) -> Harness {
             ),
             lifetimes: Lifetimes::default(),
         })),
+        tenants: Some(Arc::new(FakeTenants(model.clone()))),
+        watch_namespace: None,
+        laid_out: Default::default(),
     });
     Harness { model, ctx, server }
 }
@@ -388,6 +500,8 @@ async fn one_pass_in_order_member_removed_before_statefulset_shrinks() {
             "APPLY secrets/zk-tls",
             "EVENT Normal CertificatesIssued",
             "APPLY configmaps/zk-config",
+            "APPLY serviceaccounts/zk-server",
+            "APPLY clusterrolebindings/paddock:apps:zk:token-review",
             "APPLY services/zk-peers",
             "APPLY services/zk-client",
             "APPLY poddisruptionbudgets/zk",
@@ -395,6 +509,9 @@ async fn one_pass_in_order_member_removed_before_statefulset_shrinks() {
             "APPLY networkpolicies/zk",
             "ADMIN Remove { id: 5 }",
             "EVENT Normal RemoveMember",
+            "LIST injected pods",
+            "LAYOUT ",
+            "EVENT Normal NamespacesLaidOut",
             "STATUS Scaling Available=True:QuorumAvailable,Progressing=True:RemoveMember,Degraded=False:Healthy",
         ]
     );
@@ -453,6 +570,13 @@ async fn scale_up_3_to_5_grows_adds_learners_and_promotes() {
             "ADMIN SetVoters { ids: {1, 2, 3, 4, 5} }",
             "EVENT Normal PromoteVoters",
         ]
+        .into_iter()
+        .flat_map(|e| {
+            // Namespaces are laid out in the first pass, where a leader is known.
+            let first = (e == "EVENT Normal ScaleStatefulSet").then_some("EVENT Normal NamespacesLaidOut");
+            std::iter::once(e).chain(first)
+        })
+        .collect::<Vec<_>>()
     );
     // The StatefulSet grew before any learner was added.
     let grow = log.iter().position(|l| l == "APPLY statefulset replicas=5 --join").expect("grown");
@@ -469,6 +593,8 @@ async fn new_cluster_bootstraps_with_initial_members_then_switches_to_join() {
     assert_eq!(log[0], "GET statefulset");
     // The certificates before the StatefulSet that mounts them.
     assert_eq!(log[2..5], ["CREATE secrets/zk-ca", "APPLY secrets/zk-tls", "EVENT Normal CertificatesIssued"]);
+    // No leader yet: no namespaces laid out.
+    assert!(!log.iter().any(|l| l.starts_with("LAYOUT")), "{log:?}");
     assert!(log.contains(&"APPLY statefulset replicas=3 --initial-members".to_owned()), "{log:?}");
     assert!(log.last().is_some_and(|l| l.starts_with("STATUS Bootstrapping")), "{log:?}");
     // The initial members elect a leader.
@@ -585,4 +711,202 @@ async fn invalid_spec_is_reported_degraded_and_nothing_is_touched() {
         let (_, log) = h.pass().await;
         assert_eq!(log.len(), 1, "{log:?}");
     }
+}
+
+#[tokio::test]
+async fn namespaces_using_the_cluster_are_laid_out_once_and_again_when_they_change() {
+    let cluster =
+        cr("{replicas: 3, tenancy: {guardRoot: true, namespaces: [{name: billing, maxZnodes: 50, maxBytes: 4096}]}}");
+    let mut model = running(&cluster, 3);
+    model.injected = vec!["shop".to_owned(), "cart".to_owned(), "shop".to_owned()];
+    let h = harness(model);
+    let (_, log) = h.pass().await;
+    let tenancy: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("injected") || l.contains("LAYOUT") || l.contains("Namespaces"))
+        .collect();
+    assert_eq!(
+        tenancy,
+        [
+            "LIST injected pods",
+            "LAYOUT / billing[count=-1,bytes=-1=;byteHardLimit=4096;countHardLimit=50] cart shop",
+            "EVENT Normal NamespacesLaidOut",
+        ]
+    );
+    let sts = lock(&h.model).statefulset.clone().expect("statefulset");
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "zk-server");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let args = pod["containers"][0]["args"].to_string();
+    for flag in ["--k8s-token-review", "--x509-super-user=CN=paddock-operator,O=Paddock", "--tls-client-auth=want"] {
+        assert!(args.contains(flag), "{flag} missing from {args}");
+    }
+
+    // The same namespaces: nothing to do.
+    let (_, log) = h.pass().await;
+    assert!(!log.iter().any(|l| l.starts_with("LAYOUT")), "{log:?}");
+    // A new namespace is laid out with the others; a failure is reported and retried soon.
+    {
+        let mut model = lock(&h.model);
+        model.injected.push("audit".to_owned());
+        model.tenancy_fails = true;
+    }
+    let (action, log) = h.pass().await;
+    assert!(log.iter().any(|l| l.starts_with("LAYOUT / audit billing")), "{log:?}");
+    assert!(log.contains(&"EVENT Warning TenancyFailed".to_owned()), "{log:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    lock(&h.model).tenancy_fails = false;
+    let (action, log) = h.pass().await;
+    assert!(log.iter().any(|l| l.starts_with("LAYOUT / audit billing")), "{log:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn without_isolation_no_tokens_are_reviewed_and_nothing_is_laid_out() {
+    let cluster = cr("{replicas: 3, tenancy: {enabled: false}}");
+    let mut model = running(&cluster, 3);
+    model.injected = vec!["shop".to_owned()];
+    let h = harness(model);
+    let (_, log) = h.pass().await;
+    assert!(log.contains(&"DELETE clusterrolebindings/paddock:apps:zk:token-review".to_owned()), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("LAYOUT") || l.contains("injected")), "{log:?}");
+    let sts = lock(&h.model).statefulset.clone().expect("statefulset");
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert!(!pod["containers"][0]["args"].to_string().contains("--k8s-token-review"));
+}
+
+/// cert-manager in the model: issues every Certificate applied so far from `ca`, into the Secret
+/// it names, as cert-manager writes them (`tls.crt`, `tls.key`, `ca.crt`, its template's labels).
+fn cert_manager_issues(model: &Shared, ca: &Authority) {
+    use paddock_operator::certs::{Leaf, Usage};
+    let mut model = lock(model);
+    let certificates = model.certificates.clone();
+    for spec in certificates.values() {
+        let strings = |key: &str| -> Vec<String> {
+            spec[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        };
+        let (cert, key) = if spec["isCA"] == true {
+            (ca.pem().cert_pem.clone(), ca.pem().key_pem.clone())
+        } else {
+            let leaf = Leaf {
+                common_name: spec["commonName"].as_str().unwrap_or("").to_owned(),
+                dns_names: strings("dnsNames"),
+                uri: strings("uris").first().cloned(),
+                usage: Usage::Peer,
+            };
+            let issued = ca.issue(&leaf, time::OffsetDateTime::now_utc(), Duration::from_secs(86_400)).expect("issued");
+            (issued.cert_pem, issued.key_pem)
+        };
+        let name = spec["secretName"].as_str().expect("a secret name").to_owned();
+        let data = |pem: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": spec["secretTemplate"]["labels"]},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": data(&cert), "tls.key": data(&key), "ca.crt": data(&ca.pem().cert_pem)},
+        });
+        model.secrets.insert(name, secret);
+    }
+}
+
+fn secret_text(model: &Shared, name: &str, key: &str) -> Option<String> {
+    let encoded = lock(model).secrets.get(name)?["data"][key].as_str()?.to_owned();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[tokio::test]
+async fn where_cert_manager_runs_it_issues_the_servers_certificates_and_renewals_reach_the_pods() {
+    let cluster = cr("{replicas: 3}");
+    let mut model = running(&cluster, 3);
+    model.cert_manager = true;
+    let h = harness(model);
+
+    // A new cluster where cert-manager is served: its CA and leaves are asked of cert-manager;
+    // nothing is mounted until they are issued.
+    let (action, log) = h.pass().await;
+    let certificates: Vec<&str> = log.iter().filter_map(|l| l.strip_prefix("APPLY certificates/")).collect();
+    let mut wanted = vec!["zk-cert-ca".to_owned(), "zk-cert-server".to_owned()];
+    wanted.extend((1..=9).map(|id| format!("zk-cert-member-{id}")));
+    assert_eq!(certificates, wanted);
+    assert!(
+        log.contains(&"APPLY issuers/zk-self-signed".to_owned()) && log.contains(&"APPLY issuers/zk-ca".to_owned())
+    );
+    assert!(log.contains(&"EVENT Normal WaitingForCertificates".to_owned()), "{log:?}");
+    assert!(!log.iter().any(|l| l.starts_with("APPLY statefulset") || l.contains("secrets/")), "{log:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(3)));
+    assert!(!lock(&h.model).secrets.contains_key("zk-ca"), "no CA of the operator's own");
+
+    // Issued: copied into zk-tls under the servers' file names, with the operator's admin leaf.
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Authority::generate("zk CA", now, Duration::from_secs(86_400 * 365)).expect("CA");
+    cert_manager_issues(&h.model, &ca);
+    let (_, log) = h.pass().await;
+    assert!(log.contains(&"OWN secrets/zk-cert-server".to_owned()), "{log:?}");
+    assert!(log.contains(&"APPLY secrets/zk-tls".to_owned()), "{log:?}");
+    assert!(log.iter().any(|l| l.starts_with("APPLY statefulset")), "{log:?}");
+    let tls = |key: &str| secret_text(&h.model, "zk-tls", key);
+    assert_eq!(tls("server.crt"), secret_text(&h.model, "zk-cert-server", "tls.crt"));
+    assert_eq!(tls("member-7.key"), secret_text(&h.model, "zk-cert-member-7", "tls.key"));
+    assert_eq!(tls("ca.crt"), Some(ca.pem().cert_pem.clone()));
+    assert!(tls("admin.crt").is_some() && tls("admin-ca.crt").is_some(), "the admin side stays the operator's");
+    let owners = lock(&h.model).secrets["zk-cert-member-1"]["metadata"]["ownerReferences"].clone();
+    assert_eq!(owners[0]["kind"], "CoordinationCluster");
+    assert!(owners[0].get("controller").is_none(), "owned, not controlled: cert-manager writes it");
+    let recorded = lock(&h.model).secrets["zk-tls"]["metadata"]["annotations"]["paddock.dev/issued-by"].clone();
+    assert_eq!(recorded, "cert-manager");
+
+    // Nothing changed: nothing written, nothing owned again.
+    let (_, log) = h.pass().await;
+    assert!(!log.iter().any(|l| l.contains("secrets/")), "{log:?}");
+
+    // cert-manager renews the server's certificate: the copy follows.
+    cert_manager_issues(&h.model, &ca);
+    let renewed = secret_text(&h.model, "zk-cert-server", "tls.crt");
+    let (_, log) = h.pass().await;
+    assert!(log.contains(&"APPLY secrets/zk-tls".to_owned()), "{log:?}");
+    assert_eq!(tls("server.crt"), renewed);
+
+    // cert-manager goes away: the cluster keeps cert-manager's certificates, it is not switched
+    // to a CA of the operator's (its members would not trust each other).
+    lock(&h.model).cert_manager = false;
+    let (action, log) = h.pass().await;
+    assert!(log.contains(&"EVENT Normal WaitingForCertificates".to_owned()), "{log:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(3)));
+    assert!(!lock(&h.model).secrets.contains_key("zk-ca"));
+}
+
+#[tokio::test]
+async fn a_cluster_the_operator_issued_stays_with_the_operator_when_cert_manager_arrives() {
+    let cluster = cr("{replicas: 3}");
+    let h = harness(running(&cluster, 3));
+    h.pass().await;
+    assert!(lock(&h.model).secrets.contains_key("zk-ca"));
+    lock(&h.model).cert_manager = true;
+    let (_, log) = h.pass().await;
+    assert!(!log.iter().any(|l| l.contains("certificates/") || l.contains("issuers/")), "{log:?}");
+    let recorded = lock(&h.model).secrets["zk-tls"]["metadata"]["annotations"]["paddock.dev/issued-by"].clone();
+    assert_eq!(recorded, "operator");
+}
+
+#[tokio::test]
+async fn a_cluster_that_asks_for_cert_manager_waits_for_it() {
+    let cluster = cr("{replicas: 3, tls: {provider: CertManager, issuerRef: {name: corp, kind: ClusterIssuer}}}");
+    let h = harness(running(&cluster, 3));
+    let (action, log) = h.pass().await;
+    assert!(log.contains(&"EVENT Normal WaitingForCertificates".to_owned()), "{log:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(3)));
+    assert!(lock(&h.model).secrets.is_empty(), "no CA of the operator's own");
+    lock(&h.model).cert_manager = true;
+    let (_, log) = h.pass().await;
+    let applied: Vec<&str> = log
+        .iter()
+        .filter(|l| l.starts_with("APPLY issuers") || l.starts_with("APPLY certificates"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(applied.len(), 10, "a leaf for the server and each member, no CA: {applied:?}");
+    let spec = lock(&h.model).certificates["zk-cert-server"].clone();
+    assert_eq!(spec["issuerRef"]["kind"], "ClusterIssuer");
 }
