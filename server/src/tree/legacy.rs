@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
+use super::shared_acl::AclCache;
 use super::{DataTree, NodeKind, ReapCandidate, SessionInfo, Txn, TxnKind, WriteOp, Znode};
 use crate::proto::{Acl, CreateMode, Id, Stat};
 
@@ -76,14 +77,16 @@ impl From<&SessionInfo> for SessionInfo {
 impl<S: Into<SessionInfo> + Clone> From<OldDataTree<S>> for DataTree {
     fn from(old: OldDataTree<S>) -> Self {
         let OldDataTree { nodes, sessions, containers, ttls, last_zxid, data_size } = old;
+        let mut acls = AclCache::default();
         let nodes = nodes
             .into_iter()
             .map(|(path, ZnodeV1 { data, acl, kind, stat, child_creates, children })| {
+                let acl = acls.intern(&acl);
                 (path, Znode { data: Some(data), acl, kind, stat, child_creates, children })
             })
             .collect();
         let sessions = sessions.into_iter().map(|(id, s)| (id, s.into())).collect();
-        DataTree { nodes, sessions, containers, ttls, last_zxid, data_size }
+        DataTree { nodes, sessions, containers, ttls, last_zxid, data_size, acls }
     }
 }
 
@@ -96,7 +99,7 @@ impl<S: for<'a> From<&'a SessionInfo> + Clone> From<&DataTree> for OldDataTree<S
             .map(|(path, n)| {
                 let node = ZnodeV1 {
                     data: n.data().to_vec(),
-                    acl: n.acl.clone(),
+                    acl: n.acl.to_vec(),
                     kind: n.kind,
                     stat: n.stat,
                     child_creates: n.child_creates,

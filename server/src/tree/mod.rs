@@ -13,6 +13,7 @@ mod acl;
 pub mod legacy;
 mod path;
 mod quota;
+mod shared_acl;
 mod txn;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use crate::proto::{perms, Acl, CreateMode, ErrorCode, EventType, Id, Stat};
 pub use acl::{acl_allows, digest_id, k8s_id_is_valid};
 pub use path::{validate_path, CONFIG, QUOTA, ROOT, ZOOKEEPER};
 use quota::StatsTrack;
+use shared_acl::{AclCache, Interning, SharedAcl};
 pub use txn::{OpResult, ReapCandidate, ReapKind, Txn, TxnKind, TxnResult, WriteOp, NO_TTL};
 
 /// The largest TTL ZooKeeper accepts (`EphemeralType.TTL.maxValue()`, 2^40 - 1 ms ≈ 34 years).
@@ -79,7 +81,9 @@ pub struct Znode {
     /// postcard's encoding is the same either way.
     #[serde(with = "serde_bytes")]
     data: Option<Vec<u8>>,
-    acl: Vec<Acl>,
+    /// Shared with every node of the tree that has the same list ([`shared_acl`]).
+    #[serde(with = "shared_acl")]
+    acl: SharedAcl,
     kind: NodeKind,
     /// The Stat a client sees, kept current on every change.
     stat: Stat,
@@ -89,7 +93,7 @@ pub struct Znode {
 }
 
 impl Znode {
-    fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
+    fn new(data: Option<Vec<u8>>, acl: SharedAcl, kind: NodeKind, zxid: i64, time_ms: i64) -> Self {
         let ephemeral_owner = match kind {
             NodeKind::Ephemeral { owner } => owner,
             _ => 0,
@@ -111,7 +115,7 @@ impl Znode {
     }
 
     /// One of ZooKeeper's built-in nodes: zeroed Stat.
-    fn builtin(acl: Vec<Acl>, children: &[&str]) -> Self {
+    fn builtin(acl: SharedAcl, children: &[&str]) -> Self {
         let mut node = Znode::new(Some(Vec::new()), acl, NodeKind::Persistent, 0, 0);
         node.children = children.iter().map(|c| (*c).to_owned()).collect();
         node.sync_child_stat();
@@ -222,7 +226,7 @@ pub struct SessionInfo {
 /// The maps are persistent (`imbl`): cloning is O(1) and later writes copy only the paths they
 /// touch, so a snapshot is taken from a clone without stalling writes. They are ordered, so
 /// every replica serializes the same bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DataTree {
     nodes: OrdMap<String, Znode>,
     sessions: OrdMap<i64, SessionInfo>,
@@ -231,6 +235,31 @@ pub struct DataTree {
     last_zxid: i64,
     /// Sum of path and data lengths, kept up to date on every change.
     data_size: u64,
+    /// The nodes' distinct ACL lists (not part of the state; not serialized).
+    #[serde(skip)]
+    acls: AclCache,
+}
+
+/// What a serialized [`DataTree`] holds, field for field.
+#[derive(Deserialize)]
+struct StoredTree {
+    nodes: OrdMap<String, Znode>,
+    sessions: OrdMap<i64, SessionInfo>,
+    containers: OrdSet<String>,
+    ttls: OrdSet<String>,
+    last_zxid: i64,
+    data_size: u64,
+}
+
+impl<'de> Deserialize<'de> for DataTree {
+    /// Reads a tree, its nodes sharing their ACL lists as a tree built by writes does.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let interning = Interning::begin();
+        let StoredTree { nodes, sessions, containers, ttls, last_zxid, data_size } =
+            StoredTree::deserialize(deserializer)?;
+        let acls = interning.finish();
+        Ok(DataTree { nodes, sessions, containers, ttls, last_zxid, data_size, acls })
+    }
 }
 
 impl Default for DataTree {
@@ -270,7 +299,7 @@ enum Undo {
     },
     AclSet {
         path: String,
-        acl: Vec<Acl>,
+        acl: SharedAcl,
         aversion: i32,
     },
     /// A quota's usage, changed in place.
@@ -302,7 +331,9 @@ impl DataTree {
     /// A fresh tree with ZooKeeper's built-in nodes: `/`, `/zookeeper`, `/zookeeper/quota` (open
     /// ACLs) and `/zookeeper/config` (world-readable only, aversion -1), all with zeroed Stats.
     pub fn new() -> Self {
-        let read_only = vec![Acl { perms: perms::READ, id: Id::anyone() }];
+        let mut acls = AclCache::default();
+        let read_only = acls.intern(&[Acl { perms: perms::READ, id: Id::anyone() }]);
+        let open = acls.intern(&Acl::open_unsafe());
         let mut config = Znode::builtin(read_only, &[]);
         // ZooKeeper installs this ACL with `setACL(..., -1)`, which stores -1 as the aversion.
         config.stat.aversion = -1;
@@ -313,11 +344,12 @@ impl DataTree {
             ttls: OrdSet::new(),
             last_zxid: 0,
             data_size: 0,
+            acls,
         };
         for (path, node) in [
-            (ROOT, Znode::builtin(Acl::open_unsafe(), &["zookeeper"])),
-            (ZOOKEEPER, Znode::builtin(Acl::open_unsafe(), &["config", "quota"])),
-            (QUOTA, Znode::builtin(Acl::open_unsafe(), &[])),
+            (ROOT, Znode::builtin(open.clone(), &["zookeeper"])),
+            (ZOOKEEPER, Znode::builtin(open.clone(), &["config", "quota"])),
+            (QUOTA, Znode::builtin(open, &[])),
             (CONFIG, config),
         ] {
             tree.data_size += node_size(path, node.data());
@@ -473,6 +505,7 @@ impl DataTree {
             CreateMode::Container => NodeKind::Container,
             CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl => NodeKind::Ttl { ttl_ms },
         };
+        let acl = self.acls.intern(&acl);
         let node = Znode::new(data.map(<[u8]>::to_vec), acl, kind, ctx.zxid, ctx.time_ms);
         let stat = node.stat;
         let (parent_path, _) = path::split_parent(&path).ok_or(ErrorCode::BadArguments)?;
@@ -563,6 +596,7 @@ impl DataTree {
         self.require_session(ctx)?;
         validate_path(path)?;
         let acl = acl::fixup_acl(acl, ctx.auth)?;
+        let acl = self.acls.intern(&acl);
         let node = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
         if !acl_allows(&node.acl, perms::ADMIN, ctx.auth) {
             return Err(ErrorCode::NoAuth);

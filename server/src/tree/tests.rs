@@ -1277,3 +1277,41 @@ fn a_failed_multi_takes_back_the_usage_it_counted() {
     assert!(result.is_ok());
     assert_eq!(usage(&f, "/q"), "count=2,bytes=0");
 }
+
+/// Nodes with the same ACL list share one allocation, made by writes, restored from a snapshot
+/// (postcard and the JSON of tests alike) or converted from an earlier snapshot format; a node
+/// given a list no other node has gets its own.
+#[test]
+fn nodes_with_the_same_acl_share_one_list_also_after_a_restore() {
+    let shared = |tree: &DataTree, a: &str, b: &str| {
+        std::sync::Arc::ptr_eq(&tree.get(a).expect("a").acl, &tree.get(b).expect("b").acl)
+    };
+    let mut f = Fixture::new();
+    f.create("/a", CreateMode::Persistent);
+    f.create("/a/b", CreateMode::Persistent);
+    f.create("/c", CreateMode::EphemeralSequential);
+    let ip = vec![acl(perms::ALL, "ip", "10.0.0.0/8")];
+    f.write(create_with("/d", b"", ip.clone(), CreateMode::Persistent)).expect("d");
+    f.write(create_with("/e", b"", ip.clone(), CreateMode::Persistent)).expect("e");
+    assert!(shared(&f.tree, "/a", "/a/b"));
+    assert!(shared(&f.tree, "/a", "/"), "the built-in nodes' open ACL too");
+    assert!(shared(&f.tree, "/d", "/e"));
+    assert!(!shared(&f.tree, "/a", "/d"));
+    f.write(set_acl("/a/b", ip.clone(), -1)).expect("setACL");
+    assert!(shared(&f.tree, "/a/b", "/d"), "a list set later is the shared one");
+
+    let restored: DataTree = postcard::from_bytes(&postcard::to_allocvec(&f.tree).expect("encode")).expect("decode");
+    assert_eq!(restored, f.tree);
+    assert!(shared(&restored, "/a", "/") && shared(&restored, "/d", "/e") && shared(&restored, "/a/b", "/d"));
+    assert!(!shared(&restored, "/a", "/d"));
+    // The restored tree's cache is the one its writes use.
+    let mut g = Fixture { tree: restored, zxid: f.zxid, time: f.time };
+    g.write(create_with("/f", b"", ip, CreateMode::Persistent)).expect("f");
+    assert!(shared(&g.tree, "/f", "/d"));
+
+    let json: DataTree = serde_json::from_str(&serde_json::to_string(&f.tree).expect("json")).expect("back");
+    assert!(shared(&json, "/d", "/e"));
+    let old: legacy::DataTreeV2 = (&f.tree).into();
+    let converted: DataTree = old.into();
+    assert!(shared(&converted, "/a", "/") && shared(&converted, "/d", "/e"));
+}
