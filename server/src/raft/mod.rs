@@ -24,13 +24,26 @@ openraft::declare_raft_types!(
 /// The Raft handle with Paddock's state machine.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
+/// How much write-ahead log, besides the file being written (up to a 64 MiB memtable), RocksDB
+/// keeps before it flushes the column families that hold the oldest of it. Without a bound the
+/// small `meta` column family, whose memtable never fills, pins every WAL file written since its
+/// last flush: about 2 GB per server after the benchmark's write workloads (docs/benchmarks.md).
+pub const MAX_WAL_BYTES: u64 = 256 << 20;
+
 /// Opens (creating when missing) the RocksDB database in `dir` with every column family.
 pub fn open_db(dir: &Path) -> Result<Arc<rocksdb::DB>, rocksdb::Error> {
+    open_db_with(dir, MAX_WAL_BYTES)
+}
+
+/// [`open_db`] with at most `max_wal_bytes` of write-ahead log.
+pub fn open_db_with(dir: &Path, max_wal_bytes: u64) -> Result<Arc<rocksdb::DB>, rocksdb::Error> {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    // Every durable write is an explicit WAL fsync (see log_store); memtables flush on their own.
+    // Every durable write is an explicit WAL fsync (see log_store); memtables flush on their own,
+    // and all of them once the WAL passes its bound.
     opts.set_max_background_jobs(2);
+    opts.set_max_total_wal_size(max_wal_bytes);
     let db = rocksdb::DB::open_cf(&opts, dir, keys::ALL_CFS)?;
     Ok(Arc::new(db))
 }
@@ -45,7 +58,7 @@ mod tests {
 
     use super::log_store::LogStore;
     use super::state_machine::StateMachine;
-    use super::{open_db, TypeConfig};
+    use super::{keys, open_db, open_db_with, TypeConfig};
     use crate::store::Store;
 
     struct Builder;
@@ -57,6 +70,43 @@ mod tests {
             let state_machine = StateMachine::open(Arc::new(Store::new(1)), db.clone()).expect("open state machine");
             Ok((dir, LogStore::new(db), state_machine))
         }
+    }
+
+    /// The bytes of write-ahead log (`*.log`) in `dir`.
+    fn wal_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .expect("db dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Log entries written while the small column family holds one old record: the WAL stays
+    /// within its bound plus the current file (up to one 64 MiB memtable: RocksDB counts only the
+    /// files before it), the column families behind the older files flushed and those files
+    /// deleted; without a bound it would keep all 160 MiB.
+    #[test]
+    fn the_write_ahead_log_stays_bounded_under_a_stream_of_log_writes() {
+        const LIMIT: u64 = 4 << 20;
+        const MEMTABLE: u64 = 64 << 20;
+        let dir = TempDir::new().expect("temp dir");
+        let db = open_db_with(dir.path(), LIMIT).expect("open rocksdb");
+        let (logs, meta) = (db.cf_handle(keys::CF_LOGS).expect("logs"), db.cf_handle(keys::CF_META).expect("meta"));
+        db.put_cf(&meta, keys::META_VOTE, b"an old vote").expect("meta");
+        let entry = vec![7u8; 160 << 10];
+        for index in 0..1024u64 {
+            db.put_cf(&logs, keys::log_key(index), &entry).expect("append");
+        }
+        // Obsolete WAL files go once the flush they wait for is done: wait for it, bounded.
+        let bound = MEMTABLE + 2 * LIMIT + (1 << 20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while wal_bytes(dir.path()) > bound {
+            assert!(std::time::Instant::now() < deadline, "WAL at {} bytes, bound {bound}", wal_bytes(dir.path()));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(db.get_cf(&meta, keys::META_VOTE).expect("read").as_deref(), Some(&b"an old vote"[..]));
     }
 
     /// openraft's own conformance suite for log stores and state machines.
