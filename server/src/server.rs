@@ -88,7 +88,7 @@ impl Server {
         let raft_config = Arc::new(raft_config.validate().context("invalid raft config")?);
         let peers = Arc::new(Peers::new(config.id, config.admin_addr.to_string(), tls.peer.clone()));
         let network = PeerNetwork::new(peers.clone());
-        let raft = Raft::new(config.id, raft_config, network, LogStore::new(db), state_machine)
+        let raft = Raft::new(config.id, raft_config, network, LogStore::new(db)?, state_machine)
             .await
             .context("failed to start raft")?;
         if !raft.is_initialized().await.context("raft stopped")? && !config.join {

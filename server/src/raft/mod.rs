@@ -68,7 +68,7 @@ mod tests {
             let dir = TempDir::new().expect("temp dir");
             let db = open_db(dir.path()).expect("open rocksdb");
             let state_machine = StateMachine::open(Arc::new(Store::new(1)), db.clone()).expect("open state machine");
-            Ok((dir, LogStore::new(db), state_machine))
+            Ok((dir, LogStore::new(db).expect("log writer"), state_machine))
         }
     }
 
