@@ -95,6 +95,10 @@ metric!(/// Applied index.
     RAFT_APPLIED_INDEX: IntGauge = gauge("paddock_raft_applied_index", "Raft log index applied to the data tree"));
 metric!(/// Applied lag.
     RAFT_APPLY_LAG: IntGauge = gauge("paddock_raft_apply_lag", "committed minus applied Raft log index"));
+metric!(/// Appends the log writer made durable.
+    RAFT_LOG_APPENDS: IntCounter = counter("paddock_raft_log_appends_total", "Raft log appends made durable (each one or more entries)"));
+metric!(/// Synced writes of the log writer.
+    RAFT_LOG_SYNCS: IntCounter = counter("paddock_raft_log_syncs_total", "synced writes of the Raft log writer: each makes every append queued meanwhile durable (group commit)"));
 metric!(/// Purged index.
     RAFT_PURGED_INDEX: IntGauge = gauge("paddock_raft_purged_index", "last Raft log index purged behind a snapshot"));
 metric!(/// Index of the newest snapshot.
@@ -144,8 +148,8 @@ pub fn init() {
     let _ = (&*PROTOCOL_ERRORS, &*BYTES_IN, &*BYTES_OUT, &*NOTIFICATIONS, &*ZNODES, &*EPHEMERALS);
     let _ = (&*DATA_BYTES, &*WATCHES, &*SESSIONS, &*SESSIONS_EXPIRED, &*RAFT_TERM, &*RAFT_LEADER_CHANGES);
     let _ = (&*RAFT_IS_LEADER, &*RAFT_LAST_LOG_INDEX, &*RAFT_COMMIT_INDEX, &*RAFT_APPLIED_INDEX);
-    let _ = (&*RAFT_APPLY_LAG, &*RAFT_PURGED_INDEX, &*SNAPSHOT_INDEX, &*SNAPSHOT_BYTES);
-    let _ = (&*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS, &*TLS_RELOADS, &*TLS_CERT_EXPIRY);
+    let _ = (&*RAFT_APPLY_LAG, &*RAFT_PURGED_INDEX, &*RAFT_LOG_APPENDS, &*RAFT_LOG_SYNCS, &*SNAPSHOT_INDEX);
+    let _ = (&*SNAPSHOT_BYTES, &*SNAPSHOT_BUILD_SECONDS, &*SNAPSHOT_RESTORE_SECONDS, &*TLS_RELOADS, &*TLS_CERT_EXPIRY);
     let _ = (&*PEER_LINKS_REFUSED, &*TLS_HANDSHAKE_FAILURES, &*SASL_FAILURES, &*K8S_REVIEWS);
 }
 

@@ -38,8 +38,32 @@ pub struct LogStore {
     db: Arc<DB>,
     /// Entries appended but not written yet, by index.
     pending: Pending,
-    /// The log writer's queue.
-    writer: std::sync::mpsc::Sender<Job>,
+    /// The log writer, shared by the clones.
+    writer: Arc<Writer>,
+}
+
+/// The log writer thread and its queue. When the last log store lets go of it, the queue closes
+/// and the thread is waited for, so the database is closed when the store is gone (a server
+/// reopening it in the same process finds it free).
+struct Writer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn send(&self, job: Job) -> io::Result<()> {
+        let stopped = || io_err("the log writer stopped");
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Appended entries the log writer has not written yet, by index: always above every index in
@@ -78,7 +102,13 @@ fn log_writer(db: Arc<DB>, pending: Pending, jobs: std::sync::mpsc::Receiver<Job
                 if batch.is_empty() {
                     Ok(())
                 } else {
-                    db.write_opt(batch, &sync).map_err(|e| e.to_string())
+                    let appends = group.iter().filter(|job| matches!(job, Job::Append { .. })).count();
+                    let written = db.write_opt(batch, &sync).map_err(|e| e.to_string());
+                    if written.is_ok() {
+                        crate::metrics::RAFT_LOG_SYNCS.inc();
+                        crate::metrics::RAFT_LOG_APPENDS.inc_by(appends as u64);
+                    }
+                    written
                 }
             }
             None => Err(format!("column family {} missing", keys::CF_LOGS)),
@@ -121,11 +151,12 @@ impl LogStore {
     /// with its log writer thread.
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let pending = Pending::default();
-        let (writer, jobs) = std::sync::mpsc::channel();
+        let (sender, jobs) = std::sync::mpsc::channel();
         let (for_writer, written) = (db.clone(), pending.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
             .spawn(move || log_writer(for_writer, written, jobs))?;
+        let writer = Arc::new(Writer { jobs: Some(sender), thread: Some(thread) });
         Ok(Self { db, pending, writer })
     }
 
@@ -136,7 +167,7 @@ impl LogStore {
     /// Waits until the log writer has written everything queued so far.
     async fn written(&self) -> io::Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.writer.send(Job::Barrier(done)).map_err(|_| io_err("the log writer stopped"))?;
+        self.writer.send(Job::Barrier(done))?;
         wait.await.map_err(|_| io_err("the log writer stopped"))?
     }
 
@@ -256,7 +287,7 @@ impl RaftLogStorage<C> for LogStore {
         // Readable from memory at once (openraft may read them right away), written and
         // reported flushed by the log writer.
         self.pending().extend(unwritten.into_iter().map(|e| (e.index(), e)));
-        self.writer.send(Job::Append { entries: encoded, callback }).map_err(|_| io_err("the log writer stopped"))?;
+        self.writer.send(Job::Append { entries: encoded, callback })?;
         Ok(())
     }
 

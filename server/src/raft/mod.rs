@@ -109,6 +109,45 @@ mod tests {
         assert_eq!(db.get_cf(&meta, keys::META_VOTE).expect("read").as_deref(), Some(&b"an old vote"[..]));
     }
 
+    /// Appends issued back to back, none awaited: each is readable as soon as it returns (from
+    /// memory or the database), all are reported flushed, in as many synced writes as the log
+    /// writer needed (at most one each), and they are in the database when reopened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_are_readable_at_once_and_made_durable_in_groups() {
+        use openraft::storage::{IOFlushed, RaftLogStorage};
+        use openraft::testing::blank_ent;
+        use openraft::type_config::TypeConfigExt;
+        use openraft::RaftLogReader;
+
+        let dir = TempDir::new().expect("temp dir");
+        let (appends, syncs) = (crate::metrics::RAFT_LOG_APPENDS.get(), crate::metrics::RAFT_LOG_SYNCS.get());
+        {
+            let db = open_db(dir.path()).expect("open rocksdb");
+            let mut store = LogStore::new(db).expect("log writer");
+            let mut flushed = Vec::new();
+            for index in 1..=200u64 {
+                let (tx, rx) = TypeConfig::oneshot();
+                store.append([blank_ent::<TypeConfig>(1, 1, index)], IOFlushed::signal(tx)).await.expect("append");
+                let read = store.try_get_log_entries(index..=index).await.expect("read");
+                assert_eq!(read.len(), 1, "entry {index} readable once append returned");
+                flushed.push(rx);
+            }
+            for rx in flushed {
+                rx.await.expect("reported").expect("flushed");
+            }
+            let all = store.try_get_log_entries(1..=200).await.expect("read all");
+            assert_eq!(all.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+        }
+        // Other tests of this process write logs too: counts only grow.
+        let (appended, synced) =
+            (crate::metrics::RAFT_LOG_APPENDS.get() - appends, crate::metrics::RAFT_LOG_SYNCS.get() - syncs);
+        assert!(appended >= 200 && synced >= 1, "{appended} appends, {synced} syncs");
+        let db = open_db(dir.path()).expect("reopen");
+        let mut store = LogStore::new(db).expect("log writer");
+        assert_eq!(store.try_get_log_entries(1..=200).await.expect("read").len(), 200, "durable");
+        assert_eq!(store.get_log_state().await.expect("state").last_log_id.map(|id| id.index), Some(200));
+    }
+
     /// openraft's own conformance suite for log stores and state machines.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_openraft_storage_suite() {
