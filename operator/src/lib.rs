@@ -13,6 +13,8 @@
 //!   kept issued and renewed; [`cert_manager`]: the Certificates cert-manager issues instead,
 //!   where it runs.
 //! - [`injection`]: what an annotated pod gets (pure); [`admission`]: the HTTPS webhook serving it.
+//! - [`tenancy`]: the namespaces' subtrees, ACLs and quotas, laid out as the client port's super
+//!   user.
 //! - [`lease`]: leader election among operator replicas; [`endpoints`], [`metrics`]: health and
 //!   Prometheus.
 

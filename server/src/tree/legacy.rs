@@ -77,7 +77,7 @@ impl From<&SessionInfo> for SessionInfo {
 impl<S: Into<SessionInfo> + Clone> From<OldDataTree<S>> for DataTree {
     fn from(old: OldDataTree<S>) -> Self {
         let OldDataTree { nodes, sessions, containers, ttls, last_zxid, data_size } = old;
-        let mut acls = AclCache::default();
+        let acls = AclCache::default();
         let nodes = nodes
             .into_iter()
             .map(|(path, ZnodeV1 { data, acl, kind, stat, child_creates, children })| {

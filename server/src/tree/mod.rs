@@ -331,7 +331,7 @@ impl DataTree {
     /// A fresh tree with ZooKeeper's built-in nodes: `/`, `/zookeeper`, `/zookeeper/quota` (open
     /// ACLs) and `/zookeeper/config` (world-readable only, aversion -1), all with zeroed Stats.
     pub fn new() -> Self {
-        let mut acls = AclCache::default();
+        let acls = AclCache::default();
         let read_only = acls.intern(&[Acl { perms: perms::READ, id: Id::anyone() }]);
         let open = acls.intern(&Acl::open_unsafe());
         let mut config = Znode::builtin(read_only, &[]);

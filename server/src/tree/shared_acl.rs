@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serializer};
 
@@ -19,9 +19,15 @@ use crate::proto::Acl;
 /// A znode's ACL list, shared with every node that has the same one.
 pub type SharedAcl = Arc<[Acl]>;
 
-/// The distinct ACL lists of a tree.
+/// The distinct ACL lists of a tree. Clones share one cache, so copying a tree for a snapshot
+/// stays O(1) (the copy writes nothing; what either interns, both find).
 #[derive(Clone, Debug, Default)]
 pub struct AclCache {
+    lists: Arc<Mutex<Lists>>,
+}
+
+#[derive(Debug, Default)]
+struct Lists {
     lists: HashSet<SharedAcl>,
     /// Its size when lists no longer held were last dropped.
     kept: usize,
@@ -33,23 +39,24 @@ const PRUNE_FROM: usize = 64;
 
 impl AclCache {
     /// The shared list equal to `acl`, made when the tree has none yet.
-    pub fn intern(&mut self, acl: &[Acl]) -> SharedAcl {
-        if let Some(shared) = self.lists.get(acl) {
+    pub fn intern(&self, acl: &[Acl]) -> SharedAcl {
+        let mut cache = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = cache.lists.get(acl) {
             return shared.clone();
         }
-        if self.lists.len() >= PRUNE_FROM.max(2 * self.kept) {
-            self.lists.retain(|list| Arc::strong_count(list) > 1);
-            self.kept = self.lists.len();
+        if cache.lists.len() >= PRUNE_FROM.max(2 * cache.kept) {
+            cache.lists.retain(|list| Arc::strong_count(list) > 1);
+            cache.kept = cache.lists.len();
         }
         let shared: SharedAcl = Arc::from(acl);
-        self.lists.insert(shared.clone());
+        cache.lists.insert(shared.clone());
         shared
     }
 
     /// How many distinct lists it holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lists.len()
+        self.lists.lock().unwrap_or_else(|e| e.into_inner()).lists.len()
     }
 }
 
@@ -104,7 +111,7 @@ pub fn serialize<S: Serializer>(acl: &SharedAcl, serializer: S) -> Result<S::Ok,
 /// Deserializes a list, interned in the cache of the tree being read when there is one.
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SharedAcl, D::Error> {
     let acl = Vec::<Acl>::deserialize(deserializer)?;
-    Ok(INTERNING.with(|cell| match cell.borrow_mut().as_mut() {
+    Ok(INTERNING.with(|cell| match cell.borrow().as_ref() {
         Some(cache) => cache.intern(&acl),
         None => Arc::from(acl),
     }))
@@ -121,7 +128,7 @@ mod tests {
 
     #[test]
     fn equal_lists_are_one_and_lists_no_node_holds_are_dropped_as_the_cache_grows() {
-        let mut cache = AclCache::default();
+        let cache = AclCache::default();
         let a = cache.intern(&acl("a"));
         let again = cache.intern(&acl("a"));
         assert!(Arc::ptr_eq(&a, &again));
